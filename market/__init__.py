@@ -1,0 +1,1 @@
+"""Market data, trading calendar and KRX rules (plain Python, no Ray)."""

@@ -1,0 +1,222 @@
+"""The one accounting: target weights → whole-share orders → fills → cash and holdings.
+
+The paper broker, the backtester and the RL environment all call these two functions, so a
+strategy is charged exactly the same in research and in paper trading. Orders decided on bar t
+are executed here against bar t+1 (the caller passes t+1's bar); nothing in this module looks at
+any other bar.
+
+Rules (KIS_API.md §7, and the issue texts):
+* Prices are snapped to the KRX tick grid of the execution date; cash and fees are whole KRW.
+* Market orders fill at the open plus slippage (buys pay up, sells receive less).
+* Limit orders fill only if the bar trades through the limit: at the open when the open is
+  already better than the limit, otherwise at the limit price itself.
+* A bar locked at a daily price limit (no range, at ±limit) trades for nobody in this model: a
+  locked queue gives no assurance of a fill, so neither side fills (conservative).
+* No bar that day (suspension, missing data) → nothing fills.
+* Fills never go beyond the daily price limits; commission on both sides, tax on sells.
+* Sells are executed before buys; sells are capped at the holding (no short selling); a buy
+  that the cash cannot pay for is cut to the shares the cash affords (cash never negative).
+* No partial fills from volume: the shipped data often lacks volume, so liquidity is assumed.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from market import krx
+
+BUY, SELL = 1, -1
+
+
+class FillStatus(IntEnum):
+    FILLED = 0
+    PARTIAL_CASH = 1   # buy cut to what the cash affords
+    NO_BAR = 2         # no bar for the symbol that day (suspended or missing)
+    LOCKED = 3         # bar locked at a daily price limit
+    NOT_REACHED = 4    # limit order: the bar did not trade through the limit
+    NO_CASH = 5        # buy: not even one share affordable
+    NO_POSITION = 6    # sell: nothing held
+    PARTIAL_POSITION = 7  # sell cut to the holding
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Commission, tax market and slippage; slippage = ticks × tick + range_frac × (high − low)."""
+
+    commission_rate: float = krx.DEFAULT_COMMISSION_RATE
+    slippage_ticks: float = 0.0
+    slippage_range_frac: float = 0.05
+    market: krx.Market = krx.Market.KOSPI
+
+    def __post_init__(self):
+        for name in ("commission_rate", "slippage_ticks", "slippage_range_frac"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"CostModel.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Bar:
+    """The execution bar for a set of symbols (arrays aligned with the order arrays)."""
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    prev_close: np.ndarray
+
+
+@dataclass
+class Execution:
+    """Per-order results plus the account after all fills."""
+
+    qty: np.ndarray         # filled shares (int64, >= 0)
+    price: np.ndarray       # fill price in KRW on the tick grid (int64; 0 where nothing filled)
+    commission: np.ndarray  # KRW (int64)
+    tax: np.ndarray         # KRW (int64)
+    status: np.ndarray      # FillStatus codes
+    cash: int
+    holdings: np.ndarray    # int64 per symbol
+
+    @property
+    def notional(self) -> np.ndarray:
+        return self.qty * self.price
+
+
+def fill_prices(side: np.ndarray, limit: np.ndarray, bar: Bar, on: dt.date,
+                costs: CostModel) -> tuple[np.ndarray, np.ndarray]:
+    """Where each order would fill on this bar, ignoring cash: (price int64, status)."""
+    side = np.asarray(side)
+    o, h, lo, pc = (np.asarray(a, dtype=float) for a in (bar.open, bar.high, bar.low, bar.prev_close))
+    n = len(side)
+    status = np.full(n, FillStatus.FILLED, dtype=np.int8)
+    has_bar = ~(np.isnan(o) | np.isnan(h) | np.isnan(lo))
+    status[~has_bar] = FillStatus.NO_BAR
+    o, h, lo = np.where(has_bar, o, 1.0), np.where(has_bar, h, 1.0), np.where(has_bar, lo, 1.0)
+    base = np.where(np.isnan(pc) | (pc <= 0), o, pc)
+
+    lower, upper = krx.price_limits(base, on, costs.market)
+    pct = krx.price_limit_pct(on)
+    move = np.abs(o / base - 1.0)
+    locked = has_bar & (h - lo <= 1e-9 * h) & (move >= pct - 0.005)
+    status[locked] = FillStatus.LOCKED
+
+    tick = krx.tick_size(o, on, costs.market)
+    slip = costs.slippage_ticks * tick + costs.slippage_range_frac * (h - lo)
+    is_buy = side == BUY
+    is_limit = ~np.isnan(limit)
+    lim = np.where(is_limit, limit, 0.0)
+
+    # market orders: open ± slippage, kept inside the bar's range
+    raw = np.where(is_buy, np.minimum(o + slip, h), np.maximum(o - slip, lo))
+    # limit orders: reachable only if the open is at/better than the limit or the bar crosses it
+    reach_buy = (o <= lim) | (lo < lim)
+    reach_sell = (o >= lim) | (h > lim)
+    reach = np.where(is_buy, reach_buy, reach_sell)
+    limit_px = np.where(is_buy, np.where(o <= lim, np.minimum(o + slip, lim), lim),
+                        np.where(o >= lim, np.maximum(o - slip, lim), lim))
+    raw = np.where(is_limit, limit_px, raw)
+    status[is_limit & ~reach & (status == FillStatus.FILLED)] = FillStatus.NOT_REACHED
+
+    price = np.where(is_buy, krx.round_to_tick(raw, on, costs.market, "up"),
+                     krx.round_to_tick(raw, on, costs.market, "down"))
+    # a buy limit is a ceiling and a sell limit a floor, even after snapping onto the grid
+    price = np.where(is_limit & is_buy, np.minimum(price, lim), price)
+    price = np.where(is_limit & ~is_buy, np.maximum(price, lim), price)
+    price = np.clip(price, lower, upper).astype(np.int64)
+    price[status != FillStatus.FILLED] = 0
+    return price, status
+
+
+def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np.ndarray, bar: Bar,
+            on: dt.date, sell_tax_rate: float, cash: int, holdings: np.ndarray,
+            costs: CostModel = CostModel()) -> Execution:
+    """Execute a batch of orders against one bar. `bar` arrays are aligned with the orders.
+
+    Sells first (freeing cash), then buys in the given order. Returns fills and the new account.
+    """
+    symbol_idx = np.asarray(symbol_idx, dtype=np.int64)
+    side = np.asarray(side, dtype=np.int64)
+    qty = np.asarray(qty, dtype=np.int64)
+    limit = np.asarray(limit, dtype=float)
+    if np.any(qty <= 0):
+        raise ValueError("order quantities must be positive whole shares")
+    if not np.all(np.isin(side, (BUY, SELL))):
+        raise ValueError("order side must be +1 (buy) or -1 (sell)")
+    holdings = np.array(holdings, dtype=np.int64, copy=True)
+    cash = int(cash)
+    price, status = fill_prices(side, limit, bar, on, costs)
+    filled = np.where(status == FillStatus.FILLED, qty, 0)
+
+    commission = np.zeros(len(qty), dtype=np.int64)
+    tax = np.zeros(len(qty), dtype=np.int64)
+    for i in np.flatnonzero((side == SELL) & (filled > 0)):
+        held = holdings[symbol_idx[i]]
+        if held <= 0:
+            filled[i], status[i] = 0, FillStatus.NO_POSITION
+            continue
+        if filled[i] > held:
+            filled[i], status[i] = held, FillStatus.PARTIAL_POSITION
+        notional = int(filled[i]) * int(price[i])
+        commission[i] = krx.commission(notional, costs.commission_rate)
+        tax[i] = krx.sell_tax(notional, sell_tax_rate)
+        holdings[symbol_idx[i]] -= filled[i]
+        cash += notional - int(commission[i]) - int(tax[i])
+
+    for i in np.flatnonzero((side == BUY) & (filled > 0)):
+        px = int(price[i])
+        q = int(filled[i])
+        cost = q * px + krx.commission(q * px, costs.commission_rate)
+        if cost > cash:
+            q = int(cash // (px * (1 + costs.commission_rate)))
+            while q > 0 and q * px + krx.commission(q * px, costs.commission_rate) > cash:
+                q -= 1
+            status[i] = FillStatus.PARTIAL_CASH if q > 0 else FillStatus.NO_CASH
+            filled[i] = q
+            if q == 0:
+                continue
+        commission[i] = krx.commission(q * px, costs.commission_rate)
+        holdings[symbol_idx[i]] += q
+        cash -= q * px + int(commission[i])
+
+    price = np.where(filled > 0, price, 0)
+    return Execution(qty=filled, price=price, commission=commission, tax=tax, status=status,
+                     cash=cash, holdings=holdings)
+
+
+def orders_for_targets(weights: np.ndarray, holdings: np.ndarray, cash: int, ref_price: np.ndarray,
+                       min_trade_value: float = 0.0, cash_buffer: float = 0.01
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole-share orders that move the account toward target weights of equity.
+
+    `ref_price` is the last known close (decision time); symbols without a price are not traded.
+    Buys are scaled down so that, at the reference price plus `cash_buffer`, they fit into the
+    cash left after the sells. Returns (symbol_idx, side, qty) for orders with qty > 0.
+    """
+    w = np.nan_to_num(np.asarray(weights, dtype=float), nan=0.0)
+    if np.any(w < -1e-12):
+        raise ValueError("target weights must be >= 0 (no short selling)")
+    if w.sum() > 1.0 + 1e-9:
+        raise ValueError(f"target weights sum to {w.sum():.6f} > 1 (no leverage)")
+    holdings = np.asarray(holdings, dtype=np.int64)
+    px = np.asarray(ref_price, dtype=float)
+    priced = ~np.isnan(px) & (px > 0)
+    px_safe = np.where(priced, px, 1.0)
+    equity = cash + float(np.sum(np.where(priced, holdings * px_safe, 0.0)))
+    target = np.where(priced, np.floor(w * equity / px_safe), holdings).astype(np.int64)
+    delta = target - holdings
+    small = np.abs(delta) * px_safe < min_trade_value
+    delta[small] = 0
+    sells = np.where(delta < 0, -delta, 0)
+    buys = np.where(delta > 0, delta, 0)
+    budget = cash + float(np.sum(sells * px_safe))
+    need = float(np.sum(buys * px_safe)) * (1 + cash_buffer)
+    if need > budget > 0:
+        buys = np.floor(buys * (budget / need)).astype(np.int64)
+    elif budget <= 0:
+        buys[:] = 0
+    idx = np.concatenate([np.flatnonzero(sells), np.flatnonzero(buys)])
+    side = np.concatenate([np.full(np.count_nonzero(sells), SELL), np.full(np.count_nonzero(buys), BUY)])
+    qty = np.concatenate([sells[sells > 0], buys[buys > 0]])
+    return idx.astype(np.int64), side.astype(np.int64), qty.astype(np.int64)

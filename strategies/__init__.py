@@ -1,0 +1,1 @@
+"""Pure decision logic (no Ray): agents map what is known at bar t to target weights."""
