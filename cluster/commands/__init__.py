@@ -1,0 +1,1 @@
+"""Subcommands of `trader`, one module each."""

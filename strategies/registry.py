@@ -1,0 +1,31 @@
+"""Strategies by name: what `trader backtest --strategy NAME` and the Serve ensemble can build.
+
+A factory takes a `StrategyContext` (data files, seed) and returns a fresh `Agent`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from market.data import DataPaths
+from strategies.base import Agent
+from strategies.technical import TechnicalAgent
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    paths: DataPaths = DataPaths()
+    seed: int = 0
+
+
+STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
+    "technical": lambda ctx: TechnicalAgent(),
+}
+
+
+def build(name: str, ctx: StrategyContext | None = None) -> Agent:
+    try:
+        factory = STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}") from None
+    return factory(ctx or StrategyContext())
