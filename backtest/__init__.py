@@ -1,0 +1,1 @@
+"""Research: portfolio accounting over history, metrics, walk-forward splits, reports (no Ray)."""
