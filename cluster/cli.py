@@ -11,6 +11,8 @@ import sys
 
 COMMAND_MODULES = [
     "cluster.commands.demo",
+    "cluster.commands.train",
+    "cluster.commands.promote",
 ]
 
 
