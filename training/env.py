@@ -129,6 +129,9 @@ class EnvSpec:
     commission_rate: float = krx.DEFAULT_COMMISSION_RATE
     slippage_range_frac: float = 0.05
     slippage_ticks: float = 0.0
+    # rebalance band: skip orders smaller than this (KRW); passed to orders_for_targets, so a
+    # held template does not churn commission on every small drift (and steps stay cheap)
+    min_trade_value: float = 1_000_000.0
     normaliser: dict | None = field(default=None, repr=False)  # fitted stats (set by TradingEnv)
 
     def costs(self) -> CostModel:
@@ -194,7 +197,11 @@ class TradingEnv(gym.Env):
         self.py_dates: list[dt.date] = [d.item() for d in panel.dates.astype("datetime64[D]")]
         cal = panel.calendar
         self.tax = np.array([krx.sell_tax_rate(cal.settlement_date(d)) for d in self.py_dates])
-        self.close_ff = _ffill(panel.close)
+        self.close_ff = np.nan_to_num(_ffill(panel.close))
+        # normalisation is elementwise, so doing it once for every row gives the same numbers as
+        # `observation()` does row by row (RLAgent uses that)
+        self.zfeats = self.norm.apply(self.feats).astype(np.float32).reshape(len(panel), -1)
+        self._onehots = np.eye(self.n_actions, dtype=np.float32)
         self.observation_space = gym.spaces.Box(-CLIP, CLIP, (n * len(FEATURE_NAMES) + self.n_actions,),
                                                 np.float32)
         self.action_space = gym.spaces.Discrete(self.n_actions)
@@ -250,13 +257,14 @@ class TradingEnv(gym.Env):
         self.equity = new_equity
         self.prev_action = a
         truncated = self.t >= self.end
-        info = {"equity": new_equity, "traded": traded, "date": str(self.py_dates[self.t])}
+        info = {"equity": new_equity, "traded": traded, "t": self.t}
         return self._obs(), reward, False, truncated, info
 
     # -- the accounting (shared with the backtester and the paper broker) ----------------------
     def trade(self, weights: np.ndarray, t: int):
         """Orders at close t toward `weights`, filled on bar t+1; updates cash and holdings."""
-        idx, side, qty = orders_for_targets(weights, self.holdings, self.cash, self.panel.close[t])
+        idx, side, qty = orders_for_targets(weights, self.holdings, self.cash, self.panel.close[t],
+                                            min_trade_value=self.spec_.min_trade_value)
         if len(idx) == 0:
             return None
         p = self.panel
@@ -270,11 +278,10 @@ class TradingEnv(gym.Env):
 
     def mark(self, t: int) -> float:
         """Equity at close t (last known close for a symbol without a bar that day)."""
-        px = np.nan_to_num(self.close_ff[t])
-        return float(self.cash + np.dot(self.holdings, px))
+        return float(self.cash + np.dot(self.holdings, self.close_ff[t]))
 
     def observation_at(self, t: int, prev_action: int) -> np.ndarray:
-        return observation(self.feats[t], self.norm, prev_action, self.n_actions)
+        return np.concatenate([self.zfeats[t], self._onehots[prev_action]])
 
     def _obs(self) -> np.ndarray:
         return self.observation_at(self.t, self.prev_action)

@@ -43,7 +43,8 @@ def test_env_accounting_equals_market_accounting(panel):
     while not done:
         t = t0 + k
         _, reward, term, trunc, info = env.step(actions[k])
-        idx, side, qty = orders_for_targets(templates[actions[k]], hold, cash, panel.close[t])
+        idx, side, qty = orders_for_targets(templates[actions[k]], hold, cash, panel.close[t],
+                                            min_trade_value=SPEC.min_trade_value)
         if len(idx):
             day = panel.date(t + 1)
             ex = execute(idx, side, qty, np.full(len(idx), np.nan),
