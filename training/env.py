@@ -89,7 +89,10 @@ class Normaliser:
         ok = np.isfinite(feats)
         if not ok.any():
             raise ValueError("no finite feature values in the training window to fit the normaliser")
-        with np.errstate(invalid="ignore"):
+        import warnings
+
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a symbol with no bars in the window
             mean = np.nanmean(np.where(ok, feats, np.nan), axis=0)
             std = np.nanstd(np.where(ok, feats, np.nan), axis=0)
         mean = np.nan_to_num(mean)

@@ -21,7 +21,7 @@ def searched(ray_local, tmp_path_factory):
     uri = f"sqlite:///{base / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri  # honoured over --mlflow-dir
-    opts = SearchOptions.smoke(algos=("dqn", "appo"), num_samples=2, max_iters=2, seeds=2, finalists=1,
+    opts = SearchOptions.smoke(algos=("dqn", "appo"), num_samples=2, max_iters=1, seeds=2, finalists=1,
                                storage=str(base / "tune"), mlflow_dir=str(base / "unused"))
     out = run(opts)
     yield {"out": {o["algo"]: o for o in out}, "uri": uri, "opts": opts, "base": base}
@@ -158,3 +158,15 @@ def test_search_resumes_from_storage(searched):
     assert again["trials"] == 2 and again["run_id"] == searched["out"]["dqn"]["run_id"]
     assert len(c.search_runs([exp.experiment_id])) == before
     assert int(again["version"]) > 1
+
+
+def test_agent_without_model_trains_on_history_before_start(ray_local):
+    """`trader backtest --strategy dqn` with no --model: fit() trains on the history it is given."""
+    from training.policy import RLAgent
+
+    history = load_panel(end="2016-12-30")
+    agent = RLAgent(None, algo="dqn", train_iters=1, preset="smoke")
+    agent.fit(history)
+    assert agent.last_seen_date <= "2016-12-30" and agent.spec.train_end < "2016-12-30"
+    window = load_panel(end="2017-02-28").tail(70)
+    check_weights(agent.target_weights(window), len(window.symbols), "dqn trained in fit")
