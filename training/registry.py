@@ -69,15 +69,22 @@ def ensure_experiment(uri: str, name: str = EXPERIMENT, base_dir: str | Path | N
 
 
 def git_sha() -> str:
+    """The code version: `git rev-parse HEAD` (+ "-dirty"), else KRT_CODE_VERSION, else "unknown".
+
+    A `ray job submit --working-dir .` upload has no .git folder: pass the sha in the job's
+    environment (`--runtime-env-json '{"env_vars": {"KRT_CODE_VERSION": "<sha>"}}'`).
+    """
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                              timeout=5)
-        sha = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+        sha = out.stdout.strip() if out.returncode == 0 else ""
+        if sha:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("KRT_CODE_VERSION", "unknown")
+        pass
+    return os.environ.get("KRT_CODE_VERSION", "unknown")
 
 
 def write_agent_dir(path: Path, module_dir: str | Path, spec: dict, meta: dict) -> Path:

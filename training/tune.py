@@ -147,7 +147,7 @@ def trial(config: dict, fixed: dict) -> None:
     c = R.client(uri)
     if state["run_id"] is None:
         run = c.create_run(exp_id, run_name=f"{algo_name}-{ctx.get_trial_name()}", tags={
-            "algo": algo_name, "trial_id": ctx.get_trial_id(), "code_version": R.git_sha(),
+            "algo": algo_name, "trial_id": ctx.get_trial_id(), "code_version": fixed["code_version"],
             "train_window": f"{w.train_start}..{w.train_end}", "val_window": f"{w.val_start}..{w.val_end}",
             "symbols": ",".join(fixed["symbols"]), "preset": fixed["preset"], "search": fixed["search"],
             "seed": str(seed)})
@@ -157,7 +157,7 @@ def trial(config: dict, fixed: dict) -> None:
         c.log_batch(state["run_id"], params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
     run_id = state["run_id"]
     meta = {"algo": algo_name, "hyperparams": A.hyperparams(algo_name, hp), "env_params": env_hp, "seed": seed,
-            "windows": asdict(w), "run_id": run_id, "code_version": R.git_sha()}
+            "windows": asdict(w), "run_id": run_id, "code_version": fixed["code_version"]}
     try:
         for it in range(state["iteration"], int(fixed["max_iters"])):
             result = algo.train()
@@ -253,7 +253,7 @@ def search(algo: str, opts: SearchOptions) -> dict:
     fixed = {"algo": algo, "windows": asdict(opts.windows), "symbols": list(opts.symbols), "preset": opts.preset,
              "episode_len": opts.episode_len, "max_iters": opts.max_iters, "data_dir": opts.data_dir,
              "tracking_uri": uri, "experiment": opts.experiment, "mlflow_dir": str(opts.mlflow_dir),
-             "seed": opts.seed, "checkpoint_every": opts.checkpoint_every}
+             "seed": opts.seed, "checkpoint_every": opts.checkpoint_every, "code_version": R.git_sha()}
     space = (opts.search_space or {}).get(algo) or search_space(algo)
     results = _run_tuner(algo, opts, f"{opts.name}-{algo}-search", space, search=True, fixed=fixed,
                          num_samples=opts.num_samples)
@@ -296,7 +296,7 @@ def search(algo: str, opts: SearchOptions) -> dict:
     version = R.register(uri, algo, best_run["run_id"], desc, tags={
         "val_sharpe_mean": f"{best['mean']:.4f}", "val_sharpe_std": f"{best['std']:.4f}",
         "val_sharpe": f"{best_run['val_sharpe']:.4f}", "seeds": len(best["seeds"]), "val_end": w.val_end,
-        "train_window": f"{w.train_start}..{w.train_end}", "code_version": R.git_sha()})
+        "train_window": f"{w.train_start}..{w.train_end}", "code_version": fixed["code_version"]})
     out = {"algo": algo, "model": R.model_name(algo), "version": version, "alias": R.CHALLENGER,
            "run_id": best_run["run_id"], "val_sharpe_mean": best["mean"], "val_sharpe_std": best["std"],
            "config": best["config"], "trials": len(rows), "tracking_uri": uri}

@@ -64,7 +64,10 @@ def ray_head():
 def test_job_submit_runs_the_search_on_the_cluster(ray_head, tmp_path):
     address, env = ray_head
     out = tmp_path / "out.json"
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    runtime_env = json.dumps({"env_vars": {"KRT_CODE_VERSION": sha}})
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".",
+           "--runtime-env-json", runtime_env, "--",
            "python", "-m", "training.tune", "--algo", "dqn", "--smoke", "--num-samples", "1",
            "--max-iters", "1", "--seeds", "1", "--ray-address", "auto",
            "--storage", str(tmp_path / "tune"), "--mlflow-dir", str(tmp_path / "mlflow"), "--json", str(out)]
@@ -78,4 +81,9 @@ def test_job_submit_runs_the_search_on_the_cluster(ray_head, tmp_path):
     assert "succeeded" in done.stdout
     result = json.loads(out.read_text())
     assert result[0]["model"] == "agent-dqn" and result[0]["version"] == "1"
-    assert (tmp_path / "mlflow" / "mlflow.db").exists()
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    run = c.get_run(result[0]["run_id"])
+    assert run.data.tags["code_version"] == sha  # the upload has no .git; the job passed it
+    assert "val_sharpe" in run.data.metrics
