@@ -77,27 +77,31 @@ def test_actor_loads_champion_decides_and_picks_up_promotion(searched):
     first = promote("dqn")
     assert first.promoted and first.champion_after == "1" and "no champion" in first.reason
 
-    @ray.remote(num_cpus=0)
-    class AgentHolder:  # what actors/agent.py does with any Agent
-        def __init__(self, source, algo):
-            self.agent = RLAgent(source, algo=algo)
+    from actors.agent import AgentActor
+    from strategies.registry import StrategyContext
 
-        def decide(self, window: dict):
-            from market.data import Panel
-            return self.agent.target_weights(Panel.from_dict(window)).tolist()
-
-        def refresh(self):
-            return self.agent.refresh(), self.agent.version
-
-    holder = AgentHolder.options(runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}}).remote(
-        "models:/agent-dqn@champion", "dqn")
+    env = {"env_vars": {"MLFLOW_TRACKING_URI": uri}}
     window = load_panel(end="2019-06-28").tail(80)
-    w = np.array(ray.get(holder.decide.remote(window.to_dict()), timeout=180))
+    # the lead's AgentActor (holds any Agent from the strategy registry) with the registered model
+    actor = AgentActor.options(runtime_env=env).remote("dqn", StrategyContext(model="models:/agent-dqn@champion"))
+    answer = ray.get(actor.act.remote(window.to_dict()), timeout=180)
+    w = np.array([answer[s] for s in window.symbols])
     check_weights(w, len(window.symbols), "dqn actor")
     outside = [i for i, s in enumerate(window.symbols) if s not in searched["opts"].symbols]
     assert np.all(w[outside] == 0)
     local = RLAgent("models:/agent-dqn@champion")
     np.testing.assert_allclose(w, local.target_weights(window))  # same model, same observation
+
+    @ray.remote(num_cpus=0)
+    class LiveAgent:  # an actor that keeps its RLAgent between decisions and refreshes it
+        def __init__(self, source):
+            self.agent = RLAgent(source)
+
+        def refresh(self):
+            return self.agent.refresh(), self.agent.version
+
+    holder = LiveAgent.options(runtime_env=env).remote("models:/agent-dqn@champion")
+    assert ray.get(holder.refresh.remote(), timeout=180) == (False, "1")
 
     # an identical challenger does not beat the champion out of sample: no promotion, reason recorded
     run_id = searched["out"]["dqn"]["run_id"]
@@ -106,6 +110,7 @@ def test_actor_loads_champion_decides_and_picks_up_promotion(searched):
     assert not same.promoted and same.champion_after == "1" and "does not beat" in same.reason
     c = R.client(uri)
     assert c.get_model_version("agent-dqn", v2).tags["promotion_decision"] == "rejected"
+    assert "does not beat" in c.get_model_version("agent-dqn", v2).description
     assert ray.get(holder.refresh.remote()) == (False, "1")
 
     # with a margin it may win; the live actor swaps to the new champion without a restart
@@ -118,19 +123,15 @@ def test_actor_loads_champion_decides_and_picks_up_promotion(searched):
 def test_appo_agent_in_actor_answers(searched):
     import ray
 
-    from training.policy import RLAgent
-
-    @ray.remote(num_cpus=0)
-    def decide(uri, window):
-        from market.data import Panel
-        agent = RLAgent("models:/agent-appo@challenger")
-        return agent.target_weights(Panel.from_dict(window)).tolist(), agent.algo
+    from actors.agent import AgentActor
+    from strategies.registry import StrategyContext
 
     window = load_panel(end="2020-03-31").tail(70)
-    w, algo = ray.get(decide.options(runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": searched["uri"]}})
-                      .remote(searched["uri"], window.to_dict()), timeout=180)
-    assert algo == "appo"
-    check_weights(np.array(w), len(window.symbols), "appo")
+    actor = AgentActor.options(runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": searched["uri"]}}).remote(
+        "appo", StrategyContext(model="models:/agent-appo@challenger"))
+    answer = ray.get(actor.act.remote(window.to_dict()), timeout=180)
+    check_weights(np.array([answer[s] for s in window.symbols]), len(window.symbols), "appo")
+    assert ray.get(actor.lookback.remote()) == 61
 
 
 def test_loaded_model_refuses_lookahead(searched):
