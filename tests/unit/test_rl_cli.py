@@ -45,3 +45,11 @@ def test_rl_strategies_registered_and_context_backward_compatible():
     ctx = StrategyContext()
     assert ctx.seed == 0 and ctx.model is None
     assert StrategyContext(seed=3).seed == 3
+
+
+def test_trader_cli_has_train_and_promote():
+    from cluster.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--algo", "appo", "--smoke"])
+    assert args.command == "train" and options_from_args(args).algos == ("appo",)
+    assert build_parser().parse_args(["promote"]).command == "promote"
