@@ -147,6 +147,9 @@ class RLAgent:
         return observation(features(sub)[-1], self.norm, self.prev_action, len(self.templates))
 
     def target_weights(self, window: Panel) -> np.ndarray:
+        if len(window) < LOOKBACK:  # the env never decides without a full feature history either
+            self.prev_action = 0
+            return np.zeros(len(window.symbols))
         with self._lock:
             obs = self.observe(window)
             a = int(self._act(obs))
