@@ -131,7 +131,17 @@ def main(argv=None) -> int:
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--out", default="reports/rl.md")
     ap.add_argument("--json", default="reports/rl_walkforward.json")
+    ap.add_argument("--storage", default=str(Path(tempfile.gettempdir()) / "krt-wf"), help="Tune results folder")
+    ap.add_argument("--from-results", action="store_true",
+                    help="do not train: render the report from the trials already finished in --storage")
     args = ap.parse_args(argv)
+    if args.from_results:
+        t0 = time.time()
+        rl = collect(args.storage)
+        base = baselines(args.data_dir)
+        folds = sorted({r["fold"] for r in rl}) or [int(f) for f in args.folds.split(",")]
+        _write(args, base, rl, folds, time.time() - t0)
+        return 0
 
     import ray
     from ray import tune
@@ -153,21 +163,41 @@ def main(argv=None) -> int:
                                             "seed": tune.grid_search(list(range(args.seeds)))},
                            tune_config=tune.TuneConfig(max_concurrent_trials=max(1, args.num_cpus // per)),
                            run_config=tune.RunConfig(name=f"walkforward-{algo}", verbose=0,
-                                                     storage_path=str(Path(tempfile.gettempdir()) / "krt-wf")))
+                                                     storage_path=args.storage))
         for r in tuner.fit():
             if r.error:
                 print(f"[walkforward] {algo} trial failed: {r.error}", file=sys.stderr)
                 continue
             rl.append({"algo": algo, "fold": r.config["fold"], "seed": r.config["seed"],
-                       **{k: r.metrics[k] for k in ("val_sharpe", "val_history", "test_sharpe", "test_return",
-                                                    "test_max_drawdown", "test_turnover", "test_action_share")}})
+                       **{k: r.metrics[k] for k in KEYS}})
     ray.shutdown()
-    elapsed = time.time() - t0
+    _write(args, base, rl, folds, time.time() - t0)
+    return 0
+
+
+KEYS = ("val_sharpe", "val_history", "test_sharpe", "test_return", "test_max_drawdown", "test_turnover",
+        "test_action_share")
+
+
+def collect(storage: str) -> list[dict]:
+    """Finished (fold, algo, seed) results from the Tune folders under `storage`."""
+    rows = []
+    for f in sorted(Path(storage).glob("walkforward-*/*/result.json")):
+        lines = f.read_text().splitlines()
+        if not lines:
+            continue
+        d = json.loads(lines[-1])
+        c = d["config"]
+        rows.append({"algo": c["algo"], "fold": c["fold"], "seed": c["seed"], **{k: d[k] for k in KEYS},
+                     "time_s": d.get("time_total_s")})
+    return rows
+
+
+def _write(args, base, rl, folds, elapsed) -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"baselines": base, "rl": rl, "folds": FOLDS, "args": vars(args),
                                            "elapsed_s": elapsed}, indent=1))
     print(render(base, rl, folds, args, elapsed))
-    return 0
 
 
 def render(base, rl, folds, args, elapsed) -> str:
@@ -190,7 +220,7 @@ def render(base, rl, folds, args, elapsed) -> str:
         for b in [b for b in base if b["fold"] == k]:
             lines.append(f"| {b['name']} | {b['sharpe']:.2f} | {b['total_return']:+.1%} | {b['max_drawdown']:+.1%} | "
                          f"{b['turnover']:.2f} |")
-    lines.append(f"\n(computed in {elapsed / 60:.1f} min; preset {args.preset}, {args.iters} iterations per run)")
+    lines.append(f"\n(preset {args.preset}, {args.iters} iterations per run; report step {elapsed / 60:.1f} min)")
     return "\n".join(lines)
 
 
