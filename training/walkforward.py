@@ -1,6 +1,6 @@
 """Walk-forward evidence: each RL agent vs KOSPI200 buy-and-hold and the technical agent.
 
-    python -m training.walkforward --algos dqn,appo --seeds 3 --iters 8 --out reports/rl.md
+    python -m training.walkforward --algos dqn,appo --seeds 3 --iters 8 --tables /tmp/rl_tables.md
 
 For every fold (train → validation → test, rolling forward) and seed, an agent is trained with the
 default hyper-parameters for `--iters` RLlib iterations; the iteration with the best validation
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", default="0,1,2")
     ap.add_argument("--data-dir")
     ap.add_argument("--num-cpus", type=int, default=2)
-    ap.add_argument("--out", default="reports/rl.md")
+    ap.add_argument("--tables", help="also write the markdown tables to this file (stdout always)")
     ap.add_argument("--json", default="reports/rl_walkforward.json")
     ap.add_argument("--storage", default=str(Path(tempfile.gettempdir()) / "krt-wf"), help="Tune results folder")
     ap.add_argument("--from-results", action="store_true",
@@ -197,7 +197,10 @@ def _write(args, base, rl, folds, elapsed) -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"baselines": base, "rl": rl, "folds": FOLDS, "args": vars(args),
                                            "elapsed_s": elapsed}, indent=1))
-    print(render(base, rl, folds, args, elapsed))
+    text = render(base, rl, folds, args, elapsed)
+    if args.tables:
+        Path(args.tables).write_text(text + "\n")
+    print(text)
 
 
 def render(base, rl, folds, args, elapsed) -> str:
