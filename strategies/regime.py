@@ -193,3 +193,39 @@ def probs_dict(row: np.ndarray | None) -> dict[str, float] | None:
     if row is None or not np.all(np.isfinite(row)):
         return None
     return {k: float(v) for k, v in zip(REGIMES, row)}
+
+
+class RegimeSource:
+    """Regime probabilities by date for agents: an index series + a detector, filtered once.
+
+    `probs_at(date)` returns the filtered probabilities of the last index row on or before `date`
+    (None before the first fit). The whole path is computed once and cached; that is not a
+    look-ahead because `RegimeDetector.filter` is causal row by row (tests/unit/test_regime.py
+    proves appending data leaves every past row unchanged).
+    """
+
+    def __init__(self, dates: np.ndarray, close: np.ndarray, detector: RegimeDetector | None = None):
+        self.dates = np.asarray(dates, dtype="datetime64[D]")
+        self.close = np.asarray(close, dtype=float)
+        if len(self.dates) != len(self.close) or len(self.dates) == 0:
+            raise ValueError("regime source needs equally long, non-empty dates and closes")
+        self.detector = detector or RegimeDetector()
+        self._path: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, paths=None, symbol: str = "KOSPI200", detector: RegimeDetector | None = None,
+             end=None) -> "RegimeSource":
+        from market.data import DataPaths, load_index
+        df = load_index((paths or DataPaths()).path("index"), symbol, end=end)
+        df = df.filter(df["close"].is_not_null())
+        return cls(df["date"].to_numpy().astype("datetime64[D]"), df["close"].to_numpy(), detector)
+
+    @property
+    def path(self) -> np.ndarray:
+        if self._path is None:
+            self._path = self.detector.filter(self.dates, self.close)
+        return self._path
+
+    def probs_at(self, date) -> dict[str, float] | None:
+        i = int(np.searchsorted(self.dates, np.datetime64(date, "D"), side="right")) - 1
+        return None if i < 0 else probs_dict(self.path[i])
