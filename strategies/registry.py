@@ -11,7 +11,7 @@ from typing import Callable
 
 from market.data import DataPaths
 from strategies.base import Agent
-from strategies.baseline import EqualWeightAgent
+from strategies.baselines import BuyHoldSymbol, EqualWeightHold, EqualWeightRebalanced
 from strategies.technical import TechnicalAgent
 
 
@@ -55,17 +55,21 @@ def ensemble(ctx: StrategyContext) -> Agent:
     members = {
         "regime-factor": FactorAgent(_engine(ctx), regime=regime, name="regime-factor"),
         "technical": TechnicalAgent(),
-        "equal-weight": EqualWeightAgent(),
+        "equal-weight": EqualWeightRebalanced(name="equal-weight"),
     }
     return EnsembleAgent(members, regime=regime)
 
 
 STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "technical": lambda ctx: TechnicalAgent(),
-    "equal-weight": lambda ctx: EqualWeightAgent(),
     "factor": factor,
     "regime-factor": regime_factor,
     "ensemble": ensemble,
+    # baselines (strategies/baselines.py); the KOSPI200 index itself is a benchmark series
+    # (backtest.baselines.BENCHMARKS), not a tradable agent
+    "equal-weight-hold": lambda ctx: EqualWeightHold(),
+    "equal-weight-monthly": lambda ctx: EqualWeightRebalanced(),
+    "buy-hold-kodex200": lambda ctx: BuyHoldSymbol(price_file=ctx.paths.path("etf")),
 }
 
 
