@@ -160,6 +160,7 @@ class EnsembleAgent:
     risk: RiskModel | None = field(default_factory=RiskModel)
     regime: RegimeSource | None = None
     risk_window: int = 250
+    rebalance_every: int = 5  # bars; in between the agent holds (returns drifted weights)
     name: str = "ensemble"
     state: EnsembleState = field(default_factory=EnsembleState)
     last_explanation: dict = field(default_factory=dict)
@@ -169,6 +170,8 @@ class EnsembleAgent:
     def __post_init__(self):
         if not self.members:
             raise ValueError("an ensemble needs at least one member agent")
+        if self.rebalance_every < 1:
+            raise ValueError(f"rebalance_every must be >= 1, got {self.rebalance_every}")
 
     @property
     def lookback(self) -> int:
@@ -184,14 +187,18 @@ class EnsembleAgent:
         last = window.close[-1]
         current = np.zeros(n)
         if self._prev is not None and self._prev[0] < t:
-            _, p0, w0 = self._prev
+            t0, p0, w0 = self._prev
             with np.errstate(divide="ignore", invalid="ignore"):
                 r = np.where(np.isfinite(last) & np.isfinite(p0) & (p0 > 0), last / p0 - 1.0, 0.0)
-            self.state = self.meta.update(self.state, r)
             port = float(w0 @ r)
-            self._equity *= 1.0 + port
             grown = w0 * (1.0 + r)
             current = grown / (1.0 + port) if 1.0 + port > 0 else np.zeros(n)
+            current = np.where(np.isfinite(last), current, 0.0)
+            if int(np.sum(window.dates > t0)) < self.rebalance_every:
+                return current  # hold: drifted weights of the last decision, no trade
+            # score every member's last targets on the period's returns (out of sample for them)
+            self.state = self.meta.update(self.state, r)
+            self._equity *= 1.0 + port
         targets = {k: check_weights(m.target_weights(window), n, k) for k, m in self.members.items()}
         probs = self.regime.probs_at(t) if self.regime is not None else None
         combined, expl = self.meta.combine(targets, probs, self.state, list(window.symbols))

@@ -70,7 +70,7 @@ class FactorAgent:
     ic_shrink: float = 0.5  # 0 = pure IC weights, 1 = pure prior
     regime_priors: dict = field(default_factory=lambda: DEFAULT_REGIME_PRIORS)
     bear_exposure: float = 0.5  # gross exposure when p(bear) = 1 (regime version only)
-    step: float = 1.0  # turnover control: fraction of the way to the new target
+    step: float = 0.5  # turnover control: fraction of the way to the new target
     no_trade_band: float = 0.005
     name: str = "factor"
     last_weights: dict = field(default_factory=dict, repr=False)  # group → weight at last rebalance

@@ -66,6 +66,7 @@ class TechnicalAgent:
     meanrev_weight: float = 0.5
     top_k: int = 5
     max_weight: float = 0.25
+    rebalance: str | int = "weekly"  # read by the backtester: daily trading costs ~7% a year
     name: str = "technical"
 
     def __post_init__(self):
