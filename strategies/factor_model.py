@@ -10,8 +10,8 @@ At each rebalance (every `rebalance_every` bars) on date t:
      regime version's prior tilts by regime (`regime_priors`);
   3. composite score → top_k names, score-weighted (or equal), capped at max_weight;
   4. the regime version scales exposure by the bear probability (`bear_exposure`);
-  5. turnover control: move only `step` of the way from the drifted current portfolio to the
-     target and drop trades smaller than `no_trade_band`.
+  5. turnover control: move `step` of the way from the drifted current portfolio to the target,
+     scaled down so one-way turnover stays <= `max_turnover`, and drop trades < `no_trade_band`.
 Between rebalances the agent returns its drifted holdings (no trading).
 """
 from __future__ import annotations
@@ -70,7 +70,8 @@ class FactorAgent:
     ic_shrink: float = 0.5  # 0 = pure IC weights, 1 = pure prior
     regime_priors: dict = field(default_factory=lambda: DEFAULT_REGIME_PRIORS)
     bear_exposure: float = 0.5  # gross exposure when p(bear) = 1 (regime version only)
-    step: float = 0.5  # turnover control: fraction of the way to the new target
+    step: float = 1.0  # turnover control: fraction of the way to the new target
+    max_turnover: float = 0.5  # one-way turnover cap per rebalance (sum|Δw|/2; entry from cash = 0.5)
     no_trade_band: float = 0.005
     name: str = "factor"
     last_weights: dict = field(default_factory=dict, repr=False)  # group → weight at last rebalance
@@ -81,8 +82,8 @@ class FactorAgent:
     def __post_init__(self):
         if self.weighting not in ("score", "equal"):
             raise ValueError(f"weighting must be 'score' or 'equal', got {self.weighting!r}")
-        if self.top_k < 1 or not 0 < self.max_weight <= 1 or not 0 < self.step <= 1:
-            raise ValueError("need top_k >= 1, 0 < max_weight <= 1, 0 < step <= 1")
+        if self.top_k < 1 or not 0 < self.max_weight <= 1 or not 0 < self.step <= 1 or self.max_turnover <= 0:
+            raise ValueError("need top_k >= 1, 0 < max_weight <= 1, 0 < step <= 1, max_turnover > 0")
         if self.rebalance_every < 1 or self.ic_horizon < 1 or self.ic_lookback < 1:
             raise ValueError("rebalance_every, ic_horizon and ic_lookback must be >= 1")
 
@@ -167,7 +168,11 @@ class FactorAgent:
             target = cap_weights(target, self.max_weight)
         if regime_now is not None:
             target *= 1.0 - (1.0 - self.bear_exposure) * regime_now[REGIMES.index("bear")]
-        new = current + self.step * (target - current)
+        move = self.step * (target - current)
+        turnover = np.abs(move).sum() / 2
+        if turnover > self.max_turnover:
+            move *= self.max_turnover / turnover
+        new = current + move
         new = np.where(np.abs(new - current) < self.no_trade_band, current, new)
         new = np.clip(new, 0.0, None)
         if new.sum() > 1.0:
