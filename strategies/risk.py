@@ -105,32 +105,39 @@ def risk_contributions(weights: np.ndarray, cov: np.ndarray) -> np.ndarray:
     return w * (cov @ w) / total if total > 0 else np.zeros_like(w)
 
 
-def risk_parity(cov: np.ndarray, budgets: np.ndarray | None = None, tol: float = 1e-10,
-                max_iter: int = 10_000) -> np.ndarray:
+def risk_parity(cov: np.ndarray, budgets: np.ndarray | None = None, tol: float = 1e-12,
+                max_iter: int = 200) -> np.ndarray:
     """Weights (sum 1, long-only) whose risk contributions match `budgets` (equal by default).
 
-    Cyclical coordinate descent on the convex problem ½ y'Σy − Σ b_i log y_i (Griveau-Billion,
-    Richard & Roncalli 2013), whose solution, normalised, has contributions proportional to b.
+    Newton's method on the convex problem min ½ y'Σy − Σ b_i log y_i (Spinu 2013), whose solution,
+    normalised, has risk contributions proportional to b; steps are halved to keep y > 0.
     """
     cov = np.asarray(cov, float)
     n = len(cov)
     if cov.shape != (n, n) or n == 0:
         raise ValueError(f"covariance must be square and non-empty, got {cov.shape}")
     b = np.full(n, 1.0 / n) if budgets is None else np.asarray(budgets, float) / np.sum(budgets)
+    if np.any(b <= 0):
+        raise ValueError("risk budgets must be positive")
     diag = np.diag(cov).copy()
     if np.any(diag <= 0):
         # a zero-variance asset has no risk to balance; give it a tiny variance so ERC is defined
         diag = np.where(diag > 0, diag, max(diag.max(), 1e-12) * 1e-6)
         cov = cov.copy()
         np.fill_diagonal(cov, diag)
-    y = 1.0 / np.sqrt(diag)
+    # scale so the problem is well conditioned whatever the units of the returns
+    scale = float(np.mean(diag))
+    c = cov / scale
+    y = np.sqrt(b / np.diag(c))
     for _ in range(max_iter):
-        y_old = y.copy()
-        for i in range(n):
-            c = cov[i] @ y - cov[i, i] * y[i]
-            y[i] = (-c + np.sqrt(c * c + 4 * cov[i, i] * b[i])) / (2 * cov[i, i])
-        if np.max(np.abs(y - y_old)) < tol * np.max(np.abs(y)):
+        g = c @ y - b / y
+        if np.max(np.abs(g * y)) < tol:
             break
+        step = np.linalg.solve(c + np.diag(b / y ** 2), g)
+        t = 1.0
+        while np.any(y - t * step <= 0):
+            t *= 0.5
+        y = y - t * step
     return y / y.sum()
 
 
@@ -163,10 +170,11 @@ class DrawdownProtection:
     """Drawdown state machine, NautilusTrader-style trading states.
 
     drawdown >= reduce_at → REDUCING; >= halt_at → HALTED. REDUCING returns to ACTIVE when the
-    drawdown recovers below `resume_below`. HALTED lasts `cooldown` updates, then the high-water
-    mark resets to the current equity (a fresh start, or a halted book in cash could never
-    recover) and trading resumes in REDUCING until it is above resume_below from the new mark.
-    The state is plain data (`to_dict`/`from_dict`) so a Serve deployment can keep it.
+    drawdown recovers below `resume_below`, or after `cooldown` updates (the high-water mark then
+    resets to the current equity: a book that may only sell cannot climb back to its old peak, so
+    without the reset REDUCING would never end). HALTED lasts `cooldown` updates, then the mark
+    resets and trading resumes in REDUCING. The state is plain data (`to_dict`/`from_dict`) so a
+    Serve deployment can keep it.
     """
     reduce_at: float = 0.10
     halt_at: float = 0.20
@@ -175,10 +183,13 @@ class DrawdownProtection:
     state: TradingState = TradingState.ACTIVE
     peak: float = 0.0
     halted_for: int = 0
+    reducing_for: int = 0
 
     def __post_init__(self):
         if not 0 <= self.resume_below < self.reduce_at < self.halt_at < 1:
             raise ValueError("need 0 <= resume_below < reduce_at < halt_at < 1")
+        if self.cooldown < 1:
+            raise ValueError(f"cooldown must be >= 1 update, got {self.cooldown}")
         self.state = TradingState(self.state)
 
     def update(self, equity: float) -> TradingState:
@@ -189,14 +200,19 @@ class DrawdownProtection:
         if self.state is TradingState.HALTED:
             self.halted_for += 1
             if self.halted_for >= self.cooldown:
-                self.peak, self.halted_for, self.state = equity, 0, TradingState.REDUCING
+                self.peak, self.halted_for = equity, 0
+                self.state, self.reducing_for = TradingState.REDUCING, 0
             return self.state
         if dd >= self.halt_at:
             self.state, self.halted_for = TradingState.HALTED, 0
+        elif self.state is TradingState.REDUCING:
+            self.reducing_for += 1
+            if dd < self.resume_below:
+                self.state = TradingState.ACTIVE
+            elif self.reducing_for >= self.cooldown:
+                self.peak, self.state = equity, TradingState.ACTIVE
         elif dd >= self.reduce_at:
-            self.state = TradingState.REDUCING
-        elif self.state is TradingState.REDUCING and dd < self.resume_below:
-            self.state = TradingState.ACTIVE
+            self.state, self.reducing_for = TradingState.REDUCING, 0
         return self.state
 
     def apply(self, target: np.ndarray, current: np.ndarray) -> np.ndarray:

@@ -89,6 +89,16 @@ def test_protection_states_and_what_each_allows():
         p.update(-1.0)
 
 
+def test_reducing_ends_after_the_cooldown_even_without_recovery():
+    p = DrawdownProtection(reduce_at=0.10, halt_at=0.20, resume_below=0.05, cooldown=3)
+    p.update(100.0)
+    assert p.update(88.0) is TradingState.REDUCING
+    assert p.update(88.0) is TradingState.REDUCING
+    assert p.update(88.0) is TradingState.REDUCING
+    assert p.update(88.0) is TradingState.ACTIVE and p.peak == 88.0  # mark reset: a fresh start
+    assert p.update(78.0) is TradingState.REDUCING  # 11% below the new mark
+
+
 def test_size_applies_the_protection_state_from_account_state():
     r = np.random.default_rng(4).normal(0, 0.01, (250, 3))
     model = RiskModel()
