@@ -241,7 +241,8 @@ class RiskModel:
 
     size(weights, returns_window, account_state):
       1. names with weight > min_weight are kept (the combiner chose them);
-      2. risk-parity (equal risk contribution) weights among them from the EWMA covariance;
+      2. risk-parity weights among them from the EWMA covariance: equal risk contributions
+         (`risk_budgets="equal"`) or contributions proportional to the input weights ("input");
       3. gross = min(sum of input weights, max_gross, the gross at which the portfolio's
          `budget_alpha` CVaR (historical on the window, or EWMA-normal if larger) equals
          `cvar_budget`);
@@ -254,11 +255,16 @@ class RiskModel:
     min_weight: float = 1e-4
     ewma_lambda: float = 0.94
     min_history: int = 60
+    # "equal": equal risk contribution among the chosen names (ERC); "input": risk budgets
+    # proportional to the input weights, so the combiner's conviction survives the sizing
+    risk_budgets: str = "equal"
     protection: DrawdownProtection = field(default_factory=DrawdownProtection)
 
     def __post_init__(self):
         if not 0 < self.cvar_budget < 1 or not 0 < self.max_position <= 1 or not 0 < self.max_gross <= 1:
             raise ValueError("need 0 < cvar_budget < 1, 0 < max_position <= 1, 0 < max_gross <= 1")
+        if self.risk_budgets not in ("equal", "input"):
+            raise ValueError(f"risk_budgets must be 'equal' or 'input', got {self.risk_budgets!r}")
 
     def size(self, weights: np.ndarray, returns_window: np.ndarray,
              account_state: dict | None = None) -> tuple[np.ndarray, dict]:
@@ -291,7 +297,7 @@ class RiskModel:
         if len(chosen) and len(r) >= self.min_history:
             rc = np.nan_to_num(r[:, chosen])  # a missing bar counts as no move
             cov = ewma_covariance(rc, self.ewma_lambda)
-            base = risk_parity(cov)
+            base = risk_parity(cov, None if self.risk_budgets == "equal" else w_in[chosen])
             base = cap_weights(base, self.max_position / max(min(w_in.sum(), self.max_gross), 1e-12))
             # portfolio loss per unit gross, from history (full window) and from EWMA (recent)
             port = rc @ base

@@ -67,6 +67,16 @@ def test_size_respects_cvar_budget_and_caps():
     assert w2.sum() == pytest.approx(1.0) and np.all(w2 <= 0.2 + 1e-12)
 
 
+def test_input_risk_budgets_keep_the_conviction():
+    r = np.random.default_rng(6).normal(0, 0.01, (250, 3))
+    w_in = np.array([0.6, 0.2, 0.2])
+    w, rep = RiskModel(risk_budgets="input", max_position=1.0).size(w_in, r)
+    cov = ewma_covariance(r)
+    np.testing.assert_allclose(risk_contributions(w, cov), w_in / w_in.sum(), atol=1e-6)
+    with pytest.raises(ValueError, match="risk_budgets"):
+        RiskModel(risk_budgets="bogus")
+
+
 def test_protection_states_and_what_each_allows():
     p = DrawdownProtection(reduce_at=0.10, halt_at=0.20, resume_below=0.05, cooldown=3)
     assert p.update(100.0) is TradingState.ACTIVE
