@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from market import krx
-from market.accounting import BUY, SELL, Bar, CostModel, QuoteTable, execute, orders_for_targets
+from market.accounting import BUY, SELL, CostModel, QuoteTable, execute, orders_for_targets
 from market.data import Panel
 from strategies.base import check_weights
 
@@ -51,6 +51,7 @@ class BacktestConfig:
     min_trade_value: float = 0.0     # KRW; skip smaller order deltas (avoids one-share churn)
     cash_buffer: float = 0.01        # buys sized so they fit the cash with this margin
     progress: bool = False           # tqdm bar over the decision bars
+    sell_tax: bool = True            # False only to compare with tools that cannot charge a sell-side tax
 
     def __post_init__(self):
         if not isinstance(self.cash, (int, np.integer)) or self.cash <= 0:
@@ -241,9 +242,15 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
     close_ff = ffill_close(panel.close)
     listed_from = first_bar_index(panel.close)
     delisted_at = delisting_index(panel.dates, panel.symbols, delisted)
-    tax_rate = tax_rates_by_bar(panel.dates, costs.market)
+    tax_rate = tax_rates_by_bar(panel.dates, costs.market) if config.sell_tax else np.zeros(T)
     decisions = rebalance_mask(panel.dates, rule, t0)
     decisions[e:] = False  # a decision at e would execute after the end
+    rows = np.arange(T)[:, None]
+    tradable_at = (listed_from[None, :] <= rows) & (delisted_at[None, :] > rows + 1)
+    ref_at = np.where(tradable_at, close_ff, np.nan)  # what orders may be sized on at each close
+    no_limit = np.full(n, np.nan)
+    delist_bar = np.zeros(T + 1, dtype=bool)
+    delist_bar[delisted_at[delisted_at < T]] = True
     dates_py = panel.dates.astype("datetime64[D]").astype(object)
     prev_close = np.vstack([np.full((1, n), np.nan), close_ff[:-1]])
     span = slice(t0 + 1, e + 1)
@@ -275,20 +282,16 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
         # --- decision at the close of t -----------------------------------------------------
         if decisions[t]:
             w = check_weights(decide(t), n, label)
-            tradable = (listed_from <= t) & (delisted_at > t + 1)
-            w = np.where(tradable, w, 0.0)
+            w = np.where(tradable_at[t], w, 0.0)
             out_targets[t - t0] = w
-            ref = close_ff[t]
-            pending = orders_for_targets(w, holdings, cash, np.where(tradable, ref, np.nan),
-                                         config.min_trade_value, config.cash_buffer)
+            pending = orders_for_targets(w, holdings, cash, ref_at[t], config.min_trade_value, config.cash_buffer)
         # --- execution on bar t+1 -----------------------------------------------------------
         u = t + 1
         i = u - t0
         if pending is not None and len(pending[0]):
             idx, side, qty = pending
-            bar = Bar(open=panel.open[u, idx], high=panel.high[u, idx], low=panel.low[u, idx],
-                      prev_close=close_ff[t, idx])
-            ex = execute(idx, side, qty, np.full(len(idx), np.nan), bar, dates_py[u], float(tax_rate[u]),
+            # the bar's prices enter through the quote table (built from the same fill_prices)
+            ex = execute(idx, side, qty, no_limit[:len(idx)], None, dates_py[u], float(tax_rate[u]),
                          cash, holdings, costs, quotes=quotes.lookup(u - t0 - 1, idx, side))
             cash, holdings = ex.cash, ex.holdings
             done = ex.qty > 0
@@ -301,8 +304,8 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
                                    ex.price[done], ex.commission[done], ex.tax[done]))
         pending = None
         # --- delisting: close the position at the last known close --------------------------
-        gone = (delisted_at == u) & (holdings > 0)
-        if gone.any():
+        gone = (delisted_at == u) & (holdings > 0) if delist_bar[u] else None
+        if gone is not None and gone.any():
             cash = _delist(gone, holdings, close_ff[u], cash, float(tax_rate[u]), costs, u, fill_parts,
                            out_comm, out_tax, out_traded, i)
         out_cash[i], out_hold[i] = cash, holdings

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 TRADING_DAYS = 252
+# a dispersion below this is floating-point noise (e.g. a strategy that is its own benchmark)
+ZERO_DISPERSION = 1e-12
 
 
 def daily_returns(equity: np.ndarray) -> np.ndarray:
@@ -56,7 +58,7 @@ def annual_volatility(r: np.ndarray) -> float:
 def sharpe(r: np.ndarray) -> float:
     r = np.asarray(r, dtype=float)
     sd = np.std(r, ddof=1) if len(r) > 1 else 0.0
-    return float(np.mean(r) / sd * np.sqrt(TRADING_DAYS)) if sd > 0 else 0.0
+    return float(np.mean(r) / sd * np.sqrt(TRADING_DAYS)) if sd > ZERO_DISPERSION else 0.0
 
 
 def downside_deviation(r: np.ndarray) -> float:
@@ -76,13 +78,14 @@ def calmar(r: np.ndarray) -> float:
 
 def tracking_error(r: np.ndarray, b: np.ndarray) -> float:
     active = np.asarray(r, dtype=float) - np.asarray(b, dtype=float)
-    return float(np.std(active, ddof=1) * np.sqrt(TRADING_DAYS)) if len(active) > 1 else 0.0
+    sd = float(np.std(active, ddof=1)) if len(active) > 1 else 0.0
+    return sd * np.sqrt(TRADING_DAYS) if sd > ZERO_DISPERSION else 0.0
 
 
 def information_ratio(r: np.ndarray, b: np.ndarray) -> float:
     active = np.asarray(r, dtype=float) - np.asarray(b, dtype=float)
     sd = np.std(active, ddof=1) if len(active) > 1 else 0.0
-    return float(np.mean(active) / sd * np.sqrt(TRADING_DAYS)) if sd > 0 else 0.0
+    return float(np.mean(active) / sd * np.sqrt(TRADING_DAYS)) if sd > ZERO_DISPERSION else 0.0
 
 
 def beta(r: np.ndarray, b: np.ndarray) -> float:

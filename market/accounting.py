@@ -172,7 +172,7 @@ class QuoteTable:
         return np.where(side == BUY, self.buy[t, symbol_idx], self.sell[t, symbol_idx]), self.status[t, symbol_idx]
 
 
-def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np.ndarray, bar: Bar,
+def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np.ndarray, bar: Bar | None,
             on: dt.date, sell_tax_rate: float, cash: int, holdings: np.ndarray,
             costs: CostModel = CostModel(), sequential: bool = False,
             quotes: tuple[np.ndarray, np.ndarray] | None = None) -> Execution:
@@ -189,7 +189,7 @@ def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np
 
     `quotes` = (price, status) aligned with the orders, as `fill_prices` would return them for
     this bar (the backtester looks them up in a `QuoteTable` built once for the whole history
-    instead of recomputing the tick grid and price limits on every bar).
+    instead of recomputing the tick grid and price limits on every bar); `bar` may then be None.
     """
     symbol_idx = np.asarray(symbol_idx, dtype=np.int64)
     side = np.asarray(side, dtype=np.int64)
@@ -202,6 +202,8 @@ def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np
     holdings = np.array(holdings, dtype=np.int64, copy=True)
     cash = int(cash)
     if quotes is None:
+        if bar is None:
+            raise ValueError("execute needs the bar (or precomputed quotes)")
         price, status = fill_prices(side, limit, bar, on, costs)
     else:
         price = np.array(quotes[0], dtype=np.int64, copy=True)
@@ -213,7 +215,7 @@ def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np
     commission = np.zeros(len(qty), dtype=np.int64)
     tax = np.zeros(len(qty), dtype=np.int64)
     sells = np.flatnonzero((side == SELL) & (filled > 0))
-    if len(sells) and not sequential and len(np.unique(symbol_idx[sells])) == len(sells):
+    if len(sells) and not sequential and _distinct(symbol_idx[sells]):
         cash = _sells_batch(sells, symbol_idx, filled, status, price, commission, tax, holdings, cash,
                             sell_tax_rate, costs)
     else:
@@ -229,7 +231,10 @@ def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np
         k = int(np.searchsorted(running, cash, side="right"))
         head = buys[:k]
         commission[head] = comm[:k]
-        np.add.at(holdings, symbol_idx[head], filled[head])
+        if _distinct(symbol_idx[head]):
+            holdings[symbol_idx[head]] += filled[head]
+        else:  # the same symbol bought twice in one batch
+            np.add.at(holdings, symbol_idx[head], filled[head])
         if k:
             cash -= int(running[k - 1])
         buys = buys[k:]
@@ -238,6 +243,11 @@ def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np
     price = np.where(filled > 0, price, 0)
     return Execution(qty=filled, price=price, commission=commission, tax=tax, status=status,
                      cash=cash, holdings=holdings)
+
+
+def _distinct(idx: np.ndarray) -> bool:
+    # orders from orders_for_targets come in increasing symbol order: no sort needed then
+    return len(idx) < 2 or bool(np.all(idx[1:] > idx[:-1])) or len(np.unique(idx)) == len(idx)
 
 
 def _sells_batch(sells, symbol_idx, filled, status, price, commission, tax, holdings, cash,
@@ -301,31 +311,38 @@ def orders_for_targets(weights: np.ndarray, holdings: np.ndarray, cash: int, ref
 
     `ref_price` is the last known close (decision time); symbols without a price are not traded.
     Buys are scaled down so that, at the reference price plus `cash_buffer`, they fit into the
-    cash left after the sells. Returns (symbol_idx, side, qty) for orders with qty > 0.
+    cash left after the sells. Returns (symbol_idx, side, qty) for orders with qty > 0, sells
+    first, each side in symbol order.
     """
-    w = np.nan_to_num(np.asarray(weights, dtype=float), nan=0.0)
-    if np.any(w < -1e-12):
+    # written with as few array operations as possible: the backtester calls it on every bar
+    w = np.asarray(weights, dtype=float)
+    nan = np.isnan(w)
+    if nan.any():
+        w = np.where(nan, 0.0, w)
+    if w.size and w.min() < -1e-12:
         raise ValueError("target weights must be >= 0 (no short selling)")
-    if w.sum() > 1.0 + 1e-9:
-        raise ValueError(f"target weights sum to {w.sum():.6f} > 1 (no leverage)")
+    total = w.sum()
+    if total > 1.0 + 1e-9:
+        raise ValueError(f"target weights sum to {total:.6f} > 1 (no leverage)")
     holdings = np.asarray(holdings, dtype=np.int64)
     px = np.asarray(ref_price, dtype=float)
-    priced = ~np.isnan(px) & (px > 0)
+    priced = px > 0  # False for NaN too
     px_safe = np.where(priced, px, 1.0)
     equity = cash + float(np.sum(np.where(priced, holdings * px_safe, 0.0)))
     target = np.where(priced, np.floor(w * equity / px_safe), holdings).astype(np.int64)
     delta = target - holdings
-    small = np.abs(delta) * px_safe < min_trade_value
-    delta[small] = 0
-    sells = np.where(delta < 0, -delta, 0)
-    buys = np.where(delta > 0, delta, 0)
+    if min_trade_value > 0:
+        delta[np.abs(delta) * px_safe < min_trade_value] = 0
+    sells = np.maximum(-delta, 0)
+    buys = np.maximum(delta, 0)
     budget = cash + float(np.sum(sells * px_safe))
     need = float(np.sum(buys * px_safe)) * (1 + cash_buffer)
     if need > budget > 0:
         buys = np.floor(buys * (budget / need)).astype(np.int64)
     elif budget <= 0:
         buys[:] = 0
-    idx = np.concatenate([np.flatnonzero(sells), np.flatnonzero(buys)])
-    side = np.concatenate([np.full(np.count_nonzero(sells), SELL), np.full(np.count_nonzero(buys), BUY)])
-    qty = np.concatenate([sells[sells > 0], buys[buys > 0]])
-    return idx.astype(np.int64), side.astype(np.int64), qty.astype(np.int64)
+    si, bi = np.flatnonzero(sells), np.flatnonzero(buys)
+    idx = np.concatenate([si, bi])
+    side = np.repeat(np.array([SELL, BUY], dtype=np.int64), [len(si), len(bi)])
+    qty = np.concatenate([sells[si], buys[bi]])
+    return idx.astype(np.int64, copy=False), side, qty.astype(np.int64, copy=False)
