@@ -29,7 +29,7 @@ from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.regime import RegimeDetector, RegimeSource
-from strategies.risk import var_backtest
+from strategies.risk import RiskModel, var_backtest
 from strategies.technical import TechnicalAgent
 
 ROOT = Path(__file__).resolve().parent
@@ -61,6 +61,11 @@ def main(argv=None):
             "regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
             "technical": TechnicalAgent(),
             "equal-weight": EqualWeightRebalanced(name="equal-weight")}, regime=regime),
+        "ensemble (risk-sized, input risk budgets)": lambda seed: EnsembleAgent({
+            "regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
+            "technical": TechnicalAgent(),
+            "equal-weight": EqualWeightRebalanced(name="equal-weight")}, regime=regime,
+            risk=RiskModel(risk_budgets="input")),
         "ensemble (no risk model)": lambda seed: EnsembleAgent({
             "regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
             "technical": TechnicalAgent(),
@@ -117,6 +122,17 @@ def write_report(out: Path, args, rows, var_rows, windows, panel, seconds):
         "```",
         "/work/main/.venv/bin/python -m reports.strategies_backtest "
         f"--start {args.start} --end {args.end} --test-bars {args.test_bars}",
+        "```",
+        "",
+        "Single strategies can also be run (one continuous span, no yearly re-creation) with the "
+        "backtest CLI, e.g.",
+        "",
+        "```",
+        "/work/main/.venv/bin/python -m cluster.cli backtest --strategy ensemble "
+        "--prices data/kr_stocks_daily.parquet --index data/kr_index_daily.parquet "
+        "--fundamentals data/kr_fundamentals_quarterly.parquet "
+        "--market-caps data/kr_market_snapshot_daily.parquet "
+        f"--start {args.start} --end {args.end} --min-trade-value 200000 --out /tmp/bt_ensemble",
         "```",
         "",
         f"Out of sample {args.start} → {args.end} on the shipped panel ({len(panel.symbols)} large caps, "
