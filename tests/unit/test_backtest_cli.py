@@ -150,3 +150,16 @@ def test_monthly_returns_table():
     assert years == [2024]
     assert table[0, 1] == pytest.approx(0.21) and table[0, 2] == pytest.approx(-0.1)
     assert np.isnan(table[0, 0])  # the starting close is no month of its own
+
+
+def test_trader_backtest_as_a_process(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "cluster.cli", "backtest", "--strategy", "equal-weight-monthly", "--prices", PRICES,
+           "--index", INDEX, "--start", "2023-01-02", "--end", "2023-06-30", "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "sharpe" in done.stdout and (tmp_path / "run" / "metrics.json").exists()
+    bad = subprocess.run(cmd[:5] + ["no-such-strategy"] + cmd[6:], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown strategy 'no-such-strategy'" in bad.stderr
