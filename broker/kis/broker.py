@@ -147,8 +147,9 @@ class KisBroker(Broker):
             if dq <= 0:
                 continue
             price = da // dq
-            day = dt.datetime.strptime(venue.get("ord_dt") or mine["day"], "%Y%m%d").date()
-            fill_day = dt.datetime.strptime(venue["ccld_dt"], "%Y%m%d").date() if venue.get("ccld_dt") else day
+            # KIS reports executions per order, not per trade time: a fill is stamped with the
+            # session day it is first seen in (the venue's clock) at the open, as the paper broker does
+            fill_day = self.clock()
             side = Side(mine["side"])
             commission = krx.commission(dq * price, self.costs.commission_rate)
             tax = 0

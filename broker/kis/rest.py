@@ -41,6 +41,8 @@ class KisRest:
         self.env = env
         self._cred = credentials
         self.session = session or requests.Session()
+        if env.name == "sim":
+            self.session.trust_env = False   # loopback simulator: never through a proxy from the environment
         self.tokens = tokens or TokenCache(env, credentials, session=self.session)
         self.bucket = bucket_for(env.name, env.rest_url, credentials.app_key, env.rate_per_s, env.burst)
         self._sleep = sleep

@@ -219,7 +219,7 @@ class KisWebSocket:
         while not self._closing and attempts <= self.max_reconnects:
             try:
                 self._key = self._approval()
-                async with websockets.connect(self.url, ping_interval=None, max_size=2 ** 22) as ws:
+                async with websockets.connect(self.url, ping_interval=None, max_size=2 ** 22, proxy=None) as ws:
                     self._ws = ws
                     self.connects += 1
                     attempts = 0
