@@ -173,8 +173,9 @@ class KisBroker(Broker):
         return rows
 
     def _day_row(self, row: dict) -> dict | None:
-        start, end = self._window()
-        rows, _ = tr.daily_orders(self.rest, start, end, odno=row["odno"])
+        day = dt.datetime.strptime(row["day"], "%Y%m%d").date()
+        older = (self.clock() - day).days > 90     # KIS: a separate TR beyond three months
+        rows, _ = tr.daily_orders(self.rest, day, day, odno=row["odno"], older=older)
         return next((r for r in rows if r["odno"] == row["odno"]), None)
 
     def _reconcile(self, client_order_id: str) -> dict | None:

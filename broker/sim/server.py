@@ -128,7 +128,9 @@ class SimServer:
     def _admin_advance(self, body: dict) -> dict:
         if body.get("bars"):
             day = dt.date.fromisoformat(body["day"])
-            fills = self.advance(day, {s: tuple(v) for s, v in body["bars"].items()})
+            nan = float("nan")
+            fills = self.advance(day, {s: tuple(nan if x is None else float(x) for x in v)
+                                       for s, v in body["bars"].items()})
         else:
             fills = self.advance()
         return {"today": str(self.exchange.today), "fills": len(fills)}
