@@ -88,7 +88,11 @@ class TokenCache:
             self._write(rec)  # record the attempt before sending: a crash must not allow a second ask
             self.issued_here += 1
             body = {"grant_type": "client_credentials", "appkey": self._cred.app_key, "appsecret": self._cred.app_secret}
-            data, status = _post_json(self._session, self.env, "/oauth2/tokenP", body)
+            try:
+                data, status = _post_json(self._session, self.env, "/oauth2/tokenP", body)
+            finally:
+                rec["issued_at"] = self._clock()   # the server counted the ask no later than now
+                self._write(rec)
             if status == 200 and data.get("access_token"):
                 expires_in = float(data.get("expires_in") or 86400)
                 rec.update(access_token=data["access_token"], expires_at=self._clock() + expires_in)
