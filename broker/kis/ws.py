@@ -182,11 +182,8 @@ class KisWebSocket:
     def close(self) -> None:
         self._closing = True
         if self._thread.is_alive():
-            fut = asyncio.run_coroutine_threadsafe(self._close_ws(), self._loop)
-            try:
-                fut.result(5)
-            except Exception:
-                pass
+            # the loop ends with the connection, so nobody waits on the close coroutine itself
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._close_ws()))
             self._thread.join(5)
 
     def wait_connected(self, timeout: float = 10.0) -> bool:

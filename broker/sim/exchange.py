@@ -347,7 +347,7 @@ class Exchange:
             acct.orders[odno] = SimOrder(odno, order.broker_order_id, self._day_str(), tmd)
             acct.by_paper[order.broker_order_id] = odno
             self.counts["orders"] += 1
-        self._notify("notice", {"account": acct, "odno": odno, "kind": "ack", "qty": qty, "price": price})
+        self._notify("notice", self._notice(acct, odno, "ack"))
         return {"output": {"KRX_FWDG_ORD_ORGNO": self._orgno(), "ODNO": odno, "ORD_TMD": tmd}}
 
     def rvsecncl(self, acct: Account, body: dict) -> dict:
@@ -363,6 +363,7 @@ class Exchange:
             if body.get("RVSE_CNCL_DVSN_CD") == "02":
                 acct.book.cancel(so.paper_id)
                 so.cancelled = True
+                self._notify("notice", self._notice(acct, odno, "cancel"))
                 new = f"{next(self._odno):010d}"
                 acct.orders[new] = SimOrder(new, "", self._day_str(), dt.datetime.now(SEOUL).strftime("%H%M%S"),
                                             orgn_odno=odno, cancelled=True)
@@ -375,7 +376,7 @@ class Exchange:
                     raise Reject("SIMR0011", "정정수량이 잔량을 초과합니다.")
                 acct.book.cancel(so.paper_id)
                 so.cancelled = True
-                self._notify("notice", {"account": acct, "odno": odno, "kind": "cancel", "qty": qty, "price": 0})
+                self._notify("notice", self._notice(acct, odno, "cancel"))
                 out = self.order_cash(acct, {"CANO": acct.cano, "ACNT_PRDT_CD": acct.product,
                                              "PDNO": order.request.symbol, "ORD_DVSN": dvsn, "ORD_QTY": str(qty),
                                              "ORD_UNPR": str(price)}, order.request.side)
@@ -473,6 +474,7 @@ class Exchange:
             if self.today is not None and day <= self.today:
                 raise ValueError(f"bars must arrive in date order: {day} after {self.today}")
             out: list[tuple[str, Fill]] = []
+            notices: list[dict] = []
             for acct in self.accounts.values():
                 held = dict(acct.book.positions())
                 fills = acct.book.on_bar(day, {s: tuple(b[:4]) for s, b in bars.items()})
@@ -492,8 +494,7 @@ class Exchange:
                     odno = acct.by_paper[f.broker_order_id]
                     acct.orders[odno].filled_amt += f.qty * f.price
                     out.append((odno, f))
-                    self._notify("notice", {"account": acct, "odno": odno, "kind": "fill", "qty": f.qty,
-                                            "price": f.price, "fill": f})
+                    notices.append(self._notice(acct, odno, "fill", f.qty, f.price))
             for sym, b in bars.items():
                 o, h, lo, c = (float(x) for x in b[:4])
                 if any(math.isnan(x) for x in (o, h, lo, c)):
@@ -501,6 +502,8 @@ class Exchange:
                 v = float(b[4]) if len(b) > 4 and b[4] is not None else None
                 self.history.setdefault(sym, []).append((day, o, h, lo, c, v))
             self.today = day
+        for n in notices:          # after the lock is released: the WebSocket front sends them
+            self._notify("notice", n)
         self._notify("bar", {"day": day, "bars": bars})
         return out
 
@@ -510,6 +513,19 @@ class Exchange:
 
     def _orgno(self) -> str:
         return "00950" if self.config.virtual else "06071"
+
+    def _notice(self, acct: Account, odno: str, kind: str, qty: int = 0, price: int = 0) -> dict:
+        """An H0STCNI0/9 record (26 fields, KIS_API.md §5.6) for an order event: ack, cancel or fill."""
+        so = acct.orders[odno]
+        req = acct.book._orders[so.paper_id].request
+        fill = kind == "fill"
+        fields = [acct.hts_id, acct.cano + acct.product, so.odno, so.orgn_odno, "01" if req.side is Side.SELL else "02",
+                  "2" if kind == "cancel" else "0", "00" if req.limit_price else "01", "0", req.symbol,
+                  str(qty if fill else req.qty), str(price if fill else (req.limit_price or 0)),
+                  "090000" if fill else dt.datetime.now(SEOUL).strftime("%H%M%S"), "0", "2" if fill else "1", "2",
+                  self._orgno(), str(req.qty), "SIM", "", "1", "N", "", "", "", self.names.get(req.symbol, ""),
+                  str(req.limit_price or 0)]
+        return {"app_key": acct.app_key, "hts_id": acct.hts_id, "record": "^".join(fields)}
 
     def _notify(self, kind: str, payload: dict) -> None:
         for fn in list(self.listeners):

@@ -175,26 +175,12 @@ class SimWebSocket:
                     await self._send(s, f"0|{tr_id}|{len(recs):03d}|" + "^".join(recs))
 
     async def _notice(self, p: dict):
-        acct = p["account"]
         tr_id = "H0STCNI9" if self.ex.config.virtual else "H0STCNI0"
-        s = self.sessions.get(acct.app_key)
-        if s is None or (tr_id, acct.hts_id) not in s.subs:
+        s = self.sessions.get(p["app_key"])
+        if s is None or (tr_id, p["hts_id"]) not in s.subs:
             return
-        with self.ex.lock:
-            so = acct.orders[p["odno"]]
-            order = acct.book._orders[so.paper_id] if so.paper_id else None
-        if order is None:
-            return
-        req = order.request
-        fill = p["kind"] == "fill"
-        fields = [acct.hts_id, acct.cano + acct.product, so.odno, so.orgn_odno, "01" if req.side.value == "sell" else "02",
-                  "2" if p["kind"] == "cancel" else "0", "00" if req.limit_price else "01", "0", req.symbol,
-                  str(p["qty"] if fill else req.qty), str(p["price"] if fill else (req.limit_price or 0)),
-                  "090000" if fill else dt.datetime.now(SEOUL).strftime("%H%M%S"), "0", "2" if fill else "1", "2",
-                  "00950" if self.ex.config.virtual else "06071", str(req.qty), "SIM", "", "1", "N", "", "", "",
-                  self.ex.names.get(req.symbol, ""), str(req.limit_price or 0)]
         key, iv = s.keys[tr_id]
-        await self._send(s, f"1|{tr_id}|001|" + aes_encrypt("^".join(fields), key, iv))
+        await self._send(s, f"1|{tr_id}|001|" + aes_encrypt(p["record"], key, iv))
 
 
 def _ack(tr_id, tr_key, rt_cd, msg_cd, msg1, keys: tuple[str, str] | None = None) -> str:
