@@ -11,6 +11,7 @@ import sys
 
 COMMAND_MODULES = [
     "cluster.commands.demo",
+    "cluster.commands.data",
 ]
 
 

@@ -31,7 +31,7 @@ def current_price(rest: KisRest, symbol: str, market: str = "J") -> dict:
 
 
 def daily_bars(rest: KisRest, symbol: str, start: dt.date, end: dt.date, adjusted: bool = True,
-               period: str = "D", max_pages: int = 1000) -> pl.DataFrame:
+               period: str = "D", max_pages: int = 1000, with_name: bool = False) -> pl.DataFrame:
     """Bars from `start` to `end` inclusive, oldest first, in the market/ long layout.
 
     KIS returns at most 100 bars per call, newest first, ending at DATE_2; the next call moves
@@ -41,12 +41,14 @@ def daily_bars(rest: KisRest, symbol: str, start: dt.date, end: dt.date, adjuste
     if start > end:
         raise ValueError(f"start {start} is after end {end}")
     rows: dict[str, dict] = {}
+    name = ""
     upper = end
     for _ in range(max_pages):
         reply = rest.request("GET", DAILY[0], DAILY[1], params={
             "FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": symbol,
             "FID_INPUT_DATE_1": start.strftime("%Y%m%d"), "FID_INPUT_DATE_2": upper.strftime("%Y%m%d"),
             "FID_PERIOD_DIV_CODE": period, "FID_ORG_ADJ_PRC": "0" if adjusted else "1"})
+        name = name or (reply.out("output1") or {}).get("hts_kor_isnm", "")
         page = [r for r in (reply.out("output2") or []) if r and r.get("stck_bsop_date")]
         if not page:
             break
@@ -58,7 +60,8 @@ def daily_bars(rest: KisRest, symbol: str, start: dt.date, end: dt.date, adjuste
         upper = oldest - dt.timedelta(days=1)
     else:
         raise RuntimeError(f"{symbol}: more than {max_pages} pages of daily bars")
-    return bars_frame(symbol, [rows[k] for k in sorted(rows)], start, end)
+    df = bars_frame(symbol, [rows[k] for k in sorted(rows)], start, end)
+    return df.with_columns(pl.lit(name, dtype=pl.Utf8).alias("name")) if with_name else df
 
 
 def bars_frame(symbol: str, rows: list[dict], start: dt.date | None = None, end: dt.date | None = None) -> pl.DataFrame:
