@@ -19,6 +19,7 @@ from broker.kis.auth import TokenCache
 from broker.kis.config import Credentials, Environment
 from broker.kis.errors import KisBusinessError, KisRateLimited, KisTokenError, KisTransportError
 from broker.kis.ratelimit import bucket_for
+from broker.kis.redact import protect
 
 RATE_CODES = {"EGW00201", "EGW00215"}
 TOKEN_CODES = {"EGW00123", "EGW00121", "EGW00122"}
@@ -40,6 +41,7 @@ class KisRest:
                  session: requests.Session | None = None, sleep=time.sleep):
         self.env = env
         self._cred = credentials
+        protect(*credentials.secrets())
         self.session = session or requests.Session()
         if env.name == "sim":
             self.session.trust_env = False   # loopback simulator: never through a proxy from the environment
