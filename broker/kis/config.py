@@ -32,6 +32,7 @@ class Environment:
     backoff_s: float = 0.1          # first backoff, doubled each retry
     unknown_check_delay_s: float = 1.0   # wait before looking up an order whose outcome is unknown
     custtype: str = "P"
+    use_hashkey: bool = False       # optional per KIS: POST /uapi/hashkey and send `hashkey` on orders
 
     @property
     def notice_tr(self) -> str:

@@ -42,7 +42,8 @@ def cash_order(rest: KisRest, side: str, symbol: str, qty: int, price: int | Non
     if side == "sell":
         body["SLL_TYPE"] = "01"
     tr = rest.env.tr(BUY_TR if side == "buy" else SELL_TR)
-    return upper_keys(rest.request("POST", ORDER_CASH, tr, body=body, idempotent=False).out("output"))
+    return upper_keys(rest.request("POST", ORDER_CASH, tr, body=body, idempotent=False,
+                                   extra_headers=_hash(rest, body)).out("output"))
 
 
 def revise_cancel(rest: KisRest, orgno: str, odno: str, cancel: bool = True, qty: int = 0,
@@ -53,7 +54,16 @@ def revise_cancel(rest: KisRest, orgno: str, odno: str, cancel: bool = True, qty
             "ORGN_ODNO": odno, "ORD_DVSN": order_division, "RVSE_CNCL_DVSN_CD": "02" if cancel else "01",
             "ORD_QTY": str(int(qty)), "ORD_UNPR": "0" if cancel else str(int(price)),
             "QTY_ALL_ORD_YN": "Y" if qty == 0 else "N", "EXCG_ID_DVSN_CD": "KRX"}
-    return upper_keys(rest.request("POST", RVSECNCL, rest.env.tr(RVSECNCL_TR), body=body, idempotent=False).out("output"))
+    return upper_keys(rest.request("POST", RVSECNCL, rest.env.tr(RVSECNCL_TR), body=body, idempotent=False,
+                                   extra_headers=_hash(rest, body)).out("output"))
+
+
+def _hash(rest: KisRest, body: dict) -> dict | None:
+    if not rest.env.use_hashkey:
+        return None
+    from broker.kis.auth import hashkey
+
+    return {"hashkey": hashkey(rest.session, rest.env, rest.credentials, body)}
 
 
 def orderable(rest: KisRest, symbol: str = "", price: int | None = None, market: bool = True) -> dict:

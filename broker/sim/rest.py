@@ -189,6 +189,7 @@ class Handler(BaseHTTPRequestHandler):
             expect = hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
             if headers["hashkey"] != expect:
                 raise Reject("SIMR0014", "hashkey가 본문과 일치하지 않습니다.")
+            ex.counts["hashkey_checked"] = ex.counts.get("hashkey_checked", 0) + 1
         suffix = "vts" if ex.config.virtual else "real"
         extra = {"tr_id": tr_id, "tr_cont": ""}
         if action == "price":

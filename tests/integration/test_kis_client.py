@@ -203,3 +203,32 @@ def test_wrong_environment_tr_is_refused(sim, tmp_path):
 def _advance(sim, broker):
     sim.advance()
     return broker.sync()
+
+
+def test_hashkey_option_is_sent_and_checked(sim, tmp_path):
+    rest, broker, cred = client(sim, tmp_path, use_hashkey=True)
+    before = sim.exchange.counts.get("hashkey_checked", 0)
+    o = broker.submit(OrderRequest("hashed", "005930", "buy", 1))
+    assert o.status is OrderStatus.OPEN and sim.exchange.counts["hashkey_checked"] == before + 1
+    # a hashkey that does not match the body is refused
+    with pytest.raises(KisBusinessError) as err:
+        rest.request("POST", tr.ORDER_CASH, "VTTC0012U", body={"CANO": cred.cano}, extra_headers={"hashkey": "0" * 64})
+    assert err.value.msg_cd == "SIMR0014"
+
+
+def test_open_kis_broker_gates_live(tmp_path, monkeypatch):
+    from broker.kis.config import LiveNotConfirmed
+    from broker.kis.factory import open_kis_broker
+
+    monkeypatch.chdir(tmp_path)
+    for k, v in {"KIS_APP_KEY": "PSkey1234567", "KIS_APP_SECRET": "secret", "KIS_ACCOUNT": "12345678-01"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("KRT_KIS_CACHE_DIR", str(tmp_path))
+    with pytest.raises(LiveNotConfirmed):
+        open_kis_broker("live", live=False, out=lambda s: None)
+    with pytest.raises(LiveNotConfirmed):
+        open_kis_broker("live", live=True, input_fn=lambda p: "00000000-01", out=lambda s: None)
+    b = open_kis_broker("live", live=True, input_fn=lambda p: "12345678-01", out=lambda s: None)
+    assert b.rest.env.name == "real" and b.rest.env.tr("TTTC0012U") == "TTTC0012U"
+    v = open_kis_broker("vts")
+    assert v.rest.env.rest_url.startswith("https://openapivts") and v.rest.env.tr("TTTC0012U") == "VTTC0012U"
