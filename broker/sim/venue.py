@@ -60,7 +60,7 @@ class SimVenue:
 
     def advance(self, day: dt.date, bars: Bars) -> list[Fill]:
         payload = {"day": day.isoformat(),
-                   "bars": {s: [None if v != v else float(v) for v in b] for s, b in bars.items()}}
+                   "bars": {s: [None if v is None or v != v else float(v) for v in b] for s, b in bars.items()}}
         resp = self.rest.session.post(self.server.rest_url + "/admin/advance", json=payload, timeout=30,
                                       headers={"x-sim-admin": self.server.admin_secret})
         if resp.status_code != 200:
