@@ -26,7 +26,7 @@ class Environment:
     token_refresh_margin_s: float = 600.0  # reissue this long before expiry (python-kis: 10 min)
     subscription_cap: int = 40      # 41 per notice, 40 in the official guard: stay at 40
     unsubscribe_tr_type: str = "2"  # spec says "2" ([unsure]: one docstring says "0")
-    gateway_error_statuses: tuple[int, ...] = (200, 401, 403, 500)  # where EGW bodies were reported
+    gateway_error_statuses: tuple[int, ...] = (200, 401, 403, 500)  # statuses whose KIS body is trusted
     timeout_s: float = 10.0         # per REST request
     rate_limit_retries: int = 5     # EGW00201 retries with backoff
     backoff_s: float = 0.1          # first backoff, doubled each retry

@@ -123,6 +123,9 @@ class KisRest:
             raise KisTransportError(tr_id=tr_id, detail="timeout") from None
         except requests.RequestException as exc:
             raise KisTransportError(tr_id=tr_id, detail=f"connection failed ({type(exc).__name__})") from None
+        if resp.status_code != 200 and resp.status_code not in self.env.gateway_error_statuses:
+            # e.g. a proxy's 502: whatever the body says, it is not KIS's answer
+            raise KisTransportError(status=resp.status_code, tr_id=tr_id, detail="unexpected HTTP status")
         try:
             data = resp.json()
         except ValueError:

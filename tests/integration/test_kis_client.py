@@ -232,3 +232,15 @@ def test_open_kis_broker_gates_live(tmp_path, monkeypatch):
     assert b.rest.env.name == "real" and b.rest.env.tr("TTTC0012U") == "TTTC0012U"
     v = open_kis_broker("vts")
     assert v.rest.env.rest_url.startswith("https://openapivts") and v.rest.env.tr("TTTC0012U") == "VTTC0012U"
+
+
+def test_statuses_outside_the_gateway_list_are_transport_errors(sim, tmp_path):
+    from broker.kis.errors import KisTransportError
+
+    rest, _, _ = client(sim, tmp_path)
+    with pytest.raises(KisTransportError, match="HTTP 404"):   # the simulator's 404 has a JSON body
+        rest.request("GET", "/uapi/domestic-stock/v1/quotations/no-such-tr", "FHKST01010100")
+    rest404, _, _ = client(sim, tmp_path / "b", gateway_error_statuses=(404, 500))
+    with pytest.raises(KisBusinessError) as err:
+        rest404.request("GET", "/uapi/domestic-stock/v1/quotations/no-such-tr", "FHKST01010100")
+    assert err.value.msg_cd == "EGW00001"
