@@ -94,7 +94,10 @@ def split_records(payload: str, count: int, fields: tuple[str, ...]) -> list[dic
     n = len(fields)
     if len(parts) != n * count:
         raise FrameError(detail=f"payload has {len(parts)} fields, expected {count} x {n}")
-    return [dict(zip(fields, parts[i * n:(i + 1) * n])) for i in range(count)]
+    if count == 1:
+        return [dict(zip(fields, parts))]
+    it = iter(parts)   # zip stops at the end of `fields`, so each record takes exactly n parts
+    return [dict(zip(fields, it)) for _ in range(count)]
 
 
 def parse_frame(text: str, keys: dict[str, tuple[str, str]] | None = None) -> Frame | None:

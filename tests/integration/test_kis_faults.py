@@ -28,8 +28,8 @@ def _venue_orders(sim, cred):
 @pytest.mark.parametrize("kind", ["rate_limit", "expired_token", "http_500", "drop_before",
                                   "http_500_after", "drop", "malformed", "slow"])
 def test_order_faults_never_lose_or_duplicate(sim, tmp_path, kind):
-    rest, broker, cred = client(sim, tmp_path, timeout_s=0.5)
-    sim.faults.inject(kind, path="order-cash", delay=1.0)
+    rest, broker, cred = client(sim, tmp_path, timeout_s=1.0)
+    sim.faults.inject(kind, path="order-cash", delay=2.0)
     order = broker.submit(OrderRequest(f"f-{kind}", "005930", "buy", 7))
     venue = _venue_orders(sim, cred)
     assert len(venue) == 1, f"{kind}: {len(venue)} orders at the venue"
