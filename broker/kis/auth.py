@@ -38,6 +38,7 @@ class TokenCache:
         self._session = session or requests.Session()
         self._clock, self._sleep = clock, sleep
         self.issued_here = 0   # how many tokenP calls this object made (tests and bench read it)
+        self._mem: tuple[str, float] | None = None   # (token, expires_at) last read or issued here
 
     def __repr__(self) -> str:
         return f"TokenCache(env={self.env.name!r}, path={str(self.path)!r})"
@@ -45,14 +46,22 @@ class TokenCache:
     # --- public ---------------------------------------------------------------------------
     def token(self, stale: str | None = None) -> str:
         """A valid access token. `stale`: a token KIS just called expired/invalid — never return it."""
+        mem = self._mem
+        if mem and mem[0] != stale and mem[1] - self.env.token_refresh_margin_s > self._clock():
+            return mem[0]          # the common case: no file access per request
         with self._locked():
             rec = self._read()
             now = self._clock()
-            if rec and rec.get("access_token") != stale and rec.get("expires_at", 0) - self.env.token_refresh_margin_s > now:
+            if rec and rec.get("access_token") and rec["access_token"] != stale \
+                    and rec.get("expires_at", 0) - self.env.token_refresh_margin_s > now:
+                self._mem = (rec["access_token"], rec["expires_at"])
                 return rec["access_token"]
-            return self._issue(rec)
+            tok = self._issue(rec)
+            self._mem = (tok, self._read()["expires_at"])
+            return tok
 
     def invalidate(self) -> None:
+        self._mem = None
         with self._locked():
             rec = self._read()
             if rec:
@@ -75,6 +84,7 @@ class TokenCache:
             rec.pop("access_token", None)
             rec["expires_at"] = 0
             self._write(rec)
+            self._mem = None
             return True
 
     # --- internals ------------------------------------------------------------------------
