@@ -9,6 +9,7 @@ from typing import Callable
 
 from market.data import DataPaths
 from strategies.base import Agent
+from strategies.baselines import BuyHoldSymbol, EqualWeightHold, EqualWeightRebalanced
 from strategies.technical import TechnicalAgent
 
 
@@ -20,6 +21,11 @@ class StrategyContext:
 
 STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "technical": lambda ctx: TechnicalAgent(),
+    # baselines (strategies/baselines.py); the KOSPI200 index itself is a benchmark series
+    # (backtest.baselines.BENCHMARKS), not a tradable agent
+    "equal-weight-hold": lambda ctx: EqualWeightHold(),
+    "equal-weight-monthly": lambda ctx: EqualWeightRebalanced(),
+    "buy-hold-kodex200": lambda ctx: BuyHoldSymbol(price_file=ctx.paths.path("etf")),
 }
 
 
