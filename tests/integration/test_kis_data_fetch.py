@@ -69,3 +69,12 @@ def test_fetch_reports_bad_input_and_missing_keys(sim, monkeypatch, tmp_path, ca
     rc = run(["data", "fetch", "--symbols", "005930", "--start", "2023-01-01", "--end", "2023-02-01", "--out", out,
               "--env", "sim", "--rest-url", sim.rest_url])
     assert rc == 1 and "KIS_APP_KEY" in capsys.readouterr().err
+
+
+def test_data_fetch_is_a_trader_subcommand():
+    from cluster import cli
+
+    assert "cluster.commands.data" in cli.COMMAND_MODULES
+    args = cli.build_parser().parse_args(["data", "fetch", "--symbols", "005930", "--start", "2023-01-02",
+                                          "--end", "2023-01-31", "--out", "x.parquet"])
+    assert args.func is data_cmd.fetch and args.env == "vts"
