@@ -19,7 +19,7 @@ from market.data import DataError, DataPaths
 from serving.schema import AgentDecision, DecideRequest, DecideResponse
 from strategies.ensemble import EnsembleState, MetaEnsemble
 from strategies.regime import RegimeSource
-from strategies.risk import RiskModel
+from strategies.risk import DrawdownProtection, RiskModel
 
 api = FastAPI(title="kis-ray-trader decision service", version="1")
 REGIME_HISTORY_ROWS = 15 * 252  # the HMM is refitted walk-forward on ~10 years; 15 give it burn-in
@@ -34,10 +34,13 @@ class Risk:
         self.protection: dict | None = None  # ACTIVE / REDUCING / HALTED, carried between decisions
 
     def size(self, symbols: list[str], weights: list[float], closes: list[list[float]], equity: float | None,
-             current: list[float]) -> dict:
+             current: list[float], fresh: bool = False) -> dict:
+        """`fresh`: a new account history (new universe or a replay from an earlier date)."""
         c = np.array(closes, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             returns = c[1:] / c[:-1] - 1.0
+        if fresh or self.protection is None:
+            self.protection = DrawdownProtection().to_dict()
         account = {"weights": np.array(current), "protection": self.protection}
         if equity:
             account["equity"] = equity
@@ -86,11 +89,14 @@ class Ensemble:
                                          for n in self.agent_names))
         targets = {n: np.array([t[s] for s in symbols]) for n, t in zip(self.agent_names, answers)}
         closes = np.array([[np.nan if v is None else v for v in row] for row in bars.close], dtype=float)
+        fresh = self.state_symbols != symbols or (
+            self.state.last_date is not None and request.as_of.isoformat() < self.state.last_date)
+        if fresh:  # another universe, or a replay that went back in time: start the history anew
+            self.state, self.state_symbols = EnsembleState(), symbols
         self._score_previous_decision(bars.dates, closes, symbols)
         regime = self.regime.probs_at(request.as_of) if self.regime is not None else None
         combined, explanation = self.meta.combine(targets, regime, self.state, symbols)
         self.state = self.meta.remember(self.state, targets, request.as_of.isoformat())
-        self.state_symbols = symbols
 
         last = np.nan_to_num(closes[-1])
         equity, current = None, np.zeros(len(symbols))
@@ -98,7 +104,8 @@ class Ensemble:
             held = np.array([request.portfolio.positions.get(s, 0) for s in symbols], dtype=float)
             equity = request.portfolio.cash + float(held @ last)
             current = held * last / equity if equity > 0 else current
-        sized = await self.risk.size.remote(symbols, combined.tolist(), closes.tolist(), equity, current.tolist())
+        sized = await self.risk.size.remote(symbols, combined.tolist(), closes.tolist(), equity, current.tolist(),
+                                            fresh)
         weights = explanation["agent_weights"]
         return DecideResponse(
             as_of=request.as_of,
@@ -112,8 +119,6 @@ class Ensemble:
         """Online update: each agent's previous targets earn the returns since that decision."""
         if not self.state.last_targets or self.state.last_date is None:
             return
-        if self.state_symbols != symbols:
-            return  # a different universe: the old targets do not line up with these returns
         iso = [d.isoformat() for d in dates]
         if self.state.last_date not in iso[:-1]:
             return
