@@ -59,9 +59,12 @@ def run_backtest_command(strategy: str, prices: str, index: str, start: str, end
                          train_start: str | None = None, seed: int = 0, rebalance: str = "daily",
                          refit: str = "none", cash: int = 100_000_000, slippage_ticks: float = 0.0,
                          slippage_range_frac: float = 0.05, commission_rate: float = 0.00015,
-                         min_trade_value: float = 0.0, progress: bool | None = None) -> dict:
+                         min_trade_value: float = 0.0, progress: bool | None = None,
+                         seeds: list[int] | None = None) -> dict:
     """The `trader backtest` contract: fit before `start`, trade `start..end`, write
-    out/metrics.json, out/report.html, out/equity.csv and out/fills.csv. Returns the metrics."""
+    out/metrics.json, out/report.html, out/equity.csv and out/fills.csv. Returns the metrics.
+    With `seeds`, the run is repeated per seed and metrics.json gains `seeds` (the list) and
+    `seed_summary` ({metric: {mean, std}}); the report shows the `seed` run."""
     d_start, d_end = parse_date(start, "--start"), parse_date(end, "--end")
     if d_end <= d_start:
         raise CommandError(f"--end {end} must be after --start {start}")
@@ -93,28 +96,40 @@ def run_backtest_command(strategy: str, prices: str, index: str, start: str, end
             "slippage_range_frac": slippage_range_frac, "prices": str(paths.path("prices")),
             "index": str(paths.path("index"))}
 
-    if strategy in BENCHMARKS:
-        result = BENCHMARKS[strategy](panel, paths, d_start, d_end, config)
-    else:
-        agent = build_strategy(strategy, paths, seed)
-        panel = panel_for(agent, panel)
+    def one_run(sd: int):
+        nonlocal panel, kospi200
+        if strategy in BENCHMARKS:
+            return BENCHMARKS[strategy](panel, paths, d_start, d_end, config)
+        agent = build_strategy(strategy, paths, sd)
+        if getattr(agent, "extra_prices", None):
+            panel = panel_for(agent, panel)
+            kospi200 = benchmark_levels(panel.dates, paths.path("index"), "KOSPI200")
         delisted = load_delisted(paths.path("delisted")) if paths.path("delisted").exists() else None
         if refit == "none":
-            result = run_backtest(agent, panel, d_start, d_end, config, delisted=delisted, name=strategy)
-        else:
-            s = int(np.searchsorted(panel.dates, np.datetime64(d_start, "D")))
-            windows = walk_forward_windows(len(panel), train=s, test=REFIT_BARS[refit], gap=0,
-                                           expanding=True, first_test=s)
-            wf = walk_forward(lambda sd: build_strategy(strategy, paths, sd), panel, windows, seeds=(seed,),
-                              config=config)
-            result = wf.runs[seed]
-            meta["refits"] = len(windows)
-        kospi200 = benchmark_levels(panel.dates, paths.path("index"), "KOSPI200")
-    lo = int(np.searchsorted(panel.dates, result.dates[0]))
-    bench = kospi200[lo:lo + len(result.dates)]
-    if np.isnan(bench[0]):
-        raise CommandError(f"--index has no KOSPI200 close on {result.dates[0]}, the first day of the run")
-    metrics = result.metrics(bench)
+            return run_backtest(agent, panel, d_start, d_end, config, delisted=delisted, name=strategy)
+        s = int(np.searchsorted(panel.dates, np.datetime64(d_start, "D")))
+        windows = walk_forward_windows(len(panel), train=s, test=REFIT_BARS[refit], gap=0,
+                                       expanding=True, first_test=s)
+        wf = walk_forward(lambda x: build_strategy(strategy, paths, x), panel, windows, seeds=(sd,), config=config)
+        meta["refits"] = len(windows)
+        return wf.runs[sd]
+
+    def scored(res):
+        lo = int(np.searchsorted(panel.dates, res.dates[0]))
+        b = kospi200[lo:lo + len(res.dates)]
+        if np.isnan(b[0]):
+            raise CommandError(f"--index has no KOSPI200 close on {res.dates[0]}, the first day of the run")
+        return res.metrics(b), b
+
+    result = one_run(seed)
+    metrics, bench = scored(result)
+    if seeds:
+        per_seed = [metrics if sd == seed else scored(one_run(sd))[0] for sd in seeds]
+        keys = [k for k, v in metrics.items() if isinstance(v, (int, float))]
+        meta["seeds"] = list(seeds)
+        meta["seed_summary"] = {k: {"mean": float(np.mean([m[k] for m in per_seed])),
+                                    "std": float(np.std([m[k] for m in per_seed], ddof=1)) if len(per_seed) > 1
+                                    else 0.0} for k in keys}
     benchmarks = {"KOSPI200": bench}
     if paths.path("etf").exists():
         benchmarks["KODEX 200 (total return)"] = etf_levels(result.dates, paths.path("etf"))

@@ -195,9 +195,9 @@ def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np
     side = np.asarray(side, dtype=np.int64)
     qty = np.asarray(qty, dtype=np.int64)
     limit = np.asarray(limit, dtype=float)
-    if np.any(qty <= 0):
+    if (qty <= 0).any():
         raise ValueError("order quantities must be positive whole shares")
-    if not np.all((side == BUY) | (side == SELL)):
+    if not ((side == BUY) | (side == SELL)).all():
         raise ValueError("order side must be +1 (buy) or -1 (sell)")
     holdings = np.array(holdings, dtype=np.int64, copy=True)
     cash = int(cash)
@@ -247,7 +247,7 @@ def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np
 
 def _distinct(idx: np.ndarray) -> bool:
     # orders from orders_for_targets come in increasing symbol order: no sort needed then
-    return len(idx) < 2 or bool(np.all(idx[1:] > idx[:-1])) or len(np.unique(idx)) == len(idx)
+    return len(idx) < 2 or bool((idx[1:] > idx[:-1]).all()) or len(np.unique(idx)) == len(idx)
 
 
 def _sells_batch(sells, symbol_idx, filled, status, price, commission, tax, holdings, cash,
@@ -265,7 +265,7 @@ def _sells_batch(sells, symbol_idx, filled, status, price, commission, tax, hold
     commission[sells] = krx.commission(notional, costs.commission_rate)
     tax[sells] = krx.sell_tax(notional, sell_tax_rate)
     holdings[symbol_idx[sells]] -= q
-    return cash + int(np.sum(notional - commission[sells] - tax[sells]))
+    return cash + int((notional - commission[sells] - tax[sells]).sum())
 
 
 def _sells_loop(sells, symbol_idx, filled, status, price, commission, tax, holdings, cash,
@@ -328,15 +328,15 @@ def orders_for_targets(weights: np.ndarray, holdings: np.ndarray, cash: int, ref
     px = np.asarray(ref_price, dtype=float)
     priced = px > 0  # False for NaN too
     px_safe = np.where(priced, px, 1.0)
-    equity = cash + float(np.sum(np.where(priced, holdings * px_safe, 0.0)))
+    equity = cash + float(np.where(priced, holdings * px_safe, 0.0).sum())
     target = np.where(priced, np.floor(w * equity / px_safe), holdings).astype(np.int64)
     delta = target - holdings
     if min_trade_value > 0:
         delta[np.abs(delta) * px_safe < min_trade_value] = 0
     sells = np.maximum(-delta, 0)
     buys = np.maximum(delta, 0)
-    budget = cash + float(np.sum(sells * px_safe))
-    need = float(np.sum(buys * px_safe)) * (1 + cash_buffer)
+    budget = cash + float((sells * px_safe).sum())
+    need = float((buys * px_safe).sum()) * (1 + cash_buffer)
     if need > budget > 0:
         buys = np.floor(buys * (budget / need)).astype(np.int64)
     elif budget <= 0:

@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--end", required=True, metavar="DATE", help="last day (YYYY-MM-DD)")
     p.add_argument("--train-start", metavar="DATE", help="first day of data used (fit on --train-start..--start)")
     p.add_argument("--seed", type=int, default=0, metavar="N")
+    p.add_argument("--seeds", metavar="N,N,...", help="also run these seeds; metrics.json gets seed_summary (mean, std)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--rebalance", default="daily",
                    help="daily, weekly, monthly, quarterly, once, or every N bars (default daily)")
@@ -33,16 +34,27 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
+def _seeds(text):
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
 def _run(args) -> int:
     from backtest.cli import CommandError, print_metrics, run_backtest_command
 
     try:
+        seeds = _seeds(args.seeds)
         metrics = run_backtest_command(
             args.strategy, args.prices, args.index, args.start, args.end, args.out,
             fundamentals=args.fundamentals, market_caps=args.market_caps, train_start=args.train_start,
             seed=args.seed, rebalance=args.rebalance, refit=args.refit, cash=args.cash,
             slippage_ticks=args.slippage_ticks, slippage_range_frac=args.slippage_range_frac,
-            commission_rate=args.commission_rate, min_trade_value=args.min_trade_value)
+            commission_rate=args.commission_rate, min_trade_value=args.min_trade_value,
+            seeds=seeds)
     except (CommandError, ValueError) as exc:
         print(f"trader backtest: {exc}", file=sys.stderr)
         return 2

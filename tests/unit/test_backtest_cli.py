@@ -150,3 +150,40 @@ def test_monthly_returns_table():
     assert years == [2024]
     assert table[0, 1] == pytest.approx(0.21) and table[0, 2] == pytest.approx(-0.1)
     assert np.isnan(table[0, 0])  # the starting close is no month of its own
+
+
+def test_trader_backtest_as_a_process(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "cluster.cli", "backtest", "--strategy", "equal-weight-monthly", "--prices", PRICES,
+           "--index", INDEX, "--start", "2023-01-02", "--end", "2023-06-30", "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "sharpe" in done.stdout and (tmp_path / "run" / "metrics.json").exists()
+    bad = subprocess.run(cmd[:5] + ["no-such-strategy"] + cmd[6:], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown strategy 'no-such-strategy'" in bad.stderr
+
+
+def test_seeds_give_mean_and_std_in_metrics_json(tmp_path, monkeypatch):
+    class Random:
+        name, lookback = "random", 1
+
+        def __init__(self, seed):
+            self.rng = np.random.default_rng(seed)
+
+        def fit(self, history):
+            pass
+
+        def target_weights(self, window):
+            w = self.rng.random(len(window.symbols)) * np.isfinite(window.close[-1])
+            return 0.9 * w / max(w.sum(), 1e-9)
+
+    monkeypatch.setitem(STRATEGIES, "random", lambda ctx: Random(ctx.seed))
+    rc = trader("backtest", "--strategy", "random", "--prices", PRICES, "--index", INDEX, "--start", "2022-01-03",
+                "--end", "2022-06-30", "--seed", "1", "--seeds", "0,1,2", "--rebalance", "monthly", "--out", tmp_path)
+    assert rc == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["seeds"] == [0, 1, 2] and m["seed"] == 1
+    s = m["seed_summary"]["total_return"]
+    assert s["std"] > 0 and np.isfinite(s["mean"]) and set(m["seed_summary"]) >= set(CONTRACT)

@@ -77,10 +77,13 @@ def test_leaky_strategies_are_caught_with_date_and_symbol(panel, make):
     assert "LOOK-AHEAD" in rep.message() and rep.leak_date in rep.message()
 
 
-@pytest.mark.parametrize("name", ["technical", "equal-weight-hold", "equal-weight-monthly"])
+@pytest.mark.parametrize("name", ["technical", "equal-weight-hold", "equal-weight-monthly", "buy-hold-kodex200"])
 def test_real_strategies_pass(panel, name):
+    from backtest.data import panel_for
+
     factory = STRATEGIES[name]
-    rep = check_lookahead(lambda paths: factory(StrategyContext(paths=paths)), panel,
+    full = panel_for(factory(StrategyContext()), panel)  # the ETF column for buy-hold-kodex200
+    rep = check_lookahead(lambda paths: factory(StrategyContext(paths=paths)), full,
                           start="2023-01-02", end="2023-12-28", points=5)
     assert rep.ok, rep.message()
     assert rep.decisions_checked >= 5

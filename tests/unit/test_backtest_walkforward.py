@@ -122,3 +122,22 @@ def test_evaluate_fits_only_before_start(panel):
     assert m["days"] == len(panel.between("2021-01-04", "2021-06-30")) + 1
     direct = run_backtest(Recorder([]), panel, "2021-01-04", "2021-06-30").metrics()
     assert m["final_equity"] == direct["final_equity"]
+
+
+def test_select_uses_the_validation_span_and_its_choice_is_traded(panel):
+    ws = walk_forward_windows(len(panel), train=120, validation=40, test=60, gap=5)
+    calls = []
+
+    class Flat(Recorder):
+        def target_weights(self, window):
+            return np.zeros(len(window.symbols))
+
+    def select(agent, p, w):
+        calls.append(w)
+        val = p.rows(*w.validation)
+        assert val.dates[-1] < p.dates[w.test[0]] and val.dates[0] > p.dates[w.train[1] - 1]
+        return Flat([])  # chosen on validation: trade nothing
+
+    res = walk_forward(lambda seed: Recorder([]), panel, ws, select=select)
+    assert calls == ws
+    assert len(res.runs[0].fills) == 0 and res.metrics[0]["total_return"] == 0.0
