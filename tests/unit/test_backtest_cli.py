@@ -152,6 +152,7 @@ def test_monthly_returns_table():
     assert np.isnan(table[0, 0])  # the starting close is no month of its own
 
 
+@pytest.mark.slow
 def test_trader_backtest_as_a_process(tmp_path):
     import subprocess
     import sys
