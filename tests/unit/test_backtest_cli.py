@@ -188,3 +188,23 @@ def test_seeds_give_mean_and_std_in_metrics_json(tmp_path, monkeypatch):
     assert m["seeds"] == [0, 1, 2] and m["seed"] == 1
     s = m["seed_summary"]["total_return"]
     assert s["std"] > 0 and np.isfinite(s["mean"]) and set(m["seed_summary"]) >= set(CONTRACT)
+
+
+def test_side_files_reach_the_strategy_context(tmp_path, monkeypatch):
+    seen = {}
+
+    def factory(ctx):
+        seen["fundamentals"] = ctx.paths.path("fundamentals")
+        seen["market_caps"] = ctx.paths.path("market_caps")
+        seen["prices"] = ctx.paths.path("prices")
+        seen["seed"] = ctx.seed
+        return STRATEGIES["equal-weight-monthly"](ctx)
+
+    monkeypatch.setitem(STRATEGIES, "ctx-spy", factory)
+    rc = trader("backtest", "--strategy", "ctx-spy", "--prices", PRICES, "--index", INDEX,
+                "--fundamentals", "data/kr_fundamentals_quarterly.parquet",
+                "--market-caps", "data/kr_market_snapshot_daily.parquet", "--seed", "7",
+                "--start", "2023-01-02", "--end", "2023-03-31", "--out", tmp_path)
+    assert rc == 0 and seen["seed"] == 7
+    assert seen["fundamentals"].is_absolute() and seen["fundamentals"].name == "kr_fundamentals_quarterly.parquet"
+    assert seen["market_caps"].exists() and seen["prices"].exists()
