@@ -11,6 +11,10 @@ import sys
 
 COMMAND_MODULES = [
     "cluster.commands.demo",
+    "cluster.commands.backtest",
+    "cluster.commands.strategies",
+    "cluster.commands.lookahead",
+    "cluster.commands.data",
     "cluster.commands.train",
     "cluster.commands.promote",
 ]

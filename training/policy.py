@@ -65,6 +65,8 @@ class RLAgent:
         """The last date the model's training or selection used (its validation end)."""
         if self._loaded is None:
             return None
+        if self.meta.get("data_end"):  # the last bar it was trained or selected on
+            return self.meta["data_end"]
         w = self.meta.get("windows") or {}
         return w.get("val_end") or self.spec.train_end
 
@@ -128,7 +130,7 @@ class RLAgent:
             algo.stop()
             meta = {"algo": self.algo, "seed": self.seed,
                     "windows": {"train_start": spec.train_start, "train_end": spec.train_end,
-                                "val_end": str(history.date(n - 1))}}
+                                "val_end": str(history.date(n - 1))}, "data_end": str(history.date(n - 1))}
             write_agent_dir(d / "agent", d / "module_tmp", spec_d, meta)
         finally:
             if started:

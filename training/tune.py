@@ -157,7 +157,8 @@ def trial(config: dict, fixed: dict) -> None:
         c.log_batch(state["run_id"], params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
     run_id = state["run_id"]
     meta = {"algo": algo_name, "hyperparams": A.hyperparams(algo_name, hp), "env_params": env_hp, "seed": seed,
-            "windows": asdict(w), "run_id": run_id, "code_version": fixed["code_version"]}
+            "windows": asdict(w), "run_id": run_id, "code_version": fixed["code_version"],
+            "data_end": str(panel.date(len(panel) - 1))}  # the last bar the model could have seen
     try:
         for it in range(state["iteration"], int(fixed["max_iters"])):
             result = algo.train()
