@@ -1,0 +1,73 @@
+"""Metrics recorded by an actor come out of Ray's Prometheus export port with the right values."""
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import pytest
+
+from actors import metrics
+
+pytestmark = pytest.mark.ray
+
+
+def _scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+
+def _value(text: str, name: str, **tags) -> float | None:
+    """Sum of the samples of `name` whose labels include `tags` (over worker ids)."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(labels.get(k) == v for k, v in tags.items()):
+            total += float(line.rsplit(" ", 1)[1])
+            seen = True
+    return total if seen else None
+
+
+def test_actor_metrics_are_scraped_from_ray_export_port(ray_local):
+    ray = ray_local
+
+    @ray.remote(num_cpus=0)
+    class FakeLoop:  # records exactly what an execution actor records for one trading day
+        def day(self):
+            with metrics.timed_decision("serve"):
+                time.sleep(0.02)
+            metrics.record_decision(0.2, "ensemble")
+            metrics.record_order("buy", mode="paper")
+            metrics.record_order("buy", mode="paper")
+            metrics.record_order("sell", mode="paper")
+            metrics.record_fill("buy", 30, mode="paper")
+            metrics.record_rejection("kill_switch", mode="paper")
+            dd = metrics.record_account(95_000_000, 100_000_000, mode="paper")
+            metrics.record_risk(0.0123, 0.0188, 0.02)
+            return dd
+
+    loop = FakeLoop.remote()
+    assert ray.get(loop.day.remote()) == pytest.approx(0.05)
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    deadline = time.time() + 90
+    text = ""
+    while time.time() < deadline:  # the agent exports on its report interval (a few seconds)
+        text = _scrape(port)
+        if _value(text, "ray_krt_var_budget") is not None and _value(text, "ray_krt_fills_total") is not None:
+            break
+        time.sleep(2)
+    assert _value(text, "ray_krt_decisions_total", component="serve") == 1
+    assert _value(text, "ray_krt_decisions_total", component="ensemble") == 1
+    assert _value(text, "ray_krt_decision_latency_s_count", component="serve") == 1
+    # 0.2 s falls in the 0.25 s bucket, not in the 0.1 s one
+    assert _value(text, "ray_krt_decision_latency_s_bucket", component="ensemble", le="0.1") == 0
+    assert _value(text, "ray_krt_decision_latency_s_bucket", component="ensemble", le="0.25") == 1
+    assert _value(text, "ray_krt_orders_total", side="buy", mode="paper") == 2
+    assert _value(text, "ray_krt_orders_total", side="sell", mode="paper") == 1
+    assert _value(text, "ray_krt_fills_total", side="buy") == 30
+    assert _value(text, "ray_krt_rejections_total", source="kill_switch") == 1
+    assert _value(text, "ray_krt_equity_krw", mode="paper") == 95_000_000
+    assert _value(text, "ray_krt_drawdown", mode="paper") == pytest.approx(0.05)
+    assert _value(text, "ray_krt_var") == pytest.approx(0.0123)
+    assert _value(text, "ray_krt_cvar") == pytest.approx(0.0188)

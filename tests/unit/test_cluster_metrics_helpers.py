@@ -1,0 +1,26 @@
+"""Metric helpers outside Ray: no-ops that never break trading; drawdown arithmetic is right."""
+from __future__ import annotations
+
+import pytest
+
+from actors import metrics
+
+
+def test_helpers_are_noops_without_ray():
+    import ray
+    if ray.is_initialized():
+        pytest.skip("a Ray session is active in this process")
+    metrics.record_decision(0.01)
+    metrics.record_order("buy")
+    metrics.record_fill("sell", 10)
+    metrics.record_rejection()
+    metrics.record_risk(0.01, 0.02, 0.03)
+    assert metrics._metrics is None  # nothing was created outside a Ray worker
+
+
+def test_drawdown():
+    assert metrics.record_account(100.0, 100.0) == 0.0
+    assert metrics.record_account(80.0, 100.0) == pytest.approx(0.2)
+    assert metrics.record_account(120.0, 100.0) == 0.0  # a stale peak never gives negative drawdown
+    with pytest.raises(ValueError, match="peak equity"):
+        metrics.record_account(1.0, 0.0)
