@@ -11,6 +11,13 @@ import sys
 
 COMMAND_MODULES = [
     "cluster.commands.demo",
+    "cluster.commands.up",
+    "cluster.commands.down",
+    "cluster.commands.submit",
+    "cluster.commands.serve",
+    "cluster.commands.run",
+    "cluster.commands.status",
+    "cluster.commands.dashboard",
 ]
 
 

@@ -42,6 +42,7 @@ class ClusterSettings(_Section):
     config: Path = Path("ray-cluster.yaml")        # the `ray up` file `trader up/down` use
     address: str | None = None                      # Ray address for jobs/serve/status ("auto" on the head)
     dashboard_url: str = "http://127.0.0.1:8265"   # via `ray dashboard <yaml>` port-forwarding
+    auth_token_file: Path | None = None             # Ray auth token (default ~/.ray/auth_token)
 
 
 class ServeSettings(_Section):

@@ -1,0 +1,67 @@
+"""`trader run`: the live decision loop, in one of the modes from safe to real.
+
+paper (PaperBroker, no network, default) → sim (KIS client against the local KIS-protocol server)
+→ vts (KIS's paper-trading server, needs keys) → live (real money: needs --live and the account
+number typed back).
+"""
+from __future__ import annotations
+
+from cluster.commands._common import (CommandError, add_settings_arg, new_parser, reports_errors, settings_from)
+from cluster.settings import Mode
+
+
+def register(subparsers) -> None:
+    p = new_parser(
+        subparsers, "run", help="run the live decision loop (paper, sim, vts or live)",
+        description="Run the trading loop: market state → POST /v1/decide → orders → broker → journal. "
+                    "`--mode live` trades real money and needs both --live and typing the account number "
+                    "(KIS_ACCOUNT) at the prompt; vts and live need KIS_APP_KEY/KIS_APP_SECRET/KIS_ACCOUNT "
+                    "in the environment or .env.",
+        example_lines=["trader run                               # paper, the default",
+                       "trader run --mode sim --days 20",
+                       "trader run --mode vts",
+                       "trader run --mode live --live           # asks for the account number"])
+    p.add_argument("--mode", choices=[m.value for m in Mode], help="venue (default: settings mode, paper)")
+    p.add_argument("--live", action="store_true", help="required for --mode live (real money)")
+    p.add_argument("--days", type=int, default=None, help="stop after this many trading days (replay feeds)")
+    add_settings_arg(p)
+    p.set_defaults(func=main)
+
+
+def check_mode(mode: Mode, live_flag: bool, input_fn=input, out=print):
+    """The safety gate in front of every venue. Returns the KIS credentials for vts/live, else None."""
+    if live_flag and mode is not Mode.LIVE:
+        raise CommandError(f"--live was given but the mode is {mode.value}: refusing an ambiguous command")
+    if mode in (Mode.PAPER, Mode.SIM):
+        return None
+    if mode is Mode.LIVE and not live_flag:
+        raise CommandError("--mode live trades real money: pass --live as well (and confirm the account)")
+    try:
+        from broker.kis.config import Credentials, confirm_live
+        from broker.kis.errors import KisConfigError
+    except ImportError:
+        raise CommandError(f"--mode {mode.value} needs the KIS client (broker/kis), which is not installed "
+                           "in this checkout") from None
+    try:
+        creds = Credentials.from_env()
+        if mode is Mode.LIVE:
+            confirm_live(creds, live_flag, input_fn=input_fn, out=out)
+    except KisConfigError as exc:
+        raise CommandError(str(exc)) from None
+    return creds
+
+
+@reports_errors
+def main(args) -> int:
+    settings = settings_from(args)
+    mode = Mode(args.mode) if args.mode else settings.mode
+    credentials = check_mode(mode, args.live)
+    return start_loop(settings, mode, credentials, days=args.days)
+
+
+def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
+    try:
+        from cluster.loop import run_loop
+    except ImportError as exc:
+        raise CommandError(f"the trading loop is not available in this checkout: {exc}") from None
+    return run_loop(settings, mode, credentials, days=days)
