@@ -22,3 +22,11 @@ def ray_local():
     except Exception:
         pass
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def decide_url(ray_local):
+    """The decision service (Serve app with the technical agent) on a free loopback port."""
+    from cluster.demo import deploy_decision_service, free_port
+
+    return deploy_decision_service(["technical"], free_port())

@@ -1,0 +1,155 @@
+"""ExecutionActor: the trading loop. Per bar: snapshot → POST /v1/decide → orders → venue → journal.
+
+Every order is journaled (intent) before it is sent and its broker answer right after; fills and
+the end-of-day account follow. A failed decision call stops the loop before any order of that
+bar is sent, so a bar is either fully traded or not traded at all.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+import requests
+
+from broker.base import OrderRequest, Side
+from broker.journal import Journal
+from broker.venue import open_venue
+from market.accounting import BUY, CostModel, orders_for_targets
+from market.calendar import TradingCalendar, decision_time
+
+
+class DecisionError(RuntimeError):
+    """The decision service did not answer with a usable decision."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    decide_url: str
+    journal_path: str
+    run_id: str
+    cash: int = 100_000_000
+    venue: str = "paper"
+    lookback: int = 61
+    rebalance_band: float = 0.01  # skip trades smaller than this fraction of equity (churn costs)
+    costs: CostModel = CostModel()
+    timeout_s: float = 30.0
+
+
+class TradingLoop:
+    def __init__(self, config: LoopConfig, market, calendar_dates: np.ndarray | None = None):
+        self.config = config
+        self.market = market  # MarketStateActor handle
+        calendar = TradingCalendar(calendar_dates) if calendar_dates is not None else None
+        self.venue = open_venue(config.venue, cash=config.cash, costs=config.costs, calendar=calendar)
+        self.broker = self.venue.broker
+        self.journal = Journal(config.journal_path)
+        self.http = requests.Session()
+        self.last_close: dict[str, float] = {}
+        self.halted = ""
+        self.stats = {"decisions": 0, "orders": 0, "fills": 0, "rejected": 0}
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> dict:
+        """Let the venue see the first bar (no orders yet) and record the opening account."""
+        first = ray.get(self.market.bars.remote())
+        self.venue.advance(first["date"], first["bars"])
+        return self._record_account(first)
+
+    def halt(self, reason: str) -> None:
+        """Kill switch: no order is sent after this (fills of orders already sent still arrive)."""
+        self.halted = reason or "halted by operator"
+
+    def close(self) -> None:
+        self.venue.close()
+        self.journal.close()
+
+    # --- one bar --------------------------------------------------------------------------
+    def step(self) -> dict | None:
+        """Decide on the current bar, trade the next one. None when the replay has ended."""
+        if ray.get(self.market.remaining.remote()) == 0:
+            return None  # no bar left to trade a decision on
+        snap = ray.get(self.market.snapshot.remote(self.config.lookback))
+        today = dt.date.fromisoformat(snap["dates"][-1])
+        account = self.broker.account()
+        decision = self._decide(today, snap, account)
+        self.journal.record_decision(today, decision)
+        self.stats["decisions"] += 1
+
+        submitted = [] if self.halted else self._send_orders(today, snap, decision["targets"], account)
+        nxt = ray.get(self.market.advance.remote())
+        fills = self.venue.advance(nxt["date"], nxt["bars"])
+        for fill in fills:
+            self.journal.record_fill(fill)
+        for order in submitted:
+            self.journal.record_order(self.broker.find_order(order.client_order_id))
+        self.stats["fills"] += len(fills)
+        result = self._record_account(nxt)
+        result.update(orders=len(submitted), fills=len(fills))
+        return result
+
+    def summary(self) -> dict:
+        return {**self.stats, "cash": self.broker.cash(), "positions": self.broker.positions(),
+                "halted": self.halted}
+
+    # --- internals ------------------------------------------------------------------------
+    def _decide(self, today: dt.date, snap: dict, account) -> dict:
+        payload = {"as_of": today.isoformat(), "bars": snap,
+                   "portfolio": {"cash": account.cash, "positions": account.positions}}
+        try:
+            resp = self.http.post(self.config.decide_url, json=payload, timeout=self.config.timeout_s)
+        except requests.RequestException as exc:
+            raise DecisionError(f"decision service unreachable at {self.config.decide_url}: {exc}") from exc
+        if resp.status_code != 200:
+            raise DecisionError(f"decision service answered HTTP {resp.status_code} for {today}: {resp.text[:500]}")
+        decision = resp.json()
+        if decision.get("as_of") != today.isoformat():
+            raise DecisionError(f"decision is for {decision.get('as_of')}, asked for {today}")
+        return decision
+
+    def _send_orders(self, today: dt.date, snap: dict, targets: dict[str, float], account) -> list:
+        symbols = snap["symbols"]
+        closes = np.array([np.nan if v is None else v for v in snap["close"][-1]], dtype=float)
+        weights = np.array([targets.get(s, 0.0) for s in symbols])
+        holdings = np.array([account.positions.get(s, 0) for s in symbols])
+        # holdings outside the snapshot's symbols stay untouched: they are not in this decision
+        priced = np.where(np.isfinite(closes), closes, 0.0)
+        equity = account.cash + float(np.sum(holdings * priced))
+        idx, side, qty = orders_for_targets(weights, holdings, account.cash, closes,
+                                            min_trade_value=self.config.rebalance_band * equity)
+        submitted = []
+        stamp = decision_time(today)
+        for i, sd, q in zip(idx, side, qty):
+            symbol = symbols[i]
+            request = OrderRequest(
+                client_order_id=f"{self.config.run_id}-{today:%Y%m%d}-{symbol}-{'B' if sd == BUY else 'S'}",
+                symbol=symbol, side=Side.BUY if sd == BUY else Side.SELL, qty=int(q))
+            self.journal.record_intent(request, stamp)  # journaled before it is sent
+            order = self.broker.submit(request)
+            self.journal.record_order(order)
+            self.stats["orders"] += 1
+            if order.status.done:
+                self.stats["rejected"] += 1
+            else:
+                submitted.append(order)
+        return submitted
+
+    def _record_account(self, bar: dict) -> dict:
+        for s, (_, _, _, c) in bar["bars"].items():
+            if c is not None and not math.isnan(c):
+                self.last_close[s] = c
+        positions = self.broker.positions()
+        cash = self.broker.cash()
+        equity = cash + sum(q * self.last_close.get(s, 0.0) for s, q in positions.items())
+        self.journal.record_account(bar["date"], cash, equity, positions, bar.get("benchmark"))
+        return {"date": bar["date"].isoformat(), "equity": equity, "cash": cash}
+
+
+ExecutionActor = ray.remote(num_cpus=0)(TradingLoop)
+
+
+def journal_path_for(out_dir: Path) -> str:
+    return str(Path(out_dir) / "journal.sqlite")

@@ -1,0 +1,48 @@
+"""MarketStateActor: the live market state. Here it replays stored daily bars as the feed."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import ray
+
+from market.data import Panel
+
+
+class MarketState:
+    """Replays a Panel bar by bar. `cursor` is the last bar that has happened (the decision bar)."""
+
+    def __init__(self, panel: Panel, start_index: int, benchmark: np.ndarray | None = None):
+        if not 0 <= start_index < len(panel):
+            raise ValueError(f"start_index {start_index} outside the panel's {len(panel)} bars")
+        self.panel = panel
+        self.cursor = start_index
+        self.benchmark = benchmark
+
+    def today(self) -> dt.date:
+        return self.panel.date(self.cursor)
+
+    def remaining(self) -> int:
+        return len(self.panel) - 1 - self.cursor
+
+    def snapshot(self, lookback: int) -> dict:
+        """Bars up to and including the cursor: what a decision at this bar may see."""
+        return self.panel.rows(self.cursor + 1 - lookback, self.cursor + 1).to_dict()
+
+    def bars(self) -> dict:
+        """The cursor bar as {symbol: (open, high, low, close)} plus its date and benchmark close."""
+        i = self.cursor
+        p = self.panel
+        bars = {s: (p.open[i, j], p.high[i, j], p.low[i, j], p.close[i, j]) for j, s in enumerate(p.symbols)}
+        bench = None if self.benchmark is None else float(self.benchmark[i])
+        return {"date": self.today(), "bars": bars, "benchmark": bench}
+
+    def advance(self) -> dict | None:
+        """Move to the next bar and return it; None when the replay is over."""
+        if self.remaining() <= 0:
+            return None
+        self.cursor += 1
+        return self.bars()
+
+
+MarketStateActor = ray.remote(num_cpus=0)(MarketState)

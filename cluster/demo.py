@@ -1,0 +1,194 @@
+"""The embedded demo: local Ray + Serve + actors replay the last year of shipped data.
+
+Picks the most traded symbols (by traded value before the replay starts — nothing from the
+replay period chooses the universe), deploys the decision service, runs the ExecutionActor bar
+by bar against a venue (paper by default), then writes equity.png and metrics.json from the
+journal.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backtest.metrics import summary
+from market.accounting import CostModel
+from market.data import DataPaths, Panel, index_close, load_index, load_panel
+
+
+@dataclass
+class DemoConfig:
+    out: Path
+    days: int = 250
+    n_symbols: int = 20
+    symbols: list[str] | None = None
+    cash: int = 100_000_000
+    venue: str = "paper"
+    agents: list[str] = field(default_factory=lambda: ["technical"])
+    lookback: int = 61
+    max_position: float = 0.2
+    max_gross: float = 1.0
+    port: int | None = None
+    paths: DataPaths = field(default_factory=DataPaths)
+    end: str | None = None
+    progress: bool = True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pick_universe(panel: Panel, start_row: int, n: int, history: int) -> list[str]:
+    """The n symbols with the largest mean traded value over `history` bars before `start_row`,
+    among those trading on every bar of the replay window's start (point in time)."""
+    lo = max(start_row - history, 0)
+    value = panel.close[lo:start_row] * panel.volume[lo:start_row]
+    with warnings.catch_warnings():  # a symbol with no volume at all gives an empty mean: excluded below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_value = np.nanmean(np.where(value > 0, value, np.nan), axis=0)
+    complete = np.all(np.isfinite(panel.close[lo:start_row + 1]), axis=0)
+    score = np.where(complete & np.isfinite(mean_value), mean_value, -np.inf)
+    order = np.argsort(-score, kind="stable")
+    chosen = [panel.symbols[i] for i in order[:n] if np.isfinite(score[i])]
+    if len(chosen) < n:
+        raise ValueError(f"only {len(chosen)} symbols have complete data before the replay; asked for {n}")
+    return sorted(chosen)
+
+
+def prepare(config: DemoConfig) -> tuple[Panel, int, np.ndarray]:
+    """The replay panel, the row of the first decision, and KOSPI200 closes on its dates."""
+    full = load_panel(config.paths, end=config.end)
+    start_row = len(full) - config.days - 1
+    if start_row < config.lookback:
+        raise ValueError(f"not enough history for {config.days} days plus a {config.lookback}-bar lookback")
+    symbols = config.symbols or pick_universe(full, start_row, config.n_symbols, history=120)
+    panel = full.select(symbols).rows(start_row - config.lookback + 1, len(full))
+    bench = index_close(panel.dates, load_index(config.paths.path("index"), "KOSPI200"))
+    return panel, config.lookback - 1, bench
+
+
+def deploy_decision_service(agents: list[str], port: int, max_position: float = 0.2,
+                            max_gross: float = 1.0) -> str:
+    """Start Serve on 127.0.0.1:port (on the running Ray) and deploy the app; returns /v1/decide's URL."""
+    from ray import serve
+
+    from serving.app import build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(agents, max_position, max_gross), name="trader", route_prefix="/")
+    return f"http://127.0.0.1:{port}/v1/decide"
+
+
+def run_loop(config: DemoConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
+    """Replay the panel through MarketState and Execution actors on the running Ray."""
+    import ray
+    from tqdm import tqdm
+
+    from actors.execution import ExecutionActor, LoopConfig
+    from actors.market_state import MarketStateActor
+
+    panel, first_row, bench = prepare(config)
+    market = MarketStateActor.remote(panel, first_row, bench)
+    loop = ExecutionActor.remote(
+        LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=f"demo{uuid.uuid4().hex[:6]}",
+                   cash=config.cash, venue=config.venue, lookback=config.lookback),
+        market, panel.dates)
+    try:
+        ray.get(loop.start.remote())
+        steps = len(panel) - 1 - first_row
+        with tqdm(total=steps, desc=f"demo ({config.venue})", unit="bar", disable=not progress) as bar:
+            while (result := ray.get(loop.step.remote())) is not None:
+                bar.set_postfix(date=result["date"], equity=f"{result['equity'] / 1e6:,.1f}M")
+                bar.update(1)
+        return ray.get(loop.summary.remote())
+    finally:
+        ray.get(loop.close.remote())
+        ray.kill(loop)
+        ray.kill(market)
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """The embedded demo: start local Ray, serve, replay, shut everything down, write the report."""
+    import ray
+    from ray import serve
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    journal = out / "journal.sqlite"
+    for stale in out.glob("journal.sqlite*"):
+        stale.unlink()
+    t0 = time.time()
+    # embedded and private: never attach to a cluster that `ray start` recorded on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        url = deploy_decision_service(config.agents, config.port or free_port(), config.max_position,
+                                      config.max_gross)
+        stats = run_loop(config, url, journal, progress=config.progress)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+    metrics = write_report(journal, out, stats)
+    metrics["seconds"] = round(time.time() - t0, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def write_report(journal_path: Path, out: Path, stats: dict) -> dict:
+    """metrics.json and equity.png (equity and drawdown against KOSPI200) from the journal."""
+    from broker.journal import Journal
+
+    journal = Journal(journal_path)
+    try:
+        rows = journal.query("SELECT day, equity, benchmark FROM account ORDER BY day")
+        traded = journal.query("SELECT COALESCE(SUM(qty * price), 0) AS v FROM fills")[0]["v"]
+        orders = journal.query("SELECT COUNT(*) AS n FROM orders")[0]["n"]
+    finally:
+        journal.close()
+    days = np.array([r["day"] for r in rows], dtype="datetime64[D]")
+    equity = np.array([r["equity"] for r in rows], dtype=float)
+    bench = np.array([np.nan if r["benchmark"] is None else r["benchmark"] for r in rows], dtype=float)
+    metrics = summary(equity, traded_value=float(traded), orders=int(orders))
+    metrics.update(start=str(days[0]), end=str(days[-1]), final_equity=float(equity[-1]),
+                   fills=int(stats.get("fills", 0)), rejected=int(stats.get("rejected", 0)))
+    ok = np.isfinite(bench)
+    if ok.sum() >= 2:
+        b = bench[ok]
+        metrics["benchmark_total_return"] = float(b[-1] / b[0] - 1)
+    plot_equity(days, equity, bench, out / "equity.png")
+    return metrics
+
+
+def plot_equity(days: np.ndarray, equity: np.ndarray, bench: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[3, 1])
+    x = days.astype("datetime64[D]").astype(object)
+    ax1.plot(x, equity / equity[0], label="strategy (net of costs)", color="tab:blue")
+    ok = np.isfinite(bench)
+    if ok.any():
+        first = bench[ok][0]
+        ax1.plot(np.array(x)[ok], bench[ok] / first, label="KOSPI200", color="tab:gray")
+    ax1.set_ylabel("growth of 1 KRW")
+    ax1.legend(loc="upper left")
+    ax1.grid(alpha=0.3)
+    ax1.set_title("kis-ray-trader demo: equity vs KOSPI200")
+    dd = equity / np.maximum.accumulate(equity) - 1
+    ax2.fill_between(x, dd * 100, 0, color="tab:red", alpha=0.4)
+    ax2.set_ylabel("drawdown %")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

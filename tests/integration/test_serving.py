@@ -1,0 +1,54 @@
+"""The Serve decision endpoint over real HTTP: valid snapshots get valid decisions, bad ones 422."""
+import numpy as np
+import pytest
+import requests
+
+from market.data import load_panel
+from serving.schema import DecideResponse
+
+pytestmark = pytest.mark.ray
+
+SYMBOLS = ["005930", "000660", "035420", "005380", "051910"]
+
+
+@pytest.fixture(scope="module")
+def snapshot():
+    return load_panel(symbols=SYMBOLS, start="2023-01-01", end="2023-06-30").tail(61).to_dict()
+
+
+def test_valid_request_gets_a_valid_decision(decide_url, snapshot):
+    body = {"as_of": snapshot["dates"][-1], "bars": snapshot,
+            "portfolio": {"cash": 100_000_000, "positions": {"005930": 10}}}
+    resp = requests.post(decide_url, json=body, timeout=60)
+    assert resp.status_code == 200, resp.text
+    decision = DecideResponse.model_validate(resp.json())
+    assert decision.as_of.isoformat() == snapshot["dates"][-1]
+    assert set(decision.targets) == set(SYMBOLS)
+    weights = np.array(list(decision.targets.values()))
+    assert np.all(weights >= 0) and weights.sum() <= 1 + 1e-9 and weights.max() <= 0.2 + 1e-9
+    assert set(decision.agents) == {"technical"}
+    assert decision.risk["max_position"] == 0.2
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda b: b.pop("as_of"), "as_of"),
+    (lambda b: b["bars"]["close"].pop(), "close"),
+    (lambda b: b.update(as_of="2099-01-01"), "last bar date"),
+    (lambda b: b["bars"]["dates"].reverse(), "increasing"),
+    (lambda b: b.update(portfolio={"cash": -1, "positions": {}}), "cash"),
+    (lambda b: b["bars"].update(symbols="005930"), "symbols"),
+])
+def test_malformed_request_is_422_naming_the_problem(decide_url, snapshot, mutate, needle):
+    body = {"as_of": snapshot["dates"][-1], "bars": {k: (list(v) if isinstance(v, list) else v)
+                                                       for k, v in snapshot.items()}}
+    body["bars"] = {k: [list(r) if isinstance(r, list) else r for r in v] if isinstance(v, list) else v
+                    for k, v in body["bars"].items()}
+    mutate(body)
+    resp = requests.post(decide_url, json=body, timeout=60)
+    assert resp.status_code == 422, resp.text
+    assert needle in resp.text
+
+
+def test_not_json_is_422(decide_url):
+    resp = requests.post(decide_url, data=b"{not json", headers={"content-type": "application/json"}, timeout=60)
+    assert resp.status_code == 422
