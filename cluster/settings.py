@@ -51,6 +51,7 @@ class ServeSettings(_Section):
     host: str = "127.0.0.1"                         # never 0.0.0.0: reach it through SSH forwarding
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
+    agents: list[str] = Field(default_factory=lambda: ["technical"])  # strategies/registry.py names
 
     @property
     def url(self) -> str:
@@ -71,6 +72,9 @@ class TradingSettings(_Section):
     starting_cash: int = Field(100_000_000, gt=0)   # KRW
     symbols: list[str] = Field(default_factory=list)  # empty: the shipped universe
     var_budget: float = Field(0.02, gt=0, lt=1)     # one-day 95% VaR budget, fraction of equity
+    max_position: float = Field(0.2, gt=0, le=1)    # cap per symbol, fraction of equity
+    max_gross: float = Field(1.0, gt=0, le=1)       # cap on the sum of weights (no leverage)
+    replay_days: int = Field(250, ge=2)             # paper/sim: stored bars replayed by `trader run`
     benchmark: str = "KOSPI200"
 
 
@@ -137,7 +141,7 @@ def _env_overrides(environ: dict[str, str]) -> dict:
         keys = name[len(ENV_PREFIX):].lower().split("__")
         if keys[0] in SECRET_ENV:
             continue  # secrets have their own names
-        if keys[-1] == "symbols":
+        if keys[-1] in ("symbols", "agents"):
             value = [s.strip() for s in value.split(",") if s.strip()]
         _set_path(out, keys, value)
     if "KRT_DATA_DIR" in environ:

@@ -60,8 +60,45 @@ def main(args) -> int:
 
 
 def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
+    """Run the loop on the Ray cluster at cluster.address (else an embedded local Ray): the decision
+    service is deployed (or updated) first, then MarketState and Execution actors trade bar by bar
+    into the journal at settings.journal."""
+    if mode in (Mode.VTS, Mode.LIVE):
+        from broker.venue import open_venue
+        try:
+            open_venue(mode.value, cash=settings.trading.starting_cash)
+        except ValueError as exc:
+            raise CommandError(f"credentials and confirmation are in order, but the loop cannot trade on "
+                               f"{mode.value} yet: {exc}") from None
+    import ray
+    from ray import serve
+
+    from cluster.commands.serve import deploy
+    from cluster.demo import DemoConfig, run_loop
+    from market.data import DataError, DataPaths
+
+    embedded = not settings.cluster.address
+    if embedded:  # private local Ray: never attach to a cluster `ray start` recorded on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=settings.cluster.address, log_to_driver=False, configure_logging=False)
     try:
-        from cluster.loop import run_loop
-    except ImportError as exc:
-        raise CommandError(f"the trading loop is not available in this checkout: {exc}") from None
-    return run_loop(settings, mode, credentials, days=days)
+        url = deploy(settings) + "/v1/decide"
+        config = DemoConfig(out=settings.journal.parent, days=days or settings.trading.replay_days,
+                            symbols=settings.trading.symbols or None, cash=settings.trading.starting_cash,
+                            venue=mode.value, agents=settings.serve.agents,
+                            max_position=settings.trading.max_position, max_gross=settings.trading.max_gross,
+                            paths=DataPaths(root=settings.data_dir) if settings.data_dir else DataPaths())
+        settings.journal.parent.mkdir(parents=True, exist_ok=True)
+        print(f"trading loop ({mode.value}): decisions from {url}, journal {settings.journal}", flush=True)
+        try:
+            stats = run_loop(config, url, settings.journal, progress=True)
+        except (DataError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        print(f"done: {stats['decisions']} decisions, {stats['orders']} orders, {stats['fills']} fills, "
+              f"{stats['rejected']} rejected; cash {stats['cash']:,} KRW")
+        return 0
+    finally:
+        if embedded:
+            serve.shutdown()
+        ray.shutdown()

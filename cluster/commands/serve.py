@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--host", help="HTTP host (default: settings serve.host)")
     p.add_argument("--port", type=int, help="HTTP port (default: settings serve.port)")
     p.add_argument("--replicas", type=int, help="replicas of the ensemble deployment (default: settings)")
+    p.add_argument("--agents", help="comma-separated strategies (default: settings serve.agents)")
     add_settings_arg(p)
     p.set_defaults(func=main)
 
@@ -27,7 +28,9 @@ def register(subparsers) -> None:
 @reports_errors
 def main(args) -> int:
     settings = settings_from(args)
-    updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas)) if v}
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
+    updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas),
+                                 ("agents", agents)) if v}
     if updates:
         settings = settings.model_copy(update={"serve": settings.serve.model_copy(update=updates)})
     apply_ray_env(settings)
@@ -52,6 +55,11 @@ def deploy(settings, address: str = "auto") -> str:
             raise CommandError(f"no Ray cluster at {address!r}: {exc}. Start one with `trader up` "
                                "(or `ray start --head`), or pass --address.") from None
     serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
-    serve.run(build_app(settings), name=settings.serve.app_name, route_prefix=settings.serve.route_prefix,
-              blocking=False)
+    app = build_app(settings.serve.agents, settings.trading.max_position, settings.trading.max_gross)
+    if settings.serve.replicas > 1:
+        from serving.app import Ensemble, Risk
+        app = Ensemble.options(num_replicas=settings.serve.replicas).bind(
+            Risk.bind(max_position=settings.trading.max_position, max_gross=settings.trading.max_gross),
+            settings.serve.agents)
+    serve.run(app, name=settings.serve.app_name, route_prefix=settings.serve.route_prefix, blocking=False)
     return settings.serve.url
