@@ -72,3 +72,14 @@ def test_validation_catches_a_broken_cluster_file():
     cfg["available_node_types"]["cpu"]["min_workers"] = 99
     with pytest.raises(ValueError, match="max_workers"):
         validate_config(prepare_config(cfg))
+
+
+@pytest.mark.parametrize("name", ["ray-cluster.yaml", "cluster/local.yaml"])
+def test_token_auth_is_on_for_head_and_workers(name):
+    cfg = _validated(_load(name))
+    head = cfg["head_start_ray_commands"]
+    gen = next(i for i, c in enumerate(head) if "ray get-auth-token --generate" in c)
+    start = next(i for i, c in enumerate(head) if "ray start --head" in c)
+    assert gen < start, "the token must exist before `ray start --head`, or Ray starts without auth"
+    assert "> /dev/null" in head[gen], "the token must not be printed into ray up's logs"
+    assert "~/.ray/auth_token" in cfg["cluster_synced_files"]
