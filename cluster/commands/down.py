@@ -4,10 +4,7 @@ from __future__ import annotations
 from cluster.commands._common import (add_settings_arg, cluster_yaml, new_parser, ray_cli, ray_env,
                                       reports_errors, run, settings_from)
 
-STOP_MLFLOW = ("if test -f ~/mlflow/server.pid; then pid=$(cat ~/mlflow/server.pid); "
-               "pkill -TERM -P $pid 2>/dev/null; kill $pid 2>/dev/null; "
-               "for i in $(seq 20); do kill -0 $pid 2>/dev/null || break; sleep 0.5; done; "
-               "rm -f ~/mlflow/server.pid; fi")
+STOP_MLFLOW = "test -f ~/kis-ray-trader/cluster/mlflow_server.sh && bash ~/kis-ray-trader/cluster/mlflow_server.sh stop || true"
 
 
 def register(subparsers) -> None:

@@ -134,12 +134,25 @@ def cluster_file(sshd: dict, ports: dict) -> Path:
                       f"--dashboard-port={ports['dashboard']} --ray-client-server-port={ports['client']} "
                       f"--dashboard-agent-listen-port={ports['agent']}")
         c = c.replace("--metrics-export-port=8080", f"--metrics-export-port={ports['metrics']}")
-        c = c.replace("--port 5000", f"--port {ports['mlflow']}").replace(":5000", f":{ports['mlflow']}")
+        c = c.replace("KRT_MLFLOW_PORT=5000", f"KRT_MLFLOW_PORT={ports['mlflow']}")
         head.append(c)
     cfg["head_start_ray_commands"] = head
     path = sshd["base"] / "local-e2e.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def mlflow_health(port: int, log: Path, timeout: float = 240) -> bool:
+    """The head's MLflow server answers /health (its workers import mlflow: slow on 2 busy cores)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read() == b"OK":
+                return True
+        except OSError:
+            time.sleep(2)
+    print(log.read_text()[-3000:] if log.exists() else f"no MLflow log at {log}")
+    return False
 
 
 def decide_request() -> dict:
@@ -175,13 +188,9 @@ def test_ray_up_submit_serve_decide_down(sshd):
         assert r.returncode == 0, "trader up (ray up) failed"
         assert (client_home / ".ray" / f"{name}.auth_token").read_text().strip() == \
             (sshd["home"] / ".ray" / "auth_token").read_text().strip(), "token copied back from the head"
-        # the head runs Ray (inside the namespace) and the MLflow server answers on its port
+        # the head runs Ray (inside the namespace)
         names = {p.name() for p in sshd["init"].children(recursive=True)}
         assert {"gcs_server", "raylet"} <= names, names
-        deadline = time.time() + 60
-        while not port_busy(ports["mlflow"]) and time.time() < deadline:
-            time.sleep(1)
-        assert urllib.request.urlopen(f"http://127.0.0.1:{ports['mlflow']}/health", timeout=10).read() == b"OK"
 
         # Serve: deployed by a job running `trader serve` on the cluster, then queried over HTTP
         r = trader("submit", "--timeout", "300", "--env", f"KRT_SERVE__PORT={ports['serve']}", "--",
@@ -205,6 +214,9 @@ def test_ray_up_submit_serve_decide_down(sshd):
         assert r.returncode == 0, "the submitted job failed"
         if job[2] == "cluster.cli":
             assert "done: 3 decisions" in r.stdout
+
+        # the head's MLflow server (started by ray up, warming up meanwhile) answers
+        assert mlflow_health(ports["mlflow"], sshd["home"] / "mlflow" / "server.log")
 
         r = trader("status", "--address", f"127.0.0.1:{ports['gcs']}", "--json", env=env, timeout=120)
         assert r.returncode == 0

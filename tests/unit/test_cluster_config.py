@@ -39,7 +39,7 @@ def test_aws_cluster_opens_nothing_but_ssh():
     assert cfg["provider"]["security_group"].get("IpPermissions", []) == []
     head = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head
-    assert "0.0.0.0" not in head.split("mlflow server")[0], "only MLflow (inside the SG) binds wide"
+    assert "0.0.0.0" not in head, "only MLflow (inside the security group) binds wide"
 
 
 @pytest.mark.parametrize("name", ["ray-cluster.yaml", "cluster/local.yaml"])
@@ -49,8 +49,9 @@ def test_cluster_installs_project_and_runs_mlflow_on_head(name):
     setup = " ".join(cfg["setup_commands"])
     assert "pip install" in setup and "-e ~/kis-ray-trader" in setup
     head = " ".join(cfg["head_start_ray_commands"])
-    assert "mlflow server" in head
-    assert "--backend-store-uri sqlite:///" in head and "--artifacts-destination" in head
+    assert "bash ~/kis-ray-trader/cluster/mlflow_server.sh start" in head
+    script = (ROOT / "cluster" / "mlflow_server.sh").read_text()
+    assert '--backend-store-uri "sqlite:///' in script and "--artifacts-destination" in script
     assert any("ray start --head" in c for c in cfg["head_start_ray_commands"])
     assert any("ray start --address=$RAY_HEAD_IP" in c for c in cfg["worker_start_ray_commands"])
 
