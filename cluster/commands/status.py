@@ -30,7 +30,7 @@ def main(args) -> int:
     report = {"cluster": cluster_status(args.address or settings.cluster.address or "auto")}
     if report["cluster"].get("connected"):
         report["serve"] = serve_status()
-        report["actors"] = actor_status()
+        report["actors"] = actor_status(report["cluster"]["gcs_address"])
     report["journal"] = journal_status(settings.journal, args.decisions)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -47,7 +47,8 @@ def cluster_status(address: str) -> dict:
     except Exception as exc:  # ConnectionError, auth errors: report, do not fail the whole command
         return {"connected": False, "address": address, "error": str(exc).splitlines()[0]}
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return {"connected": True, "address": address,
+    import ray._private.worker as worker
+    return {"connected": True, "address": address, "gcs_address": worker.global_worker.node.gcs_address,
             "nodes": [{"ip": n["NodeManagerAddress"], "head": "node:__internal_head__" in n["Resources"],
                        "cpus": n["Resources"].get("CPU", 0), "gpus": n["Resources"].get("GPU", 0)}
                       for n in nodes],
@@ -67,10 +68,11 @@ def serve_status() -> dict:
             for name, app in st.applications.items()}
 
 
-def actor_status() -> list[dict]:
+def actor_status(gcs_address: str) -> list[dict]:
     try:
         from ray.util.state import list_actors
-        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=200, raise_on_missing_output=False)
+        actors = list_actors(address=gcs_address, filters=[("state", "=", "ALIVE")], limit=200,
+                             raise_on_missing_output=False)
     except Exception as exc:
         return [{"error": str(exc).splitlines()[0]}]
     return [{"class": a.class_name, "name": a.name, "state": a.state, "pid": a.pid} for a in actors]
