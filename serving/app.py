@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import FastAPI
 from ray import serve
 
+from actors import metrics
 from actors.agent import get_or_create_agent
 from serving.schema import AgentDecision, DecideRequest, DecideResponse
 from strategies.caps import apply_caps
@@ -50,6 +51,10 @@ class Ensemble:
 
     @api.post("/v1/decide", response_model=DecideResponse)
     async def decide(self, request: DecideRequest) -> DecideResponse:
+        with metrics.timed_decision("serve"):
+            return await self._decide(request)
+
+    async def _decide(self, request: DecideRequest) -> DecideResponse:
         snapshot = request.bars.model_dump(mode="json")
         symbols = request.bars.symbols
         answers = await asyncio.gather(*(self.agents[n].act.remote(snapshot) for n in self.agent_names))
