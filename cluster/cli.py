@@ -11,6 +11,9 @@ import sys
 
 COMMAND_MODULES = [
     "cluster.commands.demo",
+    "cluster.commands.backtest",
+    "cluster.commands.strategies",
+    "cluster.commands.lookahead",
     "cluster.commands.up",
     "cluster.commands.down",
     "cluster.commands.submit",

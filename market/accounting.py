@@ -129,29 +129,148 @@ def fill_prices(side: np.ndarray, limit: np.ndarray, bar: Bar, on: dt.date,
     return price, status
 
 
-def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np.ndarray, bar: Bar,
+@dataclass(frozen=True)
+class QuoteTable:
+    """Market-order fill prices and statuses for every (bar, symbol) of a history, both sides.
+
+    Built with `fill_prices` itself, so a lookup gives exactly what `fill_prices` computes for
+    a market order on that bar; the backtester builds it once instead of once per bar.
+    """
+
+    buy: np.ndarray     # (T, N) int64 fill price of a market buy (0 where it cannot fill)
+    sell: np.ndarray    # (T, N) int64 fill price of a market sell
+    status: np.ndarray  # (T, N) FillStatus code of a market order
+
+    @classmethod
+    def build(cls, dates: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray,
+              prev_close: np.ndarray, costs: CostModel = CostModel()) -> "QuoteTable":
+        """`prev_close[t]` is the base of bar t's price limits (the last close before t)."""
+        d = np.asarray(dates, dtype="datetime64[D]")
+        shape = np.shape(open_)
+        buy = np.zeros(shape, dtype=np.int64)
+        sell = np.zeros(shape, dtype=np.int64)
+        status = np.zeros(shape, dtype=np.int8)
+        # the rules depend on the date only through the tick-table and price-limit regimes, so
+        # all bars of one regime are priced in a single call with that regime's first date
+        py = d.astype(object)
+        keys = [(day >= krx.TICK_REFORM_DATE) * 2 + (day >= krx.LIMIT_WIDENED_DATE) for day in py]
+        keys = np.asarray(keys, dtype=np.int64)
+        for key in np.unique(keys):
+            rows = np.flatnonzero(keys == key)
+            on = py[rows[0]]
+            bar = Bar(open=open_[rows].ravel(), high=high[rows].ravel(), low=low[rows].ravel(),
+                      prev_close=prev_close[rows].ravel())
+            n = bar.open.size
+            no_limit = np.full(n, np.nan)
+            pb, st = fill_prices(np.full(n, BUY), no_limit, bar, on, costs)
+            ps, _ = fill_prices(np.full(n, SELL), no_limit, bar, on, costs)
+            buy[rows], sell[rows] = pb.reshape(len(rows), -1), ps.reshape(len(rows), -1)
+            status[rows] = st.reshape(len(rows), -1)
+        return cls(buy=buy, sell=sell, status=status)
+
+    def lookup(self, t: int, symbol_idx: np.ndarray, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.where(side == BUY, self.buy[t, symbol_idx], self.sell[t, symbol_idx]), self.status[t, symbol_idx]
+
+
+def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np.ndarray, bar: Bar | None,
             on: dt.date, sell_tax_rate: float, cash: int, holdings: np.ndarray,
-            costs: CostModel = CostModel()) -> Execution:
+            costs: CostModel = CostModel(), sequential: bool = False,
+            quotes: tuple[np.ndarray, np.ndarray] | None = None) -> Execution:
     """Execute a batch of orders against one bar. `bar` arrays are aligned with the orders.
 
     Sells first (freeing cash), then buys in the given order. Returns fills and the new account.
+
+    The rule is sequential (each order sees the cash and holdings the previous ones left), but
+    it is evaluated in whole-array steps where that gives the identical answer: sells on
+    distinct symbols cannot interact, and the leading run of buys whose cumulative cost fits
+    into the cash fills exactly as the loop would. Only buys from the first one the cash cannot
+    pay for go through the order-by-order loop. `sequential=True` forces the loop for every
+    order (the reference the batch path is tested against).
+
+    `quotes` = (price, status) aligned with the orders, as `fill_prices` would return them for
+    this bar (the backtester looks them up in a `QuoteTable` built once for the whole history
+    instead of recomputing the tick grid and price limits on every bar); `bar` may then be None.
     """
     symbol_idx = np.asarray(symbol_idx, dtype=np.int64)
     side = np.asarray(side, dtype=np.int64)
     qty = np.asarray(qty, dtype=np.int64)
     limit = np.asarray(limit, dtype=float)
-    if np.any(qty <= 0):
+    if (qty <= 0).any():
         raise ValueError("order quantities must be positive whole shares")
-    if not np.all(np.isin(side, (BUY, SELL))):
+    if not ((side == BUY) | (side == SELL)).all():
         raise ValueError("order side must be +1 (buy) or -1 (sell)")
     holdings = np.array(holdings, dtype=np.int64, copy=True)
     cash = int(cash)
-    price, status = fill_prices(side, limit, bar, on, costs)
+    if quotes is None:
+        if bar is None:
+            raise ValueError("execute needs the bar (or precomputed quotes)")
+        price, status = fill_prices(side, limit, bar, on, costs)
+    else:
+        price = np.array(quotes[0], dtype=np.int64, copy=True)
+        status = np.array(quotes[1], dtype=np.int8, copy=True)
+        if price.shape != qty.shape or status.shape != qty.shape:
+            raise ValueError("quotes must be aligned with the orders")
     filled = np.where(status == FillStatus.FILLED, qty, 0)
 
     commission = np.zeros(len(qty), dtype=np.int64)
     tax = np.zeros(len(qty), dtype=np.int64)
-    for i in np.flatnonzero((side == SELL) & (filled > 0)):
+    sells = np.flatnonzero((side == SELL) & (filled > 0))
+    if len(sells) and not sequential and _distinct(symbol_idx[sells]):
+        cash = _sells_batch(sells, symbol_idx, filled, status, price, commission, tax, holdings, cash,
+                            sell_tax_rate, costs)
+    else:
+        cash = _sells_loop(sells, symbol_idx, filled, status, price, commission, tax, holdings, cash,
+                           sell_tax_rate, costs)
+
+    buys = np.flatnonzero((side == BUY) & (filled > 0))
+    if len(buys) and not sequential:
+        # the leading buys whose running cost fits into the cash fill in full, as in the loop
+        notional = filled[buys] * price[buys]
+        comm = krx.commission(notional, costs.commission_rate)
+        running = np.cumsum(notional + comm)
+        k = int(np.searchsorted(running, cash, side="right"))
+        head = buys[:k]
+        commission[head] = comm[:k]
+        if _distinct(symbol_idx[head]):
+            holdings[symbol_idx[head]] += filled[head]
+        else:  # the same symbol bought twice in one batch
+            np.add.at(holdings, symbol_idx[head], filled[head])
+        if k:
+            cash -= int(running[k - 1])
+        buys = buys[k:]
+    cash = _buys_loop(buys, symbol_idx, filled, status, price, commission, holdings, cash, costs)
+
+    price = np.where(filled > 0, price, 0)
+    return Execution(qty=filled, price=price, commission=commission, tax=tax, status=status,
+                     cash=cash, holdings=holdings)
+
+
+def _distinct(idx: np.ndarray) -> bool:
+    # orders from orders_for_targets come in increasing symbol order: no sort needed then
+    return len(idx) < 2 or bool((idx[1:] > idx[:-1]).all()) or len(np.unique(idx)) == len(idx)
+
+
+def _sells_batch(sells, symbol_idx, filled, status, price, commission, tax, holdings, cash,
+                 sell_tax_rate, costs) -> int:
+    """Sells on distinct symbols: capped at the holding, all at once."""
+    held = holdings[symbol_idx[sells]]
+    want = filled[sells]
+    none = held <= 0
+    cut = ~none & (want > held)
+    q = np.where(none, 0, np.minimum(want, held))
+    status[sells[none]] = FillStatus.NO_POSITION
+    status[sells[cut]] = FillStatus.PARTIAL_POSITION
+    filled[sells] = q
+    notional = q * price[sells]
+    commission[sells] = krx.commission(notional, costs.commission_rate)
+    tax[sells] = krx.sell_tax(notional, sell_tax_rate)
+    holdings[symbol_idx[sells]] -= q
+    return cash + int((notional - commission[sells] - tax[sells]).sum())
+
+
+def _sells_loop(sells, symbol_idx, filled, status, price, commission, tax, holdings, cash,
+                sell_tax_rate, costs) -> int:
+    for i in sells:
         held = holdings[symbol_idx[i]]
         if held <= 0:
             filled[i], status[i] = 0, FillStatus.NO_POSITION
@@ -163,8 +282,11 @@ def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np
         tax[i] = krx.sell_tax(notional, sell_tax_rate)
         holdings[symbol_idx[i]] -= filled[i]
         cash += notional - int(commission[i]) - int(tax[i])
+    return cash
 
-    for i in np.flatnonzero((side == BUY) & (filled > 0)):
+
+def _buys_loop(buys, symbol_idx, filled, status, price, commission, holdings, cash, costs) -> int:
+    for i in buys:
         px = int(price[i])
         q = int(filled[i])
         cost = q * px + krx.commission(q * px, costs.commission_rate)
@@ -179,10 +301,7 @@ def execute(symbol_idx: np.ndarray, side: np.ndarray, qty: np.ndarray, limit: np
         commission[i] = krx.commission(q * px, costs.commission_rate)
         holdings[symbol_idx[i]] += q
         cash -= q * px + int(commission[i])
-
-    price = np.where(filled > 0, price, 0)
-    return Execution(qty=filled, price=price, commission=commission, tax=tax, status=status,
-                     cash=cash, holdings=holdings)
+    return cash
 
 
 def orders_for_targets(weights: np.ndarray, holdings: np.ndarray, cash: int, ref_price: np.ndarray,
@@ -192,31 +311,38 @@ def orders_for_targets(weights: np.ndarray, holdings: np.ndarray, cash: int, ref
 
     `ref_price` is the last known close (decision time); symbols without a price are not traded.
     Buys are scaled down so that, at the reference price plus `cash_buffer`, they fit into the
-    cash left after the sells. Returns (symbol_idx, side, qty) for orders with qty > 0.
+    cash left after the sells. Returns (symbol_idx, side, qty) for orders with qty > 0, sells
+    first, each side in symbol order.
     """
-    w = np.nan_to_num(np.asarray(weights, dtype=float), nan=0.0)
-    if np.any(w < -1e-12):
+    # written with as few array operations as possible: the backtester calls it on every bar
+    w = np.asarray(weights, dtype=float)
+    nan = np.isnan(w)
+    if nan.any():
+        w = np.where(nan, 0.0, w)
+    if w.size and w.min() < -1e-12:
         raise ValueError("target weights must be >= 0 (no short selling)")
-    if w.sum() > 1.0 + 1e-9:
-        raise ValueError(f"target weights sum to {w.sum():.6f} > 1 (no leverage)")
+    total = w.sum()
+    if total > 1.0 + 1e-9:
+        raise ValueError(f"target weights sum to {total:.6f} > 1 (no leverage)")
     holdings = np.asarray(holdings, dtype=np.int64)
     px = np.asarray(ref_price, dtype=float)
-    priced = ~np.isnan(px) & (px > 0)
+    priced = px > 0  # False for NaN too
     px_safe = np.where(priced, px, 1.0)
-    equity = cash + float(np.sum(np.where(priced, holdings * px_safe, 0.0)))
+    equity = cash + float(np.where(priced, holdings * px_safe, 0.0).sum())
     target = np.where(priced, np.floor(w * equity / px_safe), holdings).astype(np.int64)
     delta = target - holdings
-    small = np.abs(delta) * px_safe < min_trade_value
-    delta[small] = 0
-    sells = np.where(delta < 0, -delta, 0)
-    buys = np.where(delta > 0, delta, 0)
-    budget = cash + float(np.sum(sells * px_safe))
-    need = float(np.sum(buys * px_safe)) * (1 + cash_buffer)
+    if min_trade_value > 0:
+        delta[np.abs(delta) * px_safe < min_trade_value] = 0
+    sells = np.maximum(-delta, 0)
+    buys = np.maximum(delta, 0)
+    budget = cash + float((sells * px_safe).sum())
+    need = float((buys * px_safe).sum()) * (1 + cash_buffer)
     if need > budget > 0:
         buys = np.floor(buys * (budget / need)).astype(np.int64)
     elif budget <= 0:
         buys[:] = 0
-    idx = np.concatenate([np.flatnonzero(sells), np.flatnonzero(buys)])
-    side = np.concatenate([np.full(np.count_nonzero(sells), SELL), np.full(np.count_nonzero(buys), BUY)])
-    qty = np.concatenate([sells[sells > 0], buys[buys > 0]])
-    return idx.astype(np.int64), side.astype(np.int64), qty.astype(np.int64)
+    si, bi = np.flatnonzero(sells), np.flatnonzero(buys)
+    idx = np.concatenate([si, bi])
+    side = np.repeat(np.array([SELL, BUY], dtype=np.int64), [len(si), len(bi)])
+    qty = np.concatenate([sells[si], buys[bi]])
+    return idx.astype(np.int64, copy=False), side, qty.astype(np.int64, copy=False)

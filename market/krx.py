@@ -9,6 +9,7 @@ the Korean securities-transaction-tax law history (rates by settlement date).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from enum import Enum
 
@@ -34,14 +35,23 @@ _TICKS_KOSDAQ_BEFORE_2023 = ((1_000, 1), (5_000, 5), (10_000, 10), (50_000, 50),
 
 
 def _tick_table(market: Market | str, on: dt.date) -> tuple[np.ndarray, np.ndarray]:
-    if on >= TICK_REFORM_DATE:
+    return _tick_arrays(Market(market), on >= TICK_REFORM_DATE)
+
+
+@functools.lru_cache(maxsize=None)
+def _tick_arrays(market: Market, reformed: bool) -> tuple[np.ndarray, np.ndarray]:
+    # built once per (market, regime): the backtester asks for it on every bar
+    if reformed:
         table = _TICKS_SINCE_2023
-    elif Market(market) == Market.KOSPI:
+    elif market == Market.KOSPI:
         table = _TICKS_KOSPI_BEFORE_2023
     else:
         table = _TICKS_KOSDAQ_BEFORE_2023
     bounds, ticks = zip(*table)
-    return np.asarray(bounds, dtype=float), np.asarray(ticks, dtype=np.int64)
+    b, t = np.asarray(bounds, dtype=float), np.asarray(ticks, dtype=np.int64)
+    b.setflags(write=False)
+    t.setflags(write=False)
+    return b, t
 
 
 def tick_size(price, on: dt.date, market: Market | str = Market.KOSPI):
@@ -138,6 +148,18 @@ def sell_tax_rate(settlement_date: dt.date, market: Market | str = Market.KOSPI)
         raise ValueError(f"no sell-tax rate known before {SELL_TAX_TABLE[0].start}: {settlement_date}")
     period = [p for p in SELL_TAX_TABLE if p.start <= settlement_date][-1]
     return {Market.KOSPI: period.kospi, Market.KOSDAQ: period.kosdaq, Market.KONEX: period.konex}[Market(market)]
+
+
+def sell_tax_rates(settlement_dates, market: Market | str = Market.KOSPI) -> np.ndarray:
+    """`sell_tax_rate` for an array of settlement dates at once (the backtester's per-bar table)."""
+    d = np.asarray(settlement_dates, dtype="datetime64[D]")
+    starts = np.array([p.start for p in SELL_TAX_TABLE], dtype="datetime64[D]")
+    if len(d) and d.min() < starts[0]:
+        raise ValueError(f"no sell-tax rate known before {SELL_TAX_TABLE[0].start}: {d.min()}")
+    m = Market(market)
+    rates = np.array([{Market.KOSPI: p.kospi, Market.KOSDAQ: p.kosdaq, Market.KONEX: p.konex}[m]
+                      for p in SELL_TAX_TABLE])
+    return rates[np.searchsorted(starts, d, side="right") - 1]
 
 
 def commission(notional, rate: float = DEFAULT_COMMISSION_RATE):

@@ -1,6 +1,8 @@
 """Strategies by name: what `trader backtest --strategy NAME` and the Serve ensemble can build.
 
-A factory takes a `StrategyContext` (data files, seed) and returns a fresh `Agent`.
+A factory takes a `StrategyContext` (data files, seed, reporting lags, regime index) and returns a
+fresh `Agent`. Side data (fundamentals, market caps, the regime index) is loaded from the
+context's `DataPaths`; agents query it only as of each decision date.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Callable
 
 from market.data import DataPaths
 from strategies.base import Agent
+from strategies.baselines import BuyHoldSymbol, EqualWeightHold, EqualWeightRebalanced
 from strategies.technical import TechnicalAgent
 
 
@@ -16,10 +19,57 @@ from strategies.technical import TechnicalAgent
 class StrategyContext:
     paths: DataPaths = DataPaths()
     seed: int = 0
+    # optional, with defaults, so older callers keep working
+    quarter_lag_days: int = 45  # Q1/H1/Q3 statements usable this many days after period end
+    annual_lag_days: int = 90  # FY statements
+    regime_index: str = "KOSPI200"  # index the HMM regime detector reads
+
+
+def _engine(ctx: StrategyContext):
+    from strategies.factors import FactorEngine
+    from strategies.fundamentals import Fundamentals, MarketCaps, ReportingLag
+    lag = ReportingLag(ctx.quarter_lag_days, ctx.annual_lag_days)
+    return FactorEngine(Fundamentals.load(ctx.paths, lag), MarketCaps.load(ctx.paths))
+
+
+def _regime(ctx: StrategyContext):
+    from strategies.regime import RegimeDetector, RegimeSource
+    return RegimeSource.load(ctx.paths, ctx.regime_index, RegimeDetector(seed=ctx.seed))
+
+
+def factor(ctx: StrategyContext) -> Agent:
+    from strategies.factor_model import FactorAgent
+    return FactorAgent(_engine(ctx), name="factor")
+
+
+def regime_factor(ctx: StrategyContext) -> Agent:
+    from strategies.factor_model import FactorAgent
+    return FactorAgent(_engine(ctx), regime=_regime(ctx), name="regime-factor")
+
+
+def ensemble(ctx: StrategyContext) -> Agent:
+    """Factor + technical + equal-weight members, regime-weighted, sized by the risk model."""
+    from strategies.ensemble import EnsembleAgent
+    from strategies.factor_model import FactorAgent
+    regime = _regime(ctx)
+    members = {
+        "regime-factor": FactorAgent(_engine(ctx), regime=regime, name="regime-factor"),
+        "technical": TechnicalAgent(),
+        "equal-weight": EqualWeightRebalanced(name="equal-weight"),
+    }
+    return EnsembleAgent(members, regime=regime)
 
 
 STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "technical": lambda ctx: TechnicalAgent(),
+    "factor": factor,
+    "regime-factor": regime_factor,
+    "ensemble": ensemble,
+    # baselines (strategies/baselines.py); the KOSPI200 index itself is a benchmark series
+    # (backtest.baselines.BENCHMARKS), not a tradable agent
+    "equal-weight-hold": lambda ctx: EqualWeightHold(),
+    "equal-weight-monthly": lambda ctx: EqualWeightRebalanced(),
+    "buy-hold-kodex200": lambda ctx: BuyHoldSymbol(price_file=ctx.paths.path("etf")),
 }
 
 

@@ -1,0 +1,363 @@
+"""The backtest engine: decisions on bar t's close, fills on bar t+1 through the one accounting.
+
+A strategy is any of
+* an `Agent` (strategies/base.py): `target_weights(panel.rows(0, t + 1))` is asked at each
+  rebalance bar t — the window ends at t, so nothing after t is in it;
+* a plain callable `window -> weights` (same contract);
+* an object with `weights_matrix(panel) -> (T, N)` (a vectorised strategy: row t must depend
+  only on rows <= t; `backtest.lookahead` checks that it does);
+* a (T, N) array of target weights (row t = the decision at the close of bar t).
+
+Orders are made by `market.accounting.orders_for_targets` at the close of t (reference price =
+the last known close) and executed by `market.accounting.execute` against bar t+1 — the same two
+functions the PaperBroker uses, so research and paper trading charge the same costs.
+
+Universe (survivorship): at bar t a symbol is tradable only once it has had its first bar
+(a symbol with no bar yet is not listed for this data set) and, if `delisted` names it, not on
+or after its delisting date. Weights on untradable symbols are dropped. A position in a symbol
+that gets delisted is closed at its last known close on the delisting date (commission and
+tax charged) — the shipped data has no such case, but a newer data file might.
+
+Suspended or missing bars: the valuation uses the last known close; orders for a symbol with no
+bar on the execution day do not fill (the accounting reports NO_BAR), and the position is kept.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from market import krx
+from market.accounting import BUY, SELL, CostModel, QuoteTable, execute, orders_for_targets
+from market.data import Panel
+from strategies.base import check_weights
+
+REBALANCE_CHOICES = ("daily", "weekly", "monthly", "quarterly", "once")
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """How a backtest trades. `rebalance`: daily, weekly, monthly, quarterly, once, or an int
+    (every n bars). Weekly/monthly/quarterly decide on the first bar of each new period (known
+    from that bar's own date, so no calendar look-ahead); the first decision bar always trades.
+    An agent's own `rebalance` attribute, if it has one, overrides the config's."""
+
+    cash: int = 100_000_000
+    costs: CostModel = CostModel()
+    rebalance: str | int = "daily"
+    min_trade_value: float = 0.0     # KRW; skip smaller order deltas (avoids one-share churn)
+    cash_buffer: float = 0.01        # buys sized so they fit the cash with this margin
+    progress: bool = False           # tqdm bar over the decision bars
+    sell_tax: bool = True            # False only to compare with tools that cannot charge a sell-side tax
+
+    def __post_init__(self):
+        if not isinstance(self.cash, (int, np.integer)) or self.cash <= 0:
+            raise ValueError(f"starting cash must be a positive whole number of KRW, got {self.cash!r}")
+        if isinstance(self.rebalance, str):
+            if self.rebalance not in REBALANCE_CHOICES:
+                raise ValueError(f"rebalance must be one of {REBALANCE_CHOICES} or a number of bars, "
+                                 f"got {self.rebalance!r}")
+        elif int(self.rebalance) < 1:
+            raise ValueError(f"rebalance every n bars needs n >= 1, got {self.rebalance}")
+
+
+@dataclass
+class BacktestResult:
+    """Daily account over the backtest. Row 0 is the decision bar before the first execution
+    (the account as it started); every later row is marked at that bar's close."""
+
+    dates: np.ndarray          # datetime64[D], (D,)
+    symbols: tuple[str, ...]
+    equity: np.ndarray         # KRW float, cash + holdings × last known close
+    cash: np.ndarray           # KRW int64
+    holdings: np.ndarray       # (D, N) int64 shares
+    prices: np.ndarray         # (D, N) last known close used for the valuation
+    targets: np.ndarray        # (D, N) target weights decided at that close (NaN: no decision)
+    commission: np.ndarray     # KRW per day
+    tax: np.ndarray            # KRW per day
+    traded_value: np.ndarray   # KRW bought + sold per day
+    fills: pl.DataFrame        # date, symbol, side, qty, price, commission, tax
+    strategy: str = ""
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Held weights at each close (fraction of equity per symbol)."""
+        return self.holdings * np.nan_to_num(self.prices) / self.equity[:, None]
+
+    @property
+    def exposure(self) -> np.ndarray:
+        return self.weights.sum(axis=1)
+
+    @property
+    def returns(self) -> np.ndarray:
+        return self.equity[1:] / self.equity[:-1] - 1.0
+
+    @property
+    def costs(self) -> np.ndarray:
+        return (self.commission + self.tax).astype(float)
+
+    @property
+    def turnover(self) -> np.ndarray:
+        """Daily one-way turnover: half the value traded over the day's equity."""
+        return self.traded_value / 2.0 / self.equity
+
+    def metrics(self, benchmark: np.ndarray | None = None) -> dict[str, float]:
+        from backtest.metrics import compute
+
+        return compute(self.equity, benchmark=benchmark, traded_value=float(self.traded_value.sum()),
+                       costs=float(self.costs.sum()), orders=len(self.fills))
+
+    def to_frame(self) -> pl.DataFrame:
+        return pl.DataFrame({
+            "date": self.dates, "equity": self.equity, "cash": self.cash, "exposure": self.exposure,
+            "commission": self.commission, "tax": self.tax, "traded_value": self.traded_value,
+        })
+
+
+# --- strategy adapters ----------------------------------------------------------------------
+def strategy_name(strategy: Any) -> str:
+    return str(getattr(strategy, "name", getattr(strategy, "__name__", type(strategy).__name__)))
+
+
+def _decider(strategy: Any, panel: Panel) -> Callable[[int], np.ndarray]:
+    """A function t -> raw target weights decided at the close of bar t."""
+    if isinstance(strategy, np.ndarray):
+        if strategy.shape != panel.close.shape:
+            raise ValueError(f"weights matrix has shape {strategy.shape}, the panel {panel.close.shape}")
+        return lambda t: strategy[t]
+    if hasattr(strategy, "weights_matrix"):
+        matrix = np.asarray(strategy.weights_matrix(panel), dtype=float)
+        if matrix.shape != panel.close.shape:
+            raise ValueError(f"{strategy_name(strategy)}.weights_matrix gave shape {matrix.shape}, "
+                             f"want {panel.close.shape}")
+        return lambda t: matrix[t]
+    if hasattr(strategy, "target_weights"):
+        return lambda t: strategy.target_weights(panel.rows(0, t + 1))
+    if callable(strategy):
+        return lambda t: strategy(panel.rows(0, t + 1))
+    raise TypeError(f"not a strategy: {strategy!r} (want an Agent, a callable window -> weights, "
+                    f"an object with weights_matrix(panel), or a (T, N) weights array)")
+
+
+def rebalance_mask(dates: np.ndarray, rule: str | int, first: int) -> np.ndarray:
+    """Bars (>= first) on which a decision is made. Uses each bar's own date only."""
+    d = np.asarray(dates, dtype="datetime64[D]")
+    mask = np.zeros(len(d), dtype=bool)
+    if first >= len(d):
+        return mask
+    if rule == "daily":
+        mask[first:] = True
+    elif rule == "once":
+        mask[first] = True
+    elif isinstance(rule, str):
+        if rule == "weekly":
+            # weeks counted from a Monday: 1970-01-05 was one
+            key = (d - np.datetime64("1970-01-05", "D")).astype(np.int64) // 7
+        else:
+            months = d.astype("datetime64[M]").astype(np.int64)
+            key = months if rule == "monthly" else months // 3
+        new_period = np.r_[True, key[1:] != key[:-1]]
+        mask[first:] = new_period[first:]
+        mask[first] = True
+    else:
+        n = int(rule)
+        mask[first::n] = True
+    return mask
+
+
+def tax_rates_by_bar(dates: np.ndarray, market: krx.Market | str) -> np.ndarray:
+    """The sell-tax rate for a fill on each bar: the rate of its T+2 settlement date."""
+    d = np.asarray(dates, dtype="datetime64[D]")
+    pos = np.arange(len(d)) + krx.SETTLEMENT_LAG_DAYS
+    inside = pos < len(d)
+    settle = np.empty_like(d)
+    settle[inside] = d[pos[inside]]
+    # beyond the known calendar weekdays stand in for trading days (as TradingCalendar.offset)
+    if (~inside).any():
+        settle[~inside] = np.busday_offset(d[-1], pos[~inside] - (len(d) - 1), roll="forward")
+    return krx.sell_tax_rates(settle, market)
+
+
+def ffill_close(close: np.ndarray) -> np.ndarray:
+    """Last known close at each bar (NaN before a symbol's first bar)."""
+    t_idx = np.where(np.isnan(close), 0, np.arange(len(close))[:, None])
+    np.maximum.accumulate(t_idx, axis=0, out=t_idx)
+    out = close[t_idx, np.arange(close.shape[1])]
+    return out
+
+
+def first_bar_index(close: np.ndarray) -> np.ndarray:
+    """Row of each symbol's first bar (len(close) if it never trades)."""
+    has = ~np.isnan(close)
+    return np.where(has.any(axis=0), has.argmax(axis=0), len(close))
+
+
+def delisting_index(dates: np.ndarray, symbols, delisted: dict[str, dt.date] | None) -> np.ndarray:
+    """Row from which each symbol is delisted (len(dates) if never)."""
+    out = np.full(len(symbols), len(dates), dtype=np.int64)
+    for j, s in enumerate(symbols):
+        day = (delisted or {}).get(s)
+        if day is not None:
+            out[j] = int(np.searchsorted(dates, np.datetime64(day, "D")))
+    return out
+
+
+# --- the engine -----------------------------------------------------------------------------
+def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: BacktestConfig = BacktestConfig(),
+                 *, fit: bool = True, delisted: dict[str, dt.date] | None = None,
+                 initial_holdings: np.ndarray | None = None, initial_cash: int | None = None,
+                 name: str | None = None) -> BacktestResult:
+    """Trade `strategy` on `panel` from `start` to `end` (dates; default the whole panel).
+
+    The first execution is on the first bar >= start; its decision is made at the close of the
+    bar before (so with `start` the first bar, the first decision is bar 0 and the first fill bar
+    1). With `fit`, `strategy.fit(panel before start)` is called first: a strategy never learns
+    from the span it is scored on. `initial_cash`/`initial_holdings` continue an account (used
+    by walk-forward stitching); by default the account starts with `config.cash` in cash.
+    """
+    T = len(panel)
+    if T < 2:
+        raise ValueError("a backtest needs at least two bars")
+    s = 0 if start is None else int(np.searchsorted(panel.dates, np.datetime64(_date(start), "D")))
+    e = T - 1 if end is None else panel.index_of(_date(end))
+    if s >= T or e < 0:
+        raise ValueError(f"no bars between {start} and {end} (panel {panel.date(0)}..{panel.date(T - 1)})")
+    t0 = max(s - 1, 0)  # the first decision bar
+    if e <= t0:
+        raise ValueError(f"the span {start}..{end} holds no bar to trade on")
+    if fit and hasattr(strategy, "fit") and s > 0:
+        strategy.fit(panel.rows(0, s))
+
+    n = len(panel.symbols)
+    label = name or strategy_name(strategy)
+    rule = getattr(strategy, "rebalance", None) or config.rebalance
+    if isinstance(rule, str) and rule not in REBALANCE_CHOICES:
+        raise ValueError(f"{label}: rebalance {rule!r} is not one of {REBALANCE_CHOICES}")
+    decide = _decider(strategy, panel)
+    costs = config.costs
+
+    close_ff = ffill_close(panel.close)
+    listed_from = first_bar_index(panel.close)
+    delisted_at = delisting_index(panel.dates, panel.symbols, delisted)
+    tax_rate = tax_rates_by_bar(panel.dates, costs.market) if config.sell_tax else np.zeros(T)
+    decisions = rebalance_mask(panel.dates, rule, t0)
+    decisions[e:] = False  # a decision at e would execute after the end
+    rows = np.arange(T)[:, None]
+    tradable_at = (listed_from[None, :] <= rows) & (delisted_at[None, :] > rows + 1)
+    ref_at = np.where(tradable_at, close_ff, np.nan)  # what orders may be sized on at each close
+    no_limit = np.full(n, np.nan)
+    delist_bar = np.zeros(T + 1, dtype=bool)
+    delist_bar[delisted_at[delisted_at < T]] = True
+    dates_py = panel.dates.astype("datetime64[D]").astype(object)
+    prev_close = np.vstack([np.full((1, n), np.nan), close_ff[:-1]])
+    span = slice(t0 + 1, e + 1)
+    quotes = QuoteTable.build(panel.dates[span], panel.open[span], panel.high[span], panel.low[span],
+                              prev_close[span], costs)
+
+    D = e - t0 + 1
+    cash = int(config.cash if initial_cash is None else initial_cash)
+    holdings = (np.zeros(n, dtype=np.int64) if initial_holdings is None
+                else np.array(initial_holdings, dtype=np.int64, copy=True))
+    if holdings.shape != (n,) or np.any(holdings < 0):
+        raise ValueError(f"initial holdings must be {n} non-negative share counts")
+    out_cash = np.zeros(D, dtype=np.int64)
+    out_hold = np.zeros((D, n), dtype=np.int64)
+    out_targets = np.full((D, n), np.nan)
+    out_comm = np.zeros(D, dtype=np.int64)
+    out_tax = np.zeros(D, dtype=np.int64)
+    out_traded = np.zeros(D, dtype=np.float64)
+    fill_parts: list[tuple] = []
+
+    out_cash[0], out_hold[0] = cash, holdings
+    pending: tuple | None = None
+    steps = range(t0, e)
+    if config.progress:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc=f"backtest {label}", unit="bar", leave=False)
+    for t in steps:
+        # --- decision at the close of t -----------------------------------------------------
+        if decisions[t]:
+            w = check_weights(decide(t), n, label)
+            w = np.where(tradable_at[t], w, 0.0)
+            out_targets[t - t0] = w
+            pending = orders_for_targets(w, holdings, cash, ref_at[t], config.min_trade_value, config.cash_buffer)
+        # --- execution on bar t+1 -----------------------------------------------------------
+        u = t + 1
+        i = u - t0
+        if pending is not None and len(pending[0]):
+            idx, side, qty = pending
+            # the bar's prices enter through the quote table (built from the same fill_prices)
+            ex = execute(idx, side, qty, no_limit[:len(idx)], None, dates_py[u], float(tax_rate[u]),
+                         cash, holdings, costs, quotes=quotes.lookup(u - t0 - 1, idx, side))
+            cash, holdings = ex.cash, ex.holdings
+            done = ex.qty > 0
+            if done.any():
+                notional = ex.qty[done] * ex.price[done]
+                out_comm[i] = int(ex.commission.sum())
+                out_tax[i] = int(ex.tax.sum())
+                out_traded[i] = float(notional.sum())
+                fill_parts.append((np.full(int(done.sum()), u), idx[done], side[done], ex.qty[done],
+                                   ex.price[done], ex.commission[done], ex.tax[done]))
+        pending = None
+        # --- delisting: close the position at the last known close --------------------------
+        gone = (delisted_at == u) & (holdings > 0) if delist_bar[u] else None
+        if gone is not None and gone.any():
+            cash = _delist(gone, holdings, close_ff[u], cash, float(tax_rate[u]), costs, u, fill_parts,
+                           out_comm, out_tax, out_traded, i)
+        out_cash[i], out_hold[i] = cash, holdings
+
+    prices = close_ff[t0:e + 1]
+    equity = out_cash + np.sum(out_hold * np.nan_to_num(prices), axis=1)
+    return BacktestResult(
+        dates=panel.dates[t0:e + 1], symbols=panel.symbols, equity=equity.astype(float), cash=out_cash,
+        holdings=out_hold, prices=prices, targets=out_targets, commission=out_comm, tax=out_tax,
+        traded_value=out_traded, fills=_fills_frame(fill_parts, panel), strategy=label)
+
+
+def _delist(gone, holdings, last_close, cash, tax_rate, costs, u, fill_parts, out_comm, out_tax, out_traded, i):
+    j = np.flatnonzero(gone)
+    px = np.nan_to_num(last_close[j]).astype(np.int64)
+    q = holdings[j].copy()
+    notional = q * px
+    comm = krx.commission(notional, costs.commission_rate)
+    tax = krx.sell_tax(notional, tax_rate)
+    holdings[j] = 0
+    out_comm[i] += int(comm.sum())
+    out_tax[i] += int(tax.sum())
+    out_traded[i] += float(notional.sum())
+    fill_parts.append((np.full(len(j), u), j, np.full(len(j), SELL), q, px, comm, tax))
+    return cash + int(np.sum(notional - comm - tax))
+
+
+def _fills_frame(parts: list[tuple], panel: Panel) -> pl.DataFrame:
+    cols = ("t", "symbol_idx", "side", "qty", "price", "commission", "tax")
+    if parts:
+        arrays = [np.concatenate([p[k] for p in parts]) for k in range(len(cols))]
+    else:
+        arrays = [np.zeros(0, dtype=np.int64) for _ in cols]
+    data = dict(zip(cols, arrays))
+    return pl.DataFrame({
+        "date": panel.dates[data["t"]],
+        "symbol": np.array(panel.symbols, dtype=object)[data["symbol_idx"]].astype(str)
+        if len(data["t"]) else np.array([], dtype=str),
+        "side": np.where(data["side"] == BUY, "buy", "sell"),
+        "qty": data["qty"].astype(np.int64), "price": data["price"].astype(np.int64),
+        "commission": data["commission"].astype(np.int64), "tax": data["tax"].astype(np.int64),
+    })
+
+
+def _date(value) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, np.datetime64):
+        return value.astype("datetime64[D]").item()
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ValueError(f"not a date (want YYYY-MM-DD): {value!r}") from exc

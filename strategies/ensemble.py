@@ -1,0 +1,217 @@
+"""Meta-ensemble: combine agents' target weights with regime-dependent, performance-updated weights.
+
+Agent weight a_i ∝ prior_i(regime) · exp(eta · S_i), floored at `min_share` and renormalised, where
+  prior_i(regime) = Σ_r p(r) · regime_priors[r][i]   (p(r) from the forward-filtered HMM;
+                                                     no regime → the average prior)
+  S_i = Σ_k decay^k · log(1 + w_i(t_k) · R(t_k → t_k+1))   (exponential weights / Hedge on each
+                                                     agent's realised out-of-sample log growth)
+Combined weights = Σ_i a_i · w_i: long-only and sum <= 1 whenever every member's are.
+
+Everything that changes over time lives in `EnsembleState` (plain data, `to_dict`/`from_dict`),
+passed in and returned: `MetaEnsemble` itself holds only configuration, so a Ray Serve deployment
+can keep the state in its replica (or an actor) and call `combine`/`update` per request.
+
+`EnsembleAgent` wraps members + regime + `MetaEnsemble` + `RiskModel` into an `Agent` for the
+backtester: at each decision it scores the previous decision's member targets on the bars since,
+combines the new targets and sizes them with the risk model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from market.data import Panel
+from strategies.base import check_weights
+from strategies.regime import REGIMES, RegimeSource
+from strategies.risk import RiskModel
+
+
+@dataclass
+class EnsembleState:
+    scores: dict[str, float] = field(default_factory=dict)  # S_i, decayed log growth
+    last_targets: dict[str, list[float]] = field(default_factory=dict)  # to score on the next update
+    last_date: str | None = None
+    updates: int = 0
+
+    def to_dict(self) -> dict:
+        return {"scores": dict(self.scores), "last_targets": {k: list(v) for k, v in self.last_targets.items()},
+                "last_date": self.last_date, "updates": self.updates}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "EnsembleState":
+        d = d or {}
+        return cls(scores={k: float(v) for k, v in d.get("scores", {}).items()},
+                   last_targets={k: [float(x) for x in v] for k, v in d.get("last_targets", {}).items()},
+                   last_date=d.get("last_date"), updates=int(d.get("updates", 0)))
+
+
+DEFAULT_PRIORS: dict[str, dict[str, float]] = {
+    # why: trend-following pays in calm up-markets, fundamentals hold up better in sell-offs
+    "bull": {"technical": 1.5, "factor": 1.0, "regime-factor": 1.0, "equal-weight": 1.0},
+    "bear": {"technical": 0.5, "factor": 1.0, "regime-factor": 1.5, "equal-weight": 0.5},
+    "sideways": {"technical": 0.75, "factor": 1.25, "regime-factor": 1.25, "equal-weight": 1.0},
+}
+
+
+@dataclass
+class MetaEnsemble:
+    regime_priors: dict[str, dict[str, float]] = field(default_factory=lambda: DEFAULT_PRIORS)
+    eta: float = 5.0  # learning rate on the decayed log growth
+    decay: float = 0.99  # per update; ~100 decisions of memory
+    min_share: float = 0.05  # no agent is ever switched off completely (it may come back)
+
+    def __post_init__(self):
+        if self.eta < 0 or not 0 < self.decay <= 1 or not 0 <= self.min_share < 1:
+            raise ValueError("need eta >= 0, 0 < decay <= 1, 0 <= min_share < 1")
+
+    def _prior(self, agent: str, regime_probs: dict[str, float] | None) -> float:
+        def p(reg):
+            return float(self.regime_priors.get(reg, {}).get(agent, 1.0))
+        if not regime_probs:
+            return float(np.mean([p(r) for r in REGIMES]))
+        total = sum(regime_probs.values())
+        if total <= 0:
+            raise ValueError(f"regime probabilities sum to {total}")
+        return sum(v / total * p(r) for r, v in regime_probs.items())
+
+    def agent_weights(self, agents: list[str], regime_probs: dict[str, float] | None,
+                      state: EnsembleState | None = None) -> tuple[dict[str, float], dict]:
+        state = state or EnsembleState()
+        prior = {a: self._prior(a, regime_probs) for a in agents}
+        score = {a: state.scores.get(a, 0.0) for a in agents}
+        m = max(score.values()) if score else 0.0
+        raw = {a: prior[a] * np.exp(self.eta * (score[a] - m)) for a in agents}  # shift: no overflow
+        total = sum(raw.values())
+        w = {a: raw[a] / total for a in agents}
+        if self.min_share > 0 and len(agents) > 1:
+            floor = min(self.min_share, 1.0 / len(agents))
+            w = {a: floor + (1 - floor * len(agents)) * v for a, v in w.items()}
+        return w, {"prior": prior, "performance_score": score}
+
+    def combine(self, agent_targets: dict[str, np.ndarray], regime_probs: dict[str, float] | None = None,
+                state: EnsembleState | None = None, symbols: list[str] | None = None,
+                top: int = 10) -> tuple[np.ndarray, dict]:
+        """Combined target weights and a JSON-friendly explanation of how they were made."""
+        if not agent_targets:
+            raise ValueError("combine needs at least one agent's targets")
+        names = sorted(agent_targets)
+        mats = {a: np.asarray(agent_targets[a], float) for a in names}
+        n = len(mats[names[0]])
+        for a in names:
+            check_weights(mats[a], n, f"agent {a!r}")
+        aw, parts = self.agent_weights(names, regime_probs, state)
+        combined = sum(aw[a] * mats[a] for a in names)
+        order = np.argsort(-combined, kind="stable")[:top]
+        label = (lambda i: symbols[i]) if symbols is not None else (lambda i: int(i))
+        explanation = {
+            "agent_weights": aw,
+            "regime_probs": dict(regime_probs) if regime_probs else None,
+            **parts,
+            "agent_gross": {a: float(mats[a].sum()) for a in names},
+            "gross": float(combined.sum()),
+            "top_positions": [{"symbol": label(i), "weight": float(combined[i]),
+                               "from": {a: float(aw[a] * mats[a][i]) for a in names}}
+                              for i in order if combined[i] > 0],
+        }
+        return combined, explanation
+
+    def update(self, state: EnsembleState | None, asset_returns: np.ndarray,
+               agent_targets: dict[str, np.ndarray] | None = None) -> EnsembleState:
+        """Score each agent's previous targets on the realised asset returns since they were set.
+
+        `agent_targets` defaults to the state's `last_targets`. Returns a new state whose
+        last_targets is empty (call `remember` with the new decision's targets).
+        """
+        state = EnsembleState.from_dict((state or EnsembleState()).to_dict())
+        prev = agent_targets if agent_targets is not None else state.last_targets
+        r = np.nan_to_num(np.asarray(asset_returns, float))  # no bar → no move
+        for a, w in prev.items():
+            w = np.asarray(w, float)
+            if w.shape != r.shape:
+                raise ValueError(f"agent {a!r} targets have shape {w.shape}, returns {r.shape}")
+            growth = max(1.0 + float(w @ r), 1e-6)
+            state.scores[a] = self.decay * state.scores.get(a, 0.0) + float(np.log(growth))
+        for a in list(state.scores):
+            if a not in prev:
+                state.scores[a] *= self.decay
+        state.updates += 1
+        state.last_targets = {}
+        return state
+
+    @staticmethod
+    def remember(state: EnsembleState, agent_targets: dict[str, np.ndarray], date: str | None = None) -> EnsembleState:
+        state.last_targets = {a: [float(x) for x in np.asarray(w, float)] for a, w in agent_targets.items()}
+        state.last_date = date
+        return state
+
+
+@dataclass
+class EnsembleAgent:
+    """Members' targets → MetaEnsemble (regime + online performance) → RiskModel sizing.
+
+    The risk model's drawdown protection needs equity: the agent tracks a shadow equity of its own
+    sized targets marked to close-to-close returns (costs not included), since the Agent
+    protocol does not pass the account. `last_explanation` holds the latest decision's
+    explanation (agent weights, regime, risk report).
+    """
+    members: dict
+    meta: MetaEnsemble = field(default_factory=MetaEnsemble)
+    risk: RiskModel | None = field(default_factory=RiskModel)
+    regime: RegimeSource | None = None
+    risk_window: int = 250
+    rebalance_every: int = 5  # bars; in between the agent holds (returns drifted weights)
+    name: str = "ensemble"
+    state: EnsembleState = field(default_factory=EnsembleState)
+    last_explanation: dict = field(default_factory=dict)
+    _prev: tuple | None = None  # (date, close row, sized weights)
+    _equity: float = 1.0
+
+    def __post_init__(self):
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member agent")
+        if self.rebalance_every < 1:
+            raise ValueError(f"rebalance_every must be >= 1, got {self.rebalance_every}")
+
+    @property
+    def lookback(self) -> int:
+        return max(max(m.lookback for m in self.members.values()), self.risk_window + 1)
+
+    def fit(self, history: Panel) -> None:
+        for m in self.members.values():
+            m.fit(history)
+
+    def target_weights(self, window: Panel) -> np.ndarray:
+        n = len(window.symbols)
+        t = window.dates[-1]
+        last = window.close[-1]
+        current = np.zeros(n)
+        if self._prev is not None and self._prev[0] < t:
+            t0, p0, w0 = self._prev
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where(np.isfinite(last) & np.isfinite(p0) & (p0 > 0), last / p0 - 1.0, 0.0)
+            port = float(w0 @ r)
+            grown = w0 * (1.0 + r)
+            current = grown / (1.0 + port) if 1.0 + port > 0 else np.zeros(n)
+            current = np.where(np.isfinite(last), current, 0.0)
+            if int(np.sum(window.dates > t0)) < self.rebalance_every:
+                return current  # hold: drifted weights of the last decision, no trade
+            # score every member's last targets on the period's returns (out of sample for them)
+            self.state = self.meta.update(self.state, r)
+            self._equity *= 1.0 + port
+        targets = {k: check_weights(m.target_weights(window), n, k) for k, m in self.members.items()}
+        probs = self.regime.probs_at(t) if self.regime is not None else None
+        combined, expl = self.meta.combine(targets, probs, self.state, list(window.symbols))
+        self.state = self.meta.remember(self.state, targets, str(t))
+        out = combined
+        if self.risk is not None:
+            c = window.close[-self.risk_window - 1:]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rets = c[1:] / c[:-1] - 1.0
+            out, report = self.risk.size(combined, rets, {"equity": self._equity, "weights": current})
+            report.pop("risk_contributions", None)
+            expl["risk"] = report
+        out = check_weights(np.where(np.isfinite(last), out, 0.0), n, self.name)
+        self._prev = (t, last.copy(), out.copy())
+        self.last_explanation = expl
+        return out
