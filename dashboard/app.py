@@ -100,7 +100,11 @@ def risk_section(snap: data.Snapshot):
     else:
         mid.write("No regime in the decisions yet.")
     right.subheader("Agents")
-    perf = data.agent_performance(snap.decisions)
+    try:
+        closes = data.closes_for(snap.decisions[-21:], SETTINGS.data_dir)
+    except Exception:  # market data unavailable: weights still show
+        closes = None
+    perf = data.agent_performance(snap.decisions, closes)
     if perf.empty:
         right.write("No agent weights in the decisions yet.")
     else:

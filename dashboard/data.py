@@ -154,33 +154,76 @@ def risk_of(decision: dict | None) -> dict:
     return {k: next((r[a] for a in aliases if a in r), None) for k, aliases in keys.items()}
 
 
+def _agents(decision: dict) -> dict[str, dict]:
+    """{agent: {"weight": w, "targets": {...}}} from a payload: the decision service's `agents`
+    (DecideResponse), or a flat `agent_weights` mapping."""
+    agents = decision.get("agents")
+    if isinstance(agents, dict) and agents:
+        return {str(k): (v if isinstance(v, dict) else {"weight": v}) for k, v in agents.items()}
+    flat = decision.get("agent_weights") or {}
+    return {str(k): {"weight": v} for k, v in flat.items()} if isinstance(flat, dict) else {}
+
+
 def agent_weights_history(decisions: list[dict]) -> pd.DataFrame:
-    """day × agent weight, from each payload's agent weights."""
+    """day × agent weight in the ensemble."""
     rows = []
     for d in decisions:
-        w = d.get("agent_weights") or d.get("weights") or {}
-        if isinstance(w, dict) and w:
-            rows.append({"day": d["day"], **{str(k): float(v) for k, v in w.items()}})
+        w = {a: float(v["weight"]) for a, v in _agents(d).items() if isinstance(v.get("weight"), (int, float))}
+        if w:
+            rows.append({"day": d["day"], **w})
     return pd.DataFrame(rows).set_index("day") if rows else pd.DataFrame()
 
 
-def agent_performance(decisions: list[dict], window: int = 20) -> pd.DataFrame:
-    """Each agent's latest weight and its recent performance, if the payloads report one
-    (`agent_returns` / `agent_performance`: {agent: daily return}) — summed over `window` days."""
+def agent_daily_returns(decisions: list[dict], closes: pd.DataFrame) -> pd.DataFrame:
+    """day × agent: the next-day return of each agent's own targets (close to close, no costs),
+    i.e. how each agent would have done on its own. `closes`: date index × symbol columns."""
+    closes = closes.sort_index()
+    nxt = closes.shift(-1) / closes - 1.0
+    rows = []
+    for d in decisions:
+        day = pd.Timestamp(d["day"])
+        if day not in nxt.index or nxt.loc[day].isna().all():
+            continue  # the next bar is not known yet
+        r = {}
+        for a, v in _agents(d).items():
+            t = v.get("targets")
+            if isinstance(t, dict):
+                r[a] = float(sum(w * nxt.at[day, s] for s, w in t.items()
+                                 if s in nxt.columns and pd.notna(nxt.at[day, s])))
+        if r:
+            rows.append({"day": d["day"], **r})
+    return pd.DataFrame(rows).set_index("day") if rows else pd.DataFrame()
+
+
+def closes_for(decisions: list[dict], data_dir: Path | None = None) -> pd.DataFrame:
+    """Daily closes of every symbol the agents targeted, over the decision days (+ a week)."""
+    symbols = sorted({s for d in decisions for v in _agents(d).values()
+                      for s in (v.get("targets") or {}) if isinstance(v.get("targets"), dict)})
+    if not symbols or not decisions:
+        return pd.DataFrame()
+    from market.data import DataPaths, load_prices
+    paths = DataPaths(root=Path(data_dir)) if data_dir else DataPaths()
+    end = (pd.Timestamp(decisions[-1]["day"]) + pd.Timedelta(days=10)).date()
+    df = load_prices(paths.path("prices"), symbols, decisions[0]["day"], end)
+    if df.is_empty():
+        return pd.DataFrame()
+    wide = df.select("date", "symbol", "close").to_pandas()
+    wide["symbol"] = wide["symbol"].astype(str)
+    return wide.pivot_table(index="date", columns="symbol", values="close")
+
+
+def agent_performance(decisions: list[dict], closes: pd.DataFrame | None = None, window: int = 20) -> pd.DataFrame:
+    """Each agent's latest ensemble weight and the compounded return of its own targets over the
+    last `window` decisions whose next bar is known."""
     hist = agent_weights_history(decisions)
-    perf_rows = []
-    for d in decisions[-window:]:
-        p = d.get("agent_returns") or d.get("agent_performance") or {}
-        if isinstance(p, dict) and p:
-            perf_rows.append({str(k): float(v) for k, v in p.items() if isinstance(v, (int, float))})
-    perf = pd.DataFrame(perf_rows)
+    recent = decisions[-(window + 1):]
+    perf = agent_daily_returns(recent, closes) if closes is not None and not closes.empty else pd.DataFrame()
     agents = sorted(set(hist.columns) | set(perf.columns))
-    out = []
-    for a in agents:
-        out.append({"agent": a,
-                    "weight": float(hist[a].iloc[-1]) if a in hist and not hist.empty else np.nan,
-                    f"return_{window}d": float((1 + perf[a].dropna()).prod() - 1) if a in perf else np.nan})
-    return pd.DataFrame(out)
+    col = f"return_{window}d"
+    return pd.DataFrame([{"agent": a,
+                          "weight": float(hist[a].iloc[-1]) if a in hist.columns else np.nan,
+                          col: float((1 + perf[a].dropna()).prod() - 1) if a in perf.columns else np.nan}
+                         for a in agents], columns=["agent", "weight", col])
 
 
 # --- MLflow -----------------------------------------------------------------------------------

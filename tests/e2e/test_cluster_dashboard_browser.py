@@ -1,6 +1,7 @@
 """The Streamlit dashboard in a real headless Chromium (driven over the DevTools protocol):
-it renders the numbers of a journal written by a real paper run, MLflow runs and model versions,
-follows new journal rows without a reload, and leaves a screenshot as a test artifact."""
+it renders the numbers of the journal a real `trader demo` run wrote (local Ray, Serve, actors,
+paper broker), MLflow runs and model versions, follows new journal rows without a reload, and
+leaves a screenshot as a test artifact."""
 from __future__ import annotations
 
 import asyncio
@@ -20,9 +21,6 @@ from pathlib import Path
 import pytest
 
 from cluster.commands.dashboard import streamlit_command
-
-sys.path.insert(0, str(Path(__file__).parent))
-from cluster_paper_run import paper_run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -113,8 +111,13 @@ class Page:
 def dashboard(tmp_path):
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (run .ci/system-setup.sh)")
-    journal = tmp_path / "journal.sqlite"
-    run = paper_run(journal)
+    demo = subprocess.run([sys.executable, "-m", "cluster.cli", "demo", "--days", "25", "--n-symbols", "6",
+                           "--out", str(tmp_path / "demo"), "--no-progress"], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    journal = tmp_path / "demo" / "journal.sqlite"
+    run = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     cfg = tmp_path / "trader.yaml"
     cfg.write_text(f"journal: {journal}\nmlflow:\n  tracking_uri: {mlflow_store(tmp_path)}\n"
                    "dashboard:\n  refresh_s: 2\n")
@@ -179,11 +182,15 @@ def test_dashboard_renders_journal_numbers_in_chromium(dashboard):
     last_fill = db.execute("SELECT symbol, price FROM fills ORDER BY filled_at DESC, id DESC LIMIT 1").fetchone()
     payload = json.loads(db.execute("SELECT payload FROM decisions ORDER BY day DESC LIMIT 1").fetchone()[0])
     db.close()
-    assert equity == dashboard["run"]["equity"] and cash == dashboard["run"]["cash"]
+    assert equity == pytest.approx(dashboard["run"]["final_equity"])
     expect = [f"₩{equity:,.0f}", f"₩{cash:,.0f}", day, f"Orders (latest {min(n_orders, 200)})",
               f"Fills (latest {min(n_fills, 200)})", f"₩{last_fill[1]:,.0f}", last_fill[0],
-              f"{payload['risk']['var']:.2%}", "ACTIVE", "technical",
               "dqn-trial-7", "dqn_agent", "champion", "Ray dashboard", "MLflow UI"]
+    expect += list(payload["agents"])                      # each agent of the ensemble
+    for key in ("var", "cvar"):                            # risk figures, when the service reports them
+        if isinstance(payload.get("risk", {}).get(key), (int, float)):
+            expect.append(f"{payload['risk'][key]:.2%}")
+    expect += [f"{p:.2%}" for p in (payload.get("regime") or {}).values()]
     later = {"day": "2099-01-02", "cash": cash, "equity": equity + 1_234_567}
     first, second, png = asyncio.run(_drive(dashboard["url"], dashboard["tmp"], dashboard["journal"], expect, later))
     assert png.stat().st_size > 10_000
