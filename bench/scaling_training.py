@@ -121,12 +121,16 @@ def rllib_run(cpus: int, steps: int) -> dict:
                            num_cpus_per_env_runner=1)
               .learners(num_learners=0).training(train_batch_size_per_learner=800))
     algo = config.build_algo()
-    synchronous_parallel_sample(worker_set=algo.env_runner_group, max_env_steps=800)  # warm-up
+    def sample(n: int) -> int:
+        batches = synchronous_parallel_sample(worker_set=algo.env_runner_group, max_env_steps=n, concat=False,
+                                              _uses_new_env_runners=True)
+        return sum(e.env_steps() for batch in batches for e in batch)
+
+    sample(800)  # warm-up: runners built, env data loaded
     t0 = time.perf_counter()
     sampled = 0
     while sampled < steps:
-        episodes = synchronous_parallel_sample(worker_set=algo.env_runner_group, max_env_steps=steps - sampled)
-        sampled += sum(len(e) for e in episodes)
+        sampled += sample(steps - sampled)
     seconds = time.perf_counter() - t0
     algo.stop()
     ray.shutdown()
@@ -153,6 +157,7 @@ def main() -> None:
     ap.add_argument("--cpus", default="1,2")
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--only", choices=["tune", "rllib"], help="measure one part only")
     ap.add_argument("--child", choices=["tune", "rllib"])
     ap.add_argument("--n", type=int)
     args = ap.parse_args()
@@ -162,13 +167,13 @@ def main() -> None:
         return
     print(f"machine: {os.cpu_count()} cores (shared; expect noise)")
     base = None
-    for c in cpus:
+    for c in cpus if args.only != "rllib" else []:
         r = measure("tune", c, args.trials)
         base = base or r["trials_per_hour"]
         print(f"Tune  {c} CPU(s): {r['trials']} backtest trials in {r['seconds']:.1f} s = "
               f"{r['trials_per_hour']:.0f} trials/h  (x{r['trials_per_hour'] / base:.2f} vs 1 CPU)")
     base = None
-    for c in cpus:
+    for c in cpus if args.only != "tune" else []:
         r = measure("rllib", c, args.steps)
         base = base or r["steps_per_s"]
         print(f"RLlib {c} env runner(s)/CPU(s): {r['steps']} env steps in {r['seconds']:.1f} s = "
