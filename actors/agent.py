@@ -1,6 +1,15 @@
-"""AgentActor: one strategy, alive between decisions, answering `act(snapshot)`."""
+"""AgentActor: one strategy, alive between decisions, answering `act(snapshot)`.
+
+Agents may keep state between decisions (held weights, turnover control, online IC). That state
+belongs to one universe moving forward in time, so the host keeps one agent per universe, starts
+a fresh one when time goes backwards (a new replay), and answers a repeated request for the same
+bar from its cache instead of stepping the agent twice.
+"""
 from __future__ import annotations
 
+from collections import OrderedDict
+
+import numpy as np
 import ray
 
 from actors import NAMESPACE
@@ -8,21 +17,36 @@ from market.data import Panel
 from strategies.base import check_weights
 from strategies.registry import StrategyContext, build
 
+MAX_UNIVERSES = 4
+
 
 class AgentHost:
-    """Holds an Agent built from the strategy registry and turns snapshots into weights."""
+    """Holds Agents built from the strategy registry and turns snapshots into weights."""
 
     def __init__(self, strategy: str, context: StrategyContext | None = None):
-        self.agent = build(strategy, context)
         self.name = strategy
+        self.context = context
+        self.template = build(strategy, context)  # fail at start-up, not at the first decision
+        self._by_universe: OrderedDict[tuple, dict] = OrderedDict()
 
     def act(self, snapshot: dict) -> dict[str, float]:
         window = Panel.from_dict(snapshot)
-        weights = check_weights(self.agent.target_weights(window), len(window.symbols), self.name)
-        return {s: float(w) for s, w in zip(window.symbols, weights)}
+        key, today = tuple(window.symbols), window.dates[-1]
+        slot = self._by_universe.get(key)
+        if slot is not None and slot["date"] == today:
+            return slot["answer"]
+        if slot is None or slot["date"] > today:
+            slot = {"agent": build(self.name, self.context), "date": None, "answer": None}
+        weights = check_weights(slot["agent"].target_weights(window), len(key), self.name)
+        slot.update(date=today, answer={s: float(w) for s, w in zip(key, np.asarray(weights))})
+        self._by_universe[key] = slot
+        self._by_universe.move_to_end(key)
+        while len(self._by_universe) > MAX_UNIVERSES:
+            self._by_universe.popitem(last=False)
+        return slot["answer"]
 
     def lookback(self) -> int:
-        return int(self.agent.lookback)
+        return int(self.template.lookback)
 
 
 AgentActor = ray.remote(num_cpus=0)(AgentHost)

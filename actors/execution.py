@@ -114,8 +114,8 @@ class TradingLoop:
         if decision.get("as_of") != today.isoformat():
             raise DecisionError(f"decision is for {decision.get('as_of')}, asked for {today}")
         metrics.record_decision(time.perf_counter() - started, "execution")
-        risk = decision.get("risk") or {}
-        if isinstance(risk.get("var"), (int, float)):
+        risk = metrics.risk_from_report(decision.get("risk"))
+        if "var" in risk:
             metrics.record_risk(risk["var"], risk.get("cvar"), risk.get("budget"))
         return decision
 

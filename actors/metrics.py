@@ -69,7 +69,7 @@ def _get() -> dict | None:
                                   tag_keys=("mode",)),
                 "var": Gauge(NAMES["var"], "One-day 95% value at risk of the targets, fraction of equity"),
                 "cvar": Gauge(NAMES["cvar"], "One-day 95% conditional VaR of the targets, fraction of equity"),
-                "var_budget": Gauge(NAMES["var_budget"], "VaR budget, fraction of equity"),
+                "var_budget": Gauge(NAMES["var_budget"], "Risk (CVaR) budget, fraction of equity"),
             }
     return _metrics
 
@@ -131,3 +131,31 @@ def record_risk(var: float, cvar: float | None = None, budget: float | None = No
         m["cvar"].set(float(cvar))
     if budget is not None:
         m["var_budget"].set(float(budget))
+
+
+def risk_from_report(report: dict | None) -> dict:
+    """VaR, CVaR, budget and trading state from a risk report, whatever its shape.
+
+    The decision service's report (strategies/risk.py) holds `var_95` / `cvar_99` as
+    {"historical": x, "ewma_normal": y} and the protection `state`; flat numbers under
+    `var`/`cvar`/`budget` are read as they are. Where two estimates exist the larger one is
+    taken, as the risk model itself does when it sizes to the CVaR budget.
+    """
+    if not isinstance(report, dict):
+        return {}
+
+    def pick(*keys):
+        for k in keys:
+            v = report.get(k)
+            if isinstance(v, dict):
+                nums = [x for x in v.values() if isinstance(x, (int, float))]
+                if nums:
+                    return float(max(nums))
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                return float(v)
+        return None
+
+    out = {"var": pick("var", "var_95", "var_99"), "cvar": pick("cvar", "cvar_99", "cvar_95"),
+           "budget": pick("budget", "cvar_budget", "var_budget"),
+           "state": report.get("state") or report.get("trading_state")}
+    return {k: v for k, v in out.items() if v is not None}

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "cluster.commands.backtest",
     "cluster.commands.strategies",
     "cluster.commands.lookahead",
+    "cluster.commands.data",
     "cluster.commands.up",
     "cluster.commands.down",
     "cluster.commands.submit",

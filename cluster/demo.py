@@ -30,8 +30,8 @@ class DemoConfig:
     symbols: list[str] | None = None
     cash: int = 100_000_000
     venue: str = "paper"
-    agents: list[str] = field(default_factory=lambda: ["technical"])
-    lookback: int = 61
+    agents: list[str] = field(default_factory=lambda: ["technical", "factor"])
+    lookback: int = 61  # bars per snapshot; run_loop raises it to what the service's agents need
     max_position: float = 0.2
     max_gross: float = 1.0
     port: int | None = None
@@ -90,11 +90,14 @@ def deploy_decision_service(agents: list[str], port: int, max_position: float = 
 def run_loop(config: DemoConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
     """Replay the panel through MarketState and Execution actors on the running Ray."""
     import ray
+    import requests
     from tqdm import tqdm
 
     from actors.execution import ExecutionActor, LoopConfig
     from actors.market_state import MarketStateActor
 
+    need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
+    config.lookback = max(config.lookback, int(need))
     panel, first_row, bench = prepare(config)
     market = MarketStateActor.remote(panel, first_row, bench)
     loop = ExecutionActor.remote(

@@ -71,7 +71,7 @@ class DashboardSettings(_Section):
 class TradingSettings(_Section):
     starting_cash: int = Field(100_000_000, gt=0)   # KRW
     symbols: list[str] = Field(default_factory=list)  # empty: the shipped universe
-    var_budget: float = Field(0.02, gt=0, lt=1)     # one-day 95% VaR budget, fraction of equity
+    cvar_budget: float = Field(0.03, gt=0, lt=1)    # one-day 99% CVaR budget, fraction of equity
     max_position: float = Field(0.2, gt=0, le=1)    # cap per symbol, fraction of equity
     max_gross: float = Field(1.0, gt=0, le=1)       # cap on the sum of weights (no leverage)
     replay_days: int = Field(250, ge=2)             # paper/sim: stored bars replayed by `trader run`

@@ -87,8 +87,9 @@ def risk_section(snap: data.Snapshot):
     left.subheader("Risk")
     risk = data.risk_of(dec)
     if risk:
-        left.metric("VaR (95%, 1d)", pct(risk.get("var")), f"budget {pct(risk.get('budget'))}", delta_color="off")
-        left.metric("CVaR (95%, 1d)", pct(risk.get("cvar")))
+        budget = risk.get("budget", SETTINGS.trading.cvar_budget)
+        left.metric("VaR (95%, 1 day)", pct(risk.get("var")))
+        left.metric("CVaR (99%, 1 day)", pct(risk.get("cvar")), f"budget {pct(budget)}", delta_color="off")
         left.metric("Trading state", str(risk.get("state") or "—"))
     else:
         left.write("No risk figures in the decisions yet.")

@@ -144,14 +144,8 @@ def regime_of(decision: dict | None) -> dict[str, float]:
 
 def risk_of(decision: dict | None) -> dict:
     """VaR, CVaR, budget and trading state from a decision payload (whatever subset it has)."""
-    if not decision:
-        return {}
-    r = decision.get("risk") or {}
-    if not isinstance(r, dict):
-        return {}
-    keys = {"var": ("var", "var_95", "VaR"), "cvar": ("cvar", "cvar_95", "CVaR"),
-            "budget": ("budget", "var_budget"), "state": ("state", "trading_state")}
-    return {k: next((r[a] for a in aliases if a in r), None) for k, aliases in keys.items()}
+    from actors.metrics import risk_from_report
+    return risk_from_report((decision or {}).get("risk"))
 
 
 def _agents(decision: dict) -> dict[str, dict]:

@@ -1,7 +1,11 @@
 """The Serve application: Ensemble (HTTP ingress) → AgentActors in parallel → Risk → targets.
 
 POST /v1/decide takes a market snapshot (serving/schema.py) and answers sized target weights,
-each agent's own targets and weight, and the risk report. GET /healthz says which agents are up.
+each agent's own targets and weight, the regime probabilities and the risk report.
+GET /healthz names the agents and the snapshot length (bars) they need.
+
+State between decisions lives in the replicas (one each by default): the meta-ensemble's online
+performance scores in Ensemble, the drawdown protection's trading state in Risk.
 """
 # no `from __future__ import annotations` here: FastAPI must see the real request types
 import asyncio
@@ -12,42 +16,71 @@ from ray import serve
 
 from actors import metrics
 from actors.agent import get_or_create_agent
+from market.data import DataError, DataPaths
 from serving.schema import AgentDecision, DecideRequest, DecideResponse
-from strategies.caps import apply_caps
+from strategies.ensemble import EnsembleState, MetaEnsemble
+from strategies.regime import RegimeSource
+from strategies.risk import DrawdownProtection, RiskModel
 
 api = FastAPI(title="kis-ray-trader decision service", version="1")
+REGIME_HISTORY_ROWS = 15 * 252  # the HMM is refitted walk-forward on ~10 years; 15 give it burn-in
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 class Risk:
-    """Sizes combined targets: per-position cap and gross-exposure cap."""
+    """Sizes combined targets to a CVaR budget with risk parity, caps, and drawdown protection."""
 
-    def __init__(self, max_position: float = 0.2, max_gross: float = 1.0):
-        self.max_position = max_position
-        self.max_gross = max_gross
+    def __init__(self, max_position: float = 0.2, max_gross: float = 1.0, cvar_budget: float = 0.03):
+        self.model = RiskModel(max_position=max_position, max_gross=max_gross, cvar_budget=cvar_budget)
+        self.protection: dict | None = None  # ACTIVE / REDUCING / HALTED, carried between decisions
 
-    def size(self, symbols: list[str], weights: list[float]) -> dict:
-        capped = apply_caps(np.asarray(weights), self.max_position, self.max_gross)
-        return {
-            "targets": dict(zip(symbols, map(float, capped))),
-            "report": {"max_position": self.max_position, "max_gross": self.max_gross,
-                       "gross_before": float(np.sum(weights)), "gross_after": float(capped.sum())},
-        }
+    def size(self, symbols: list[str], weights: list[float], closes: list[list[float]], equity: float | None,
+             current: list[float], fresh: bool = False) -> dict:
+        """`fresh`: a new account history (new universe or a replay from an earlier date)."""
+        c = np.array(closes, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            returns = c[1:] / c[:-1] - 1.0
+        if fresh or self.protection is None:
+            self.protection = DrawdownProtection().to_dict()
+        account = {"weights": np.array(current), "protection": self.protection}
+        if equity:
+            account["equity"] = equity
+        sized, report = self.model.size(np.array(weights), returns, account)
+        self.protection = report["protection"]
+        contributions = report.pop("risk_contributions", {})
+        report["risk_contributions"] = {symbols[i]: v for i, v in contributions.items()}
+        return {"targets": dict(zip(symbols, map(float, sized))), "report": report}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ensemble:
-    def __init__(self, risk, agents: list[str]):
+    def __init__(self, risk, agents: list[str], regime_index: str = "KOSPI200"):
         if not agents:
             raise ValueError("the ensemble needs at least one agent")
         self.risk = risk
         self.agent_names = list(agents)
         self.agents = {name: get_or_create_agent(name) for name in self.agent_names}
+        self.meta = MetaEnsemble()
+        self.state = EnsembleState()
+        self.state_symbols: list[str] | None = None  # the universe the remembered targets belong to
+        self.regime = self._regime_source(regime_index)
+
+    @staticmethod
+    def _regime_source(index: str) -> RegimeSource | None:
+        try:
+            full = RegimeSource.load(DataPaths(), index)
+        except DataError:
+            return None  # no index data: agents get their regime-neutral prior weights
+        source = RegimeSource(full.dates[-REGIME_HISTORY_ROWS:], full.close[-REGIME_HISTORY_ROWS:], full.detector)
+        source.path  # filter once at start-up, not inside the first decision
+        return source
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "agents": self.agent_names}
+        lookbacks = await asyncio.gather(*(a.lookback.remote() for a in self.agents.values()))
+        need = max(max(lookbacks), RiskModel().min_history + 1)
+        return {"status": "ok", "agents": self.agent_names, "lookback": need}
 
     @api.post("/v1/decide", response_model=DecideResponse)
     async def decide(self, request: DecideRequest) -> DecideResponse:
@@ -55,22 +88,52 @@ class Ensemble:
             return await self._decide(request)
 
     async def _decide(self, request: DecideRequest) -> DecideResponse:
-        snapshot = request.bars.model_dump(mode="json")
-        symbols = request.bars.symbols
-        answers = await asyncio.gather(*(self.agents[n].act.remote(snapshot) for n in self.agent_names))
-        agent_weight = 1.0 / len(self.agent_names)  # equal until the regime-weighted ensemble lands
-        combined = np.zeros(len(symbols))
-        for targets in answers:
-            combined += agent_weight * np.array([targets[s] for s in symbols])
-        sized = await self.risk.size.remote(symbols, combined.tolist())
+        bars = request.bars
+        symbols = bars.symbols
+        answers = await asyncio.gather(*(self.agents[n].act.remote(bars.model_dump(mode="json"))
+                                         for n in self.agent_names))
+        targets = {n: np.array([t[s] for s in symbols]) for n, t in zip(self.agent_names, answers)}
+        closes = np.array([[np.nan if v is None else v for v in row] for row in bars.close], dtype=float)
+        fresh = self.state_symbols != symbols or (
+            self.state.last_date is not None and request.as_of.isoformat() < self.state.last_date)
+        if fresh:  # another universe, or a replay that went back in time: start the history anew
+            self.state, self.state_symbols = EnsembleState(), symbols
+        self._score_previous_decision(bars.dates, closes, symbols)
+        regime = self.regime.probs_at(request.as_of) if self.regime is not None else None
+        combined, explanation = self.meta.combine(targets, regime, self.state, symbols)
+        self.state = self.meta.remember(self.state, targets, request.as_of.isoformat())
+
+        last = np.nan_to_num(closes[-1])
+        equity, current = None, np.zeros(len(symbols))
+        if request.portfolio is not None:
+            held = np.array([request.portfolio.positions.get(s, 0) for s in symbols], dtype=float)
+            equity = request.portfolio.cash + float(held @ last)
+            current = held * last / equity if equity > 0 else current
+        sized = await self.risk.size.remote(symbols, combined.tolist(), closes.tolist(), equity, current.tolist(),
+                                            fresh)
+        weights = explanation["agent_weights"]
         return DecideResponse(
             as_of=request.as_of,
             targets=sized["targets"],
-            agents={n: AgentDecision(weight=agent_weight, targets=t) for n, t in zip(self.agent_names, answers)},
-            risk=sized["report"],
+            agents={n: AgentDecision(weight=weights[n], targets=t) for n, t in zip(self.agent_names, answers)},
+            regime=regime,
+            risk={**sized["report"], "ensemble": {k: explanation[k] for k in ("prior", "performance_score")}},
         )
 
+    def _score_previous_decision(self, dates, closes: np.ndarray, symbols: list[str]) -> None:
+        """Online update: each agent's previous targets earn the returns since that decision."""
+        if not self.state.last_targets or self.state.last_date is None:
+            return
+        iso = [d.isoformat() for d in dates]
+        if self.state.last_date not in iso[:-1]:
+            return
+        then = closes[iso.index(self.state.last_date)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where((then > 0) & np.isfinite(closes[-1]), closes[-1] / then - 1.0, 0.0)
+        self.state = self.meta.update(self.state, r)
 
-def build_app(agents: list[str], max_position: float = 0.2, max_gross: float = 1.0):
+
+def build_app(agents: list[str], max_position: float = 0.2, max_gross: float = 1.0, cvar_budget: float = 0.03):
     """The application graph, ready for `serve.run` (or `serve deploy` through a config)."""
-    return Ensemble.bind(Risk.bind(max_position=max_position, max_gross=max_gross), agents)
+    return Ensemble.bind(Risk.bind(max_position=max_position, max_gross=max_gross, cvar_budget=cvar_budget),
+                         agents)

@@ -26,7 +26,7 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def decide_url(ray_local):
-    """The decision service (Serve app with the technical agent) on a free loopback port."""
+    """The decision service (Serve app: technical + factor agents) on a free loopback port."""
     from cluster.demo import deploy_decision_service, free_port
 
-    return deploy_decision_service(["technical"], free_port())
+    return deploy_decision_service(["technical", "factor"], free_port())

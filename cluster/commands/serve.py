@@ -55,11 +55,12 @@ def deploy(settings, address: str = "auto") -> str:
             raise CommandError(f"no Ray cluster at {address!r}: {exc}. Start one with `trader up` "
                                "(or `ray start --head`), or pass --address.") from None
     serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
-    app = build_app(settings.serve.agents, settings.trading.max_position, settings.trading.max_gross)
+    t = settings.trading
+    app = build_app(settings.serve.agents, t.max_position, t.max_gross, t.cvar_budget)
     if settings.serve.replicas > 1:
         from serving.app import Ensemble, Risk
         app = Ensemble.options(num_replicas=settings.serve.replicas).bind(
-            Risk.bind(max_position=settings.trading.max_position, max_gross=settings.trading.max_gross),
+            Risk.bind(max_position=t.max_position, max_gross=t.max_gross, cvar_budget=t.cvar_budget),
             settings.serve.agents)
     serve.run(app, name=settings.serve.app_name, route_prefix=settings.serve.route_prefix, blocking=False)
     return settings.serve.url

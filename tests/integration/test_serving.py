@@ -12,8 +12,20 @@ SYMBOLS = ["005930", "000660", "035420", "005380", "051910"]
 
 
 @pytest.fixture(scope="module")
-def snapshot():
-    return load_panel(symbols=SYMBOLS, start="2023-01-01", end="2023-06-30").tail(61).to_dict()
+def lookback(decide_url):
+    health = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()
+    assert health["agents"] == ["technical", "factor"]
+    return health["lookback"]
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return load_panel(symbols=SYMBOLS, start="2019-01-01", end="2023-06-30")
+
+
+@pytest.fixture(scope="module")
+def snapshot(panel, lookback):
+    return panel.tail(lookback).to_dict()
 
 
 def test_valid_request_gets_a_valid_decision(decide_url, snapshot):
@@ -26,8 +38,22 @@ def test_valid_request_gets_a_valid_decision(decide_url, snapshot):
     assert set(decision.targets) == set(SYMBOLS)
     weights = np.array(list(decision.targets.values()))
     assert np.all(weights >= 0) and weights.sum() <= 1 + 1e-9 and weights.max() <= 0.2 + 1e-9
-    assert set(decision.agents) == {"technical"}
-    assert decision.risk["max_position"] == 0.2
+    assert set(decision.agents) == {"technical", "factor"}
+    assert sum(a.weight for a in decision.agents.values()) == pytest.approx(1.0)
+    assert set(decision.regime) == {"bull", "bear", "sideways"}
+    assert sum(decision.regime.values()) == pytest.approx(1.0)
+    assert decision.risk["state"] in {"ACTIVE", "REDUCING", "HALTED"}
+
+
+def test_consecutive_decisions_score_the_agents_online(decide_url, panel, lookback):
+    scores = []
+    for end in (-3, -2, -1):
+        window = panel.rows(len(panel) + end - lookback + 1, len(panel) + end + 1).to_dict()
+        resp = requests.post(decide_url, json={"as_of": window["dates"][-1], "bars": window}, timeout=120)
+        assert resp.status_code == 200, resp.text
+        scores.append(resp.json()["risk"]["ensemble"]["performance_score"])
+    # after the first decision each agent's targets are scored on the returns that followed
+    assert any(v != 0.0 for v in scores[-1].values())
 
 
 @pytest.mark.parametrize("mutate,needle", [

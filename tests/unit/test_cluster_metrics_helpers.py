@@ -24,3 +24,12 @@ def test_drawdown():
     assert metrics.record_account(120.0, 100.0) == 0.0  # a stale peak never gives negative drawdown
     with pytest.raises(ValueError, match="peak equity"):
         metrics.record_account(1.0, 0.0)
+
+
+def test_risk_figures_from_the_decision_service_report():
+    report = {"state": "REDUCING", "var_95": {"historical": 0.011, "ewma_normal": 0.013},
+              "cvar_99": {"historical": 0.025, "ewma_normal": 0.021}, "gross": 0.8}
+    assert metrics.risk_from_report(report) == {"var": 0.013, "cvar": 0.025, "state": "REDUCING"}
+    assert metrics.risk_from_report({"var": 0.01, "cvar": 0.02, "budget": 0.03}) == \
+        {"var": 0.01, "cvar": 0.02, "budget": 0.03}
+    assert metrics.risk_from_report(None) == {} and metrics.risk_from_report({"gross": 0.0}) == {}

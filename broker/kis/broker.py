@@ -1,0 +1,235 @@
+"""KisBroker: the project's Broker interface over the KIS REST client.
+
+* Client order ids live in a local SQLite map (ids.py), written before each send.
+* No double orders: when an order's outcome is unknown (timeout, dropped connection, 5xx after
+  sending, malformed answer), the day's orders are read first; an order with the same symbol,
+  side, quantity, type and price whose ODNO is not already ours is taken as this one. Only when
+  two looks (separated by `unknown_check_delay_s`) find nothing is the order sent again, once.
+  (Assumes nobody else places identical orders on the account the same day — documented.)
+* Fills come from the day's executions (inquire-daily-ccld): `sync()` turns any new executed
+  quantity of our orders into Fill objects. Commission and tax are computed with the account's
+  CostModel and the dated tax table (KIS reports them only as a daily total).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from pathlib import Path
+from typing import Callable
+
+from broker.base import Broker, Fill, Order, OrderRequest, OrderStatus, OrderType, Side
+from broker.kis import orders as tr
+from broker.kis.auth import default_cache_dir
+from broker.kis.errors import KisBusinessError, KisTransportError
+from broker.kis.ids import OrderIdMap
+from broker.kis.rest import KisRest
+from market import krx
+from market.accounting import CostModel
+from market.calendar import SEOUL, TradingCalendar, open_time
+
+
+def today_kst() -> dt.date:
+    return dt.datetime.now(SEOUL).date()
+
+
+class KisBroker(Broker):
+    def __init__(self, rest: KisRest, costs: CostModel = CostModel(), calendar: TradingCalendar | None = None,
+                 id_map: OrderIdMap | Path | str | None = None, clock: Callable[[], dt.date] = today_kst,
+                 lookback_days: int = 7, sleep=time.sleep):
+        self.rest = rest
+        self.costs, self.calendar = costs, calendar
+        if not isinstance(id_map, OrderIdMap):
+            if id_map is None:
+                digest = hashlib.sha256(f"{rest.env.name}|{rest.credentials.app_key}|{rest.credentials.account}".encode()).hexdigest()[:20]
+                id_map = default_cache_dir() / f"orders-{rest.env.name}-{digest}.sqlite"
+            id_map = OrderIdMap(id_map)
+        self.ids = id_map
+        self.clock = clock
+        self.lookback_days = lookback_days
+        self._sleep = sleep
+        self._fills: list[Fill] = []
+        self.resends = 0
+
+    def __repr__(self) -> str:
+        return f"KisBroker(env={self.rest.env.name!r})"
+
+    # --- Broker interface ---------------------------------------------------------------
+    def submit(self, request: OrderRequest) -> Order:
+        if self.ids.get(request.client_order_id):
+            found = self.find_order(request.client_order_id)   # already sent: never send it twice
+            if found is not None:
+                return found
+            raise KisTransportError(tr_id="order-cash", detail=f"order {request.client_order_id} was sent before "
+                                    "but cannot be found; refusing to send it again")
+        day = self.clock().strftime("%Y%m%d")
+        now = dt.datetime.now(SEOUL)
+        self.ids.intent(request.client_order_id, day, request.symbol, request.side.value, request.qty,
+                        request.order_type.value, request.limit_price, now.isoformat())
+        for attempt in range(2):
+            try:
+                out = tr.cash_order(self.rest, request.side.value, request.symbol, request.qty,
+                                    request.limit_price if request.order_type is OrderType.LIMIT else None)
+            except KisBusinessError as exc:
+                reason = f"[{exc.msg_cd}] {exc.msg1}"
+                self.ids.rejected(request.client_order_id, reason)
+                return Order(request, "", OrderStatus.REJECTED, now, reason=reason)
+            except KisTransportError:
+                self.ids.unknown(request.client_order_id)
+                row = self._reconcile(request.client_order_id)
+                if row is not None:
+                    return self._order_from(self.ids.get(request.client_order_id), row)
+                if attempt == 0:
+                    self.resends += 1
+                    continue       # looked twice, the venue never got it: one more send is safe
+                raise
+            self.ids.sent(request.client_order_id, out.get("ODNO", ""), out.get("KRX_FWDG_ORD_ORGNO", ""))
+            return Order(request, out.get("ODNO", ""), OrderStatus.OPEN, now)
+        raise AssertionError("unreachable")
+
+    def cancel(self, broker_order_id: str) -> Order:
+        row = self.ids.by_odno(broker_order_id)
+        if row is None:
+            raise KeyError(f"unknown order id {broker_order_id!r}")
+        current = self._day_row(row)
+        if current is not None and int(current.get("rmn_qty") or 0) > 0:
+            try:
+                tr.revise_cancel(self.rest, row.get("orgno") or "", broker_order_id, cancel=True)
+            except KisBusinessError:
+                pass       # already filled/cancelled meanwhile: the state read below tells
+            except KisTransportError:
+                pass       # outcome unknown: read the state instead of cancelling again
+        return self.find_order(row["client_order_id"])
+
+    def find_order(self, client_order_id: str) -> Order | None:
+        row = self.ids.get(client_order_id)
+        if row is None:
+            return None
+        if row["state"] == "rejected":
+            return Order(_request(row), "", OrderStatus.REJECTED, _ts(row), reason=row["reason"])
+        if not row["odno"]:
+            venue_row = self._reconcile(client_order_id)   # answer lost (crash/timeout): match the day's orders
+            if venue_row is None:
+                return None
+            row = self.ids.get(client_order_id)
+            return self._order_from(row, venue_row)
+        return self._order_from(row, self._day_row(row))
+
+    def open_orders(self) -> list[Order]:
+        orders = [self.find_order(r["client_order_id"]) for r in self.ids.all(self.clock().strftime("%Y%m%d"))
+                  if r["odno"]]
+        return [o for o in orders if o is not None and o.status is OrderStatus.OPEN]
+
+    def fills(self) -> list[Fill]:
+        return list(self._fills)
+
+    def positions(self) -> dict[str, int]:
+        holdings, _ = tr.balance(self.rest)
+        return {h["pdno"]: int(h["hldg_qty"]) for h in holdings if int(h.get("hldg_qty") or 0)}
+
+    def cash(self) -> int:
+        """Cash after every trade so far settles (prvs_rcdl_excc_amt, D+2), in KRW."""
+        _, summary = tr.balance(self.rest)
+        return int(float(summary.get("prvs_rcdl_excc_amt") or summary.get("dnca_tot_amt") or 0))
+
+    # --- fills ----------------------------------------------------------------------------
+    def sync(self) -> list[Fill]:
+        """Turn executions reported by the venue into new Fill objects (each executed share once)."""
+        rows = self._venue_rows()
+        by_odno = {r["odno"]: r for r in rows}
+        new: list[Fill] = []
+        for mine in self.ids.all():
+            venue = by_odno.get(mine["odno"]) if mine["odno"] else None
+            if venue is None:
+                continue
+            qty, amt = int(venue.get("tot_ccld_qty") or 0), int(float(venue.get("tot_ccld_amt") or 0))
+            dq, da = qty - mine["filled_qty"], amt - mine["filled_amt"]
+            if dq <= 0:
+                continue
+            price = da // dq
+            # KIS reports executions per order, not per trade time: a fill is stamped with the
+            # session day it is first seen in (the venue's clock) at the open, as the paper broker does
+            fill_day = self.clock()
+            side = Side(mine["side"])
+            commission = krx.commission(dq * price, self.costs.commission_rate)
+            tax = 0
+            if side is Side.SELL:
+                settle = self.calendar.settlement_date(fill_day) if self.calendar else _busday(fill_day, 2)
+                tax = krx.sell_tax(dq * price, krx.sell_tax_rate(settle, self.costs.market))
+            new.append(Fill(mine["client_order_id"], mine["odno"], mine["symbol"], side, dq, int(price),
+                            int(commission), int(tax), open_time(fill_day)))
+            self.ids.filled(mine["client_order_id"], qty, amt)
+        self._fills.extend(new)
+        return new
+
+    # --- internals ------------------------------------------------------------------------
+    def _window(self) -> tuple[dt.date, dt.date]:
+        end = self.clock()
+        return end - dt.timedelta(days=self.lookback_days), end
+
+    def _venue_rows(self) -> list[dict]:
+        start, end = self._window()
+        rows, _ = tr.daily_orders(self.rest, start, end)
+        return rows
+
+    def _day_row(self, row: dict) -> dict | None:
+        day = dt.datetime.strptime(row["day"], "%Y%m%d").date()
+        older = (self.clock() - day).days > 90     # KIS: a separate TR beyond three months
+        rows, _ = tr.daily_orders(self.rest, day, day, odno=row["odno"], older=older)
+        return next((r for r in rows if r["odno"] == row["odno"]), None)
+
+    def _reconcile(self, client_order_id: str) -> dict | None:
+        """Look for an order whose answer was lost; records its ODNO if found."""
+        row = self.ids.get(client_order_id)
+        for look in range(2):
+            self._sleep(self.rest.env.unknown_check_delay_s)
+            try:
+                venue_rows = [r for r in self._venue_rows() if r.get("ord_dt", row["day"]) == row["day"]]
+            except KisTransportError:
+                continue
+            ours = self.ids.known_odnos()
+            for r in venue_rows:
+                if r["odno"] in ours or r.get("orgn_odno", "").strip("0"):
+                    continue
+                if (r.get("pdno") == row["symbol"] and r.get("sll_buy_dvsn_cd") == ("01" if row["side"] == "sell" else "02")
+                        and int(r.get("ord_qty") or 0) == row["qty"]
+                        and r.get("ord_dvsn_cd", "00" if row["order_type"] == "limit" else "01")
+                        == ("00" if row["order_type"] == "limit" else "01")
+                        and (row["order_type"] != "limit" or int(float(r.get("ord_unpr") or 0)) == row["limit_price"])):
+                    self.ids.sent(client_order_id, r["odno"], r.get("ord_gno_brno", ""))
+                    return r
+        return None
+
+    def _order_from(self, row: dict, venue: dict | None) -> Order:
+        req = _request(row)
+        if venue is None:
+            return Order(req, row["odno"] or "", OrderStatus.OPEN, _ts(row))
+        ordered = int(venue.get("ord_qty") or 0)
+        filled = int(venue.get("tot_ccld_qty") or 0)
+        remaining = int(venue.get("rmn_qty") or 0)
+        rejected = int(venue.get("rjct_qty") or 0)
+        if filled >= ordered > 0:
+            status = OrderStatus.FILLED
+        elif rejected and not filled:
+            status = OrderStatus.REJECTED
+        elif remaining > 0 and venue.get("ord_dt", row["day"]) >= self.clock().strftime("%Y%m%d"):
+            status = OrderStatus.OPEN
+        elif venue.get("cncl_yn") == "Y":
+            status = OrderStatus.PARTIAL if filled else OrderStatus.CANCELLED
+        else:
+            status = OrderStatus.PARTIAL if filled else OrderStatus.EXPIRED
+        return Order(req, row["odno"], status, _ts(row), filled_qty=filled)
+
+
+def _request(row: dict) -> OrderRequest:
+    return OrderRequest(row["client_order_id"], row["symbol"], Side(row["side"]), int(row["qty"]),
+                        OrderType(row["order_type"]), row["limit_price"])
+
+
+def _ts(row: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(row["submitted_at"])
+
+
+def _busday(day: dt.date, n: int) -> dt.date:
+    import numpy as np
+    return np.busday_offset(day, n, roll="forward").item()

@@ -1,0 +1,47 @@
+"""Run the KIS-protocol simulator on its own: `python -m broker.sim --env-file .env.sim`.
+
+Dummy credentials for one account are written to the env file (mode 0600, KIS_* variables);
+the REST/WebSocket URLs and the admin secret are printed. Ctrl-C stops it.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import time
+
+import polars as pl
+
+from broker.sim.exchange import SimConfig
+from broker.sim.server import SimServer
+from market.data import DataPaths, load_prices
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m broker.sim")
+    ap.add_argument("--cash", type=int, default=10_000_000)
+    ap.add_argument("--env-file", default=".env.sim", help="where to write the dummy KIS_* credentials")
+    ap.add_argument("--today", default=None, help="replay cut: history up to this date, later bars replay")
+    ap.add_argument("--real", action="store_true", help="real-server TR ids and codes instead of VTS")
+    args = ap.parse_args(argv)
+    df = load_prices(DataPaths().path("prices"))
+    cut = dt.date.fromisoformat(args.today) if args.today else df["date"].max()
+    sim = SimServer(SimConfig(virtual=not args.real), history=df.filter(pl.col("date") <= cut),
+                    replay=df.filter(pl.col("date") > cut)).start()
+    creds = sim.add_account(args.cash)
+    fd = os.open(args.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{k}={v}\n" for k, v in creds.items()))
+        f.write(f"KIS_SIM_REST={sim.rest_url}\nKIS_SIM_WS={sim.ws_url}\nKIS_SIM_ADMIN={sim.admin_secret}\n")
+    print(f"KIS simulator: REST {sim.rest_url}  WebSocket {sim.ws_url}  today {sim.exchange.today}")
+    print(f"dummy credentials and the admin secret written to {args.env_file}")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

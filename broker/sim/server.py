@@ -1,0 +1,147 @@
+"""SimServer: the KIS-protocol simulator on 127.0.0.1 (free ports), REST and WebSocket.
+
+    with SimServer(SimConfig(...)) as sim:
+        creds = sim.add_account(cash=10_000_000)       # dummy credentials for this run
+        env = sim.environment()                         # broker.kis Environment pointing here
+        sim.advance(day, bars)                          # the decision loop drives time
+        sim.faults.inject("http_500_after", path="order-cash")
+
+The same controls exist over HTTP for other processes: POST /admin/<name> with the header
+`x-sim-admin: <sim.admin_secret>` (names: advance, fault, clear_faults, market, stats).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import polars as pl
+
+from broker.sim.exchange import Exchange, SimConfig
+from broker.sim.faults import Faults
+from broker.sim.rest import SimHTTPServer
+from broker.sim.ws import SimWebSocket
+
+
+class SimServer:
+    def __init__(self, config: SimConfig | None = None, history: pl.DataFrame | None = None,
+                 replay: pl.DataFrame | None = None):
+        self.exchange = Exchange(config)
+        self.faults = Faults()
+        if history is not None:
+            self.exchange.load_history(history)
+        self._replay = replay.sort("date") if replay is not None else None
+        self._http: SimHTTPServer | None = None
+        self._ws: SimWebSocket | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"SimServer(rest={self.rest_url!r}, ws={self.ws_url!r})"
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> "SimServer":
+        self._ws = SimWebSocket(self.exchange)
+        self._ws.start()
+        self._http = SimHTTPServer(self.exchange, self.faults)
+        self._http.on_admin.update(advance=self._admin_advance, fault=self._admin_fault,
+                                   clear_faults=lambda b: (self.faults.clear(), {"ok": True})[1],
+                                   market=self._admin_market, stats=lambda b: self.stats())
+        self._thread = threading.Thread(target=self._http.serve_forever, name="sim-rest", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._ws is not None:
+            self._ws.stop()
+            self._ws = None
+
+    def __enter__(self) -> "SimServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}" if self._http else ""
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self._ws.port}" if self._ws else ""
+
+    @property
+    def admin_secret(self) -> str:
+        return self._http.admin_secret
+
+    def environment(self, **options):
+        from broker.kis.config import sim_environment
+
+        cfg = self.exchange.config
+        opts = {"rate_per_s": cfg.rate_per_s, "burst": cfg.burst, "token_throttle_s": cfg.token_throttle_s,
+                "subscription_cap": min(cfg.subscription_cap, 40)}
+        opts.update(options)
+        return sim_environment(self.rest_url, self.ws_url, **opts)
+
+    # --- controls -----------------------------------------------------------------------------
+    def add_account(self, cash: int, **kw) -> dict:
+        return self.exchange.add_account(cash, **kw)
+
+    def advance(self, day: dt.date | None = None, bars: dict | None = None):
+        """Trade the next bar: the given one, or the next date of the replay frame."""
+        if bars is None:
+            day, bars = self._next_replay_bar()
+        return self.exchange.advance(day, bars)
+
+    def drop_websockets(self) -> None:
+        self._ws.drop_all()
+
+    def set_market_open(self, is_open: bool) -> None:
+        self.exchange.market_open = bool(is_open)
+
+    def stats(self) -> dict:
+        return {**self.exchange.counts, "faults_fired": dict(self.faults.fired), "today": str(self.exchange.today),
+                "ws_sessions": len(self._ws.sessions) if self._ws else 0,
+                "ws_frames": self._ws.frames_sent if self._ws else 0}
+
+    def _next_replay_bar(self) -> tuple[dt.date, dict]:
+        if self._replay is None:
+            raise ValueError("no replay data: pass bars, or start the server with replay=<frame>")
+        today = self.exchange.today
+        df = self._replay
+        if today is not None:
+            df = df.filter(pl.col("date") > today)
+        if df.is_empty():
+            raise ValueError("the replay has no more bars")
+        day = df["date"][0]
+        day = day.date() if isinstance(day, dt.datetime) else day
+        part = df.filter(pl.col("date") == df["date"][0])
+        vol = part["volume"].to_list() if "volume" in part.columns else [None] * len(part)
+        bars = {s: (o, h, lo, c, v) for s, o, h, lo, c, v in zip(part["symbol"].to_list(), part["open"].to_list(),
+                                                                  part["high"].to_list(), part["low"].to_list(),
+                                                                  part["close"].to_list(), vol)}
+        return day, bars
+
+    # --- admin endpoints ----------------------------------------------------------------------
+    def _admin_advance(self, body: dict) -> dict:
+        if body.get("bars"):
+            day = dt.date.fromisoformat(body["day"])
+            nan = float("nan")
+            fills = self.advance(day, {s: tuple(nan if x is None else float(x) for x in v)
+                                       for s, v in body["bars"].items()})
+        else:
+            fills = self.advance()
+        return {"today": str(self.exchange.today), "fills": len(fills)}
+
+    def _admin_fault(self, body: dict) -> dict:
+        if body.get("kind") == "ws_drop":
+            self.drop_websockets()
+        else:
+            self.faults.inject(body["kind"], int(body.get("count", 1)), body.get("path", ""), float(body.get("delay", 0)))
+        return {"ok": True}
+
+    def _admin_market(self, body: dict) -> dict:
+        self.set_market_open(body.get("open", True))
+        return {"open": self.exchange.market_open}

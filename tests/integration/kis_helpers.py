@@ -1,0 +1,42 @@
+"""Shared setup for the KIS socket tests: a simulator with real bars and a client for it."""
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from broker.kis.auth import TokenCache
+from broker.kis.broker import KisBroker
+from broker.kis.config import Credentials
+from broker.kis.rest import KisRest
+from market.data import DataPaths, load_prices
+
+SYMBOLS = ["005930", "000660", "035420", "051910", "005380", "000270"]
+SPLIT = dt.date(2023, 6, 1)
+
+
+def bars():
+    df = load_prices(DataPaths().path("prices"), symbols=SYMBOLS, start="2022-06-01", end="2023-07-31")
+    return df.select("date", "symbol", "name", "open", "high", "low", "close", "volume")
+
+
+def history():
+    return bars().filter(pl.col("date") < SPLIT)
+
+
+def replay():
+    return bars().filter(pl.col("date") >= SPLIT)
+
+
+def credentials(creds: dict) -> Credentials:
+    return Credentials(creds["KIS_APP_KEY"], creds["KIS_APP_SECRET"], creds["KIS_ACCOUNT"], creds["KIS_HTS_ID"])
+
+
+def client(sim, tmp_path, cash: int = 50_000_000, **env_options):
+    """(rest, broker, credentials) for a fresh account on `sim`."""
+    cred = credentials(sim.add_account(cash))
+    env = sim.environment(**env_options)
+    rest = KisRest(env, cred, TokenCache(env, cred, cache_dir=tmp_path))
+    broker = KisBroker(rest, id_map=tmp_path / f"ids-{cred.cano}.sqlite", clock=lambda: sim.exchange.today,
+                       calendar=None)
+    return rest, broker, cred
