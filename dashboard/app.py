@@ -132,9 +132,15 @@ def mlflow_section():
         st.caption(ov["error"])
     left, right = st.columns(2)
     left.write("Runs")
-    left.table(pd.DataFrame(ov["runs"])) if ov["runs"] else left.write("No training runs yet.")
+    if ov["runs"]:
+        left.table(pd.DataFrame(ov["runs"]))
+    else:
+        left.write("No training runs yet.")
     right.write("Registered model versions")
-    right.table(pd.DataFrame(ov["models"])) if ov["models"] else right.write("No registered models yet.")
+    if ov["models"]:
+        right.table(pd.DataFrame(ov["models"]))
+    else:
+        right.write("No registered models yet.")
 
 
 @st.fragment(run_every=SETTINGS.dashboard.refresh_s)

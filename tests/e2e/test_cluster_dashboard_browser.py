@@ -196,3 +196,4 @@ def test_dashboard_renders_journal_numbers_in_chromium(dashboard):
     assert png.stat().st_size > 10_000
     print(f"\ndashboard screenshot: {png}")
     assert "cannot read the journal" not in first
+    assert "DeltaGenerator" not in first, "a Streamlit object was echoed onto the page"
