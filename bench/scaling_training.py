@@ -117,7 +117,7 @@ def rllib_run(cpus: int, steps: int) -> dict:
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     env, env_name = standin_env_class(), "stand-in IndexTimingEnv (KOSPI200 returns)"
     config = (PPOConfig().environment(env).framework("torch")
-              .env_runners(num_env_runners=cpus, num_envs_per_env_runner=4, rollout_fragment_length=200,
+              .env_runners(num_env_runners=cpus, num_envs_per_env_runner=4, rollout_fragment_length="auto",
                            num_cpus_per_env_runner=1)
               .learners(num_learners=0).training(train_batch_size_per_learner=800))
     algo = config.build_algo()
