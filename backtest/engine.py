@@ -122,22 +122,22 @@ def strategy_name(strategy: Any) -> str:
     return str(getattr(strategy, "name", getattr(strategy, "__name__", type(strategy).__name__)))
 
 
-def _decider(strategy: Any, panel: Panel) -> Callable[[int], np.ndarray]:
-    """A function t -> raw target weights decided at the close of bar t."""
-    if isinstance(strategy, np.ndarray):
-        if strategy.shape != panel.close.shape:
-            raise ValueError(f"weights matrix has shape {strategy.shape}, the panel {panel.close.shape}")
-        return lambda t: strategy[t]
-    if hasattr(strategy, "weights_matrix"):
-        matrix = np.asarray(strategy.weights_matrix(panel), dtype=float)
+def _decider(strategy: Any, panel: Panel) -> tuple[Callable[[int], np.ndarray], np.ndarray | None]:
+    """(t -> raw target weights decided at the close of bar t, the whole (T, N) matrix when the
+    strategy is one — validated once instead of bar by bar)."""
+    if isinstance(strategy, np.ndarray) or hasattr(strategy, "weights_matrix"):
+        if isinstance(strategy, np.ndarray):
+            matrix, what = np.asarray(strategy, dtype=float), "weights matrix"
+        else:
+            matrix = np.asarray(strategy.weights_matrix(panel), dtype=float)
+            what = f"{strategy_name(strategy)}.weights_matrix"
         if matrix.shape != panel.close.shape:
-            raise ValueError(f"{strategy_name(strategy)}.weights_matrix gave shape {matrix.shape}, "
-                             f"want {panel.close.shape}")
-        return lambda t: matrix[t]
+            raise ValueError(f"{what} has shape {matrix.shape}, the panel {panel.close.shape}")
+        return (lambda t: matrix[t]), matrix
     if hasattr(strategy, "target_weights"):
-        return lambda t: strategy.target_weights(panel.rows(0, t + 1))
+        return (lambda t: strategy.target_weights(panel.rows(0, t + 1))), None
     if callable(strategy):
-        return lambda t: strategy(panel.rows(0, t + 1))
+        return (lambda t: strategy(panel.rows(0, t + 1))), None
     raise TypeError(f"not a strategy: {strategy!r} (want an Agent, a callable window -> weights, "
                     f"an object with weights_matrix(panel), or a (T, N) weights array)")
 
@@ -236,7 +236,7 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
     rule = getattr(strategy, "rebalance", None) or config.rebalance
     if isinstance(rule, str) and rule not in REBALANCE_CHOICES:
         raise ValueError(f"{label}: rebalance {rule!r} is not one of {REBALANCE_CHOICES}")
-    decide = _decider(strategy, panel)
+    decide, matrix = _decider(strategy, panel)
     costs = config.costs
 
     close_ff = ffill_close(panel.close)
@@ -248,6 +248,15 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
     rows = np.arange(T)[:, None]
     tradable_at = (listed_from[None, :] <= rows) & (delisted_at[None, :] > rows + 1)
     ref_at = np.where(tradable_at, close_ff, np.nan)  # what orders may be sized on at each close
+    if matrix is not None:
+        # validated once, on the decision rows only (other rows are never read)
+        rows_d = np.flatnonzero(decisions)
+        m = matrix[rows_d]
+        bad = ~np.isfinite(m).all(axis=1) | (m < -1e-12).any(axis=1) | (m.sum(axis=1) > 1 + 1e-9)
+        if bad.any():
+            t = int(rows_d[np.argmax(bad)])
+            check_weights(matrix[t], n, f"{label} on {panel.date(t)}")  # raises, naming the problem
+        matrix = np.where(tradable_at, np.clip(np.nan_to_num(matrix), 0.0, None), 0.0)
     no_limit = np.full(n, np.nan)
     delist_bar = np.zeros(T + 1, dtype=bool)
     delist_bar[delisted_at[delisted_at < T]] = True
@@ -281,8 +290,10 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
     for t in steps:
         # --- decision at the close of t -----------------------------------------------------
         if decisions[t]:
-            w = check_weights(decide(t), n, label)
-            w = np.where(tradable_at[t], w, 0.0)
+            if matrix is not None:
+                w = matrix[t]
+            else:
+                w = np.where(tradable_at[t], check_weights(decide(t), n, label), 0.0)
             out_targets[t - t0] = w
             pending = orders_for_targets(w, holdings, cash, ref_at[t], config.min_trade_value, config.cash_buffer)
         # --- execution on bar t+1 -----------------------------------------------------------

@@ -176,6 +176,11 @@ def stitch(parts: Sequence[BacktestResult]) -> BacktestResult:
 
     first = parts[0]
     keep = [first] + list(parts[1:])
+    for prev, nxt in zip(parts, parts[1:]):
+        if nxt.dates[0] != prev.dates[-1] or nxt.cash[0] != prev.cash[-1] or \
+                not np.array_equal(nxt.holdings[0], prev.holdings[-1]):
+            raise ValueError(f"cannot stitch: the part starting {nxt.dates[0]} does not continue the account "
+                             f"of the part ending {prev.dates[-1]}")
 
     def cat(attr, drop_first):
         arrays = [getattr(p, attr) if i == 0 or not drop_first else getattr(p, attr)[1:]

@@ -83,10 +83,10 @@ class MetaEnsemble:
         m = max(score.values()) if score else 0.0
         raw = {a: prior[a] * np.exp(self.eta * (score[a] - m)) for a in agents}  # shift: no overflow
         total = sum(raw.values())
-        w = {a: raw[a] / total for a in agents}
+        w = {a: float(raw[a] / total) for a in agents}
         if self.min_share > 0 and len(agents) > 1:
             floor = min(self.min_share, 1.0 / len(agents))
-            w = {a: floor + (1 - floor * len(agents)) * v for a, v in w.items()}
+            w = {a: float(floor + (1 - floor * len(agents)) * v) for a, v in w.items()}
         return w, {"prior": prior, "performance_score": score}
 
     def combine(self, agent_targets: dict[str, np.ndarray], regime_probs: dict[str, float] | None = None,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from backtest.report import monthly_returns
+from market.data import load_panel
 from strategies.registry import STRATEGIES
 
 MODULES = ("cluster.commands.backtest", "cluster.commands.strategies", "cluster.commands.lookahead")
@@ -34,23 +35,42 @@ def test_commands_are_registered_in_the_cli():
     assert set(MODULES) <= set(cli.COMMAND_MODULES)
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES) + ["buy-hold-kospi200"])
+# strategies that fit hidden-Markov regime models spend tens of seconds in hmmlearn on a busy
+# 2-core machine: marked slow so `-m "not slow"` skips them
+HEAVY = {"ensemble", "regime-factor"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
+                                  for n in sorted(STRATEGIES)] + ["buy-hold-kospi200"])
 def test_every_strategy_is_reachable_and_metrics_json_has_the_contract(tmp_path, name):
+    # a short span and training window: this checks the wiring of every registered strategy
+    # (some fit hidden-Markov models, which costs seconds per fit), not their performance
     out = tmp_path / name
-    rc = trader("backtest", "--strategy", name, "--prices", PRICES, "--index", INDEX,
-                "--start", "2022-01-03", "--end", "2022-12-29", "--out", out, "--rebalance", "weekly")
+    rc = trader("backtest", "--strategy", name, "--prices", PRICES, "--index", INDEX, "--train-start", "2020-01-02",
+                "--start", "2022-11-01", "--end", "2022-12-29", "--out", out, "--rebalance", "monthly")
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     for k in CONTRACT:
         assert isinstance(m[k], (int, float)) and np.isfinite(m[k]), k
-    assert m["max_drawdown"] <= 0 and m["days"] == 246 + 1  # 2022's trading days + the starting close
-    assert m["strategy"] == name and m["start"] == "2022-01-03"
-    html = (out / "report.html").read_text()
+    bars = load_panel(symbols=["005930"], start="2022-11-01", end="2022-12-29")
+    assert m["max_drawdown"] <= 0 and m["days"] == len(bars) + 1  # the span's bars + the starting close
+    assert m["strategy"] == name and m["start"] == "2022-11-01"
+
+
+def test_report_and_files_of_a_year_long_run(tmp_path):
+    rc = trader("backtest", "--strategy", "equal-weight-monthly", "--prices", PRICES, "--index", INDEX,
+                "--start", "2022-01-03", "--end", "2022-12-29", "--out", tmp_path, "--rebalance", "weekly")
+    assert rc == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["days"] == 246 + 1 and m["max_drawdown"] < 0  # 2022's trading days + the starting close
+    html = (tmp_path / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(images) == 5 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "http" not in html.replace("http-equiv", "")  # self-contained
-    equity = (out / "equity.csv").read_text().splitlines()
+    equity = (tmp_path / "equity.csv").read_text().splitlines()
     assert equity[0].startswith("date,equity,cash") and len(equity) == 248
+    fills = (tmp_path / "fills.csv").read_text().splitlines()
+    assert fills[0] == "date,symbol,side,qty,price,commission,tax" and len(fills) > 50
 
 
 def test_kospi200_benchmark_run_has_zero_information_ratio(tmp_path):
@@ -152,6 +172,7 @@ def test_monthly_returns_table():
     assert np.isnan(table[0, 0])  # the starting close is no month of its own
 
 
+@pytest.mark.slow
 def test_trader_backtest_as_a_process(tmp_path):
     import subprocess
     import sys
@@ -187,3 +208,23 @@ def test_seeds_give_mean_and_std_in_metrics_json(tmp_path, monkeypatch):
     assert m["seeds"] == [0, 1, 2] and m["seed"] == 1
     s = m["seed_summary"]["total_return"]
     assert s["std"] > 0 and np.isfinite(s["mean"]) and set(m["seed_summary"]) >= set(CONTRACT)
+
+
+def test_side_files_reach_the_strategy_context(tmp_path, monkeypatch):
+    seen = {}
+
+    def factory(ctx):
+        seen["fundamentals"] = ctx.paths.path("fundamentals")
+        seen["market_caps"] = ctx.paths.path("market_caps")
+        seen["prices"] = ctx.paths.path("prices")
+        seen["seed"] = ctx.seed
+        return STRATEGIES["equal-weight-monthly"](ctx)
+
+    monkeypatch.setitem(STRATEGIES, "ctx-spy", factory)
+    rc = trader("backtest", "--strategy", "ctx-spy", "--prices", PRICES, "--index", INDEX,
+                "--fundamentals", "data/kr_fundamentals_quarterly.parquet",
+                "--market-caps", "data/kr_market_snapshot_daily.parquet", "--seed", "7",
+                "--start", "2023-01-02", "--end", "2023-03-31", "--out", tmp_path)
+    assert rc == 0 and seen["seed"] == 7
+    assert seen["fundamentals"].is_absolute() and seen["fundamentals"].name == "kr_fundamentals_quarterly.parquet"
+    assert seen["market_caps"].exists() and seen["prices"].exists()
