@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import ray
 import requests
 
+from actors import metrics
 from broker.base import OrderRequest, Side
 from broker.journal import Journal
 from broker.venue import open_venue
@@ -51,6 +53,7 @@ class TradingLoop:
         self.last_close: dict[str, float] = {}
         self.halted = ""
         self.stats = {"decisions": 0, "orders": 0, "fills": 0, "rejected": 0}
+        self.peak_equity = 0.0  # for the drawdown metric
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> dict:
@@ -84,6 +87,7 @@ class TradingLoop:
         fills = self.venue.advance(nxt["date"], nxt["bars"])
         for fill in fills:
             self.journal.record_fill(fill)
+            metrics.record_fill(fill.side, fill.qty, self.config.venue)
         for order in submitted:
             self.journal.record_order(self.broker.find_order(order.client_order_id))
         self.stats["fills"] += len(fills)
@@ -99,6 +103,7 @@ class TradingLoop:
     def _decide(self, today: dt.date, snap: dict, account) -> dict:
         payload = {"as_of": today.isoformat(), "bars": snap,
                    "portfolio": {"cash": account.cash, "positions": account.positions}}
+        started = time.perf_counter()
         try:
             resp = self.http.post(self.config.decide_url, json=payload, timeout=self.config.timeout_s)
         except requests.RequestException as exc:
@@ -108,6 +113,10 @@ class TradingLoop:
         decision = resp.json()
         if decision.get("as_of") != today.isoformat():
             raise DecisionError(f"decision is for {decision.get('as_of')}, asked for {today}")
+        metrics.record_decision(time.perf_counter() - started, "execution")
+        risk = metrics.risk_from_report(decision.get("risk"))
+        if "var" in risk:
+            metrics.record_risk(risk["var"], risk.get("cvar"), risk.get("budget"))
         return decision
 
     def _send_orders(self, today: dt.date, snap: dict, targets: dict[str, float], account) -> list:
@@ -131,8 +140,10 @@ class TradingLoop:
             order = self.broker.submit(request)
             self.journal.record_order(order)
             self.stats["orders"] += 1
+            metrics.record_order(request.side, self.config.venue)
             if order.status.done:
                 self.stats["rejected"] += 1
+                metrics.record_rejection("broker", self.config.venue)
             else:
                 submitted.append(order)
         return submitted
@@ -145,6 +156,9 @@ class TradingLoop:
         cash = self.broker.cash()
         equity = cash + sum(q * self.last_close.get(s, 0.0) for s, q in positions.items())
         self.journal.record_account(bar["date"], cash, equity, positions, bar.get("benchmark"))
+        self.peak_equity = max(self.peak_equity, equity)
+        if self.peak_equity > 0:
+            metrics.record_account(equity, self.peak_equity, self.config.venue)
         return {"date": bar["date"].isoformat(), "equity": equity, "cash": cash}
 
 

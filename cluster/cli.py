@@ -17,6 +17,13 @@ COMMAND_MODULES = [
     "cluster.commands.data",
     "cluster.commands.train",
     "cluster.commands.promote",
+    "cluster.commands.up",
+    "cluster.commands.down",
+    "cluster.commands.submit",
+    "cluster.commands.serve",
+    "cluster.commands.run",
+    "cluster.commands.status",
+    "cluster.commands.dashboard",
 ]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import FastAPI
 from ray import serve
 
+from actors import metrics
 from actors.agent import get_or_create_agent
 from market.data import DataError, DataPaths
 from serving.schema import AgentDecision, DecideRequest, DecideResponse
@@ -83,6 +84,10 @@ class Ensemble:
 
     @api.post("/v1/decide", response_model=DecideResponse)
     async def decide(self, request: DecideRequest) -> DecideResponse:
+        with metrics.timed_decision("serve"):
+            return await self._decide(request)
+
+    async def _decide(self, request: DecideRequest) -> DecideResponse:
         bars = request.bars
         symbols = bars.symbols
         answers = await asyncio.gather(*(self.agents[n].act.remote(bars.model_dump(mode="json"))

@@ -1,0 +1,184 @@
+"""Training scaling on Ray as CPUs grow: Tune trials per hour and RLlib sampling throughput.
+
+    /work/main/.venv/bin/python bench/scaling_training.py [--cpus 1,2] [--trials 8] [--steps 4000]
+
+Each CPU count runs in a fresh Ray (a subprocess, `ray.init(num_cpus=N)`), and the result is
+printed as a ratio against the 1-CPU run measured in the same invocation.
+
+- Tune: trials are real project work — a Ray Tune grid over the technical agent's parameters,
+  each trial a backtest through the one accounting (`orders_for_targets` + `execute` via the
+  PaperBroker) — 1 CPU per trial, so N CPUs run N trials at a time.
+- RLlib: PPO env runners (1 per CPU) sampling a stand-in environment built from the project's
+  data (KOSPI200 daily returns; hold cash or the index, pay commission on switches), measured with
+  RLlib's own `synchronous_parallel_sample`. The project's TradingEnv (training/env.py, branch
+  `rl`) is used instead when it is importable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+# --- Tune: backtests of the technical agent -------------------------------------------------------
+def backtest_trial(config: dict) -> dict:
+    import numpy as np
+
+    from broker.paper import PaperBroker
+    from market.accounting import BUY, orders_for_targets
+    from broker.base import OrderRequest, Side
+    from market.data import load_panel
+    from strategies.technical import TechnicalAgent
+    from backtest.metrics import summary
+
+    panel = load_panel(symbols=["005930", "000660", "035420", "005380", "051910", "006400", "035720",
+                                "068270"], start="2021-01-01", end="2023-12-28")
+    agent = TechnicalAgent(short_window=config["short"], long_window=config["long"], top_k=config["top_k"])
+    broker = PaperBroker(100_000_000)
+    equity = []
+    for t in range(agent.lookback, len(panel)):
+        day = panel.date(t)
+        bars = {s: tuple(float(getattr(panel, f)[t, j]) for f in ("open", "high", "low", "close"))
+                for j, s in enumerate(panel.symbols) if np.isfinite(panel.close[t, j])}
+        broker.on_bar(day, bars)
+        w = agent.target_weights(panel.rows(t + 1 - agent.lookback, t + 1))
+        hold = np.array([broker.positions().get(s, 0) for s in panel.symbols])
+        for k, (i, sd, q) in enumerate(zip(*orders_for_targets(w, hold, broker.cash(), panel.close[t]))):
+            broker.submit(OrderRequest(f"{day}-{k}", panel.symbols[i], Side.BUY if sd == BUY else Side.SELL, int(q)))
+        equity.append(broker.mark_to_market())
+    return {"sharpe": summary(np.array(equity))["sharpe"]}
+
+
+def tune_run(cpus: int, trials: int) -> dict:
+    import ray
+    from ray import tune
+
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    grid = [{"short": s, "long": l, "top_k": k} for s in (10, 20) for l in (60, 120) for k in (3, 5)][:trials]
+    space = {"cfg": tune.grid_search(grid)}
+    trainable = tune.with_resources(lambda c: backtest_trial(c["cfg"]), {"cpu": 1})
+    t0 = time.perf_counter()
+    results = tune.Tuner(trainable, param_space=space,
+                         run_config=tune.RunConfig(storage_path=f"/tmp/krt-bench-tune-{os.getpid()}",
+                                                   verbose=0)).fit()
+    seconds = time.perf_counter() - t0
+    ok = sum(1 for r in results if r.error is None)
+    ray.shutdown()
+    return {"trials": ok, "seconds": seconds, "trials_per_hour": ok / seconds * 3600}
+
+
+# --- RLlib: env-runner sampling throughput -------------------------------------------------------
+def standin_env_class():
+    import gymnasium as gym
+    import numpy as np
+
+    class IndexTimingEnv(gym.Env):
+        """Hold cash (0) or KOSPI200 (1); reward = next-day log return of the holding minus
+        0.015% commission on a switch. Observation: last 20 daily log returns + position."""
+
+        def __init__(self, config=None):
+            from market.data import DataPaths, load_index
+            close = load_index(DataPaths().path("index"), "KOSPI200")["close"].to_numpy().astype(float)
+            self.ret = np.diff(np.log(close))
+            self.observation_space = gym.spaces.Box(-1, 1, (21,), np.float32)
+            self.action_space = gym.spaces.Discrete(2)
+            self.rng = np.random.default_rng(0)
+
+        def _obs(self):
+            return np.append(np.clip(self.ret[self.t - 20:self.t] * 10, -1, 1), self.pos).astype(np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            self.t = int(self.rng.integers(20, len(self.ret) - 251))
+            self.end, self.pos = self.t + 250, 0
+            return self._obs(), {}
+
+        def step(self, action):
+            cost = 0.00015 if action != self.pos else 0.0
+            self.pos = int(action)
+            reward = self.pos * self.ret[self.t] - cost
+            self.t += 1
+            return self._obs(), float(reward), False, self.t >= self.end, {}
+
+    return IndexTimingEnv
+
+
+def rllib_run(cpus: int, steps: int) -> dict:
+    import ray
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    env, env_name = standin_env_class(), "stand-in IndexTimingEnv (KOSPI200 returns)"
+    config = (PPOConfig().environment(env).framework("torch")
+              .env_runners(num_env_runners=cpus, num_envs_per_env_runner=4, rollout_fragment_length="auto",
+                           num_cpus_per_env_runner=1)
+              .learners(num_learners=0).training(train_batch_size_per_learner=800))
+    algo = config.build_algo()
+    def sample(n: int) -> int:
+        batches = synchronous_parallel_sample(worker_set=algo.env_runner_group, max_env_steps=n, concat=False,
+                                              _uses_new_env_runners=True)
+        return sum(e.env_steps() for batch in batches for e in batch)
+
+    sample(800)  # warm-up: runners built, env data loaded
+    t0 = time.perf_counter()
+    sampled = 0
+    while sampled < steps:
+        sampled += sample(steps - sampled)
+    seconds = time.perf_counter() - t0
+    algo.stop()
+    ray.shutdown()
+    return {"env": env_name, "steps": sampled, "seconds": seconds, "steps_per_s": sampled / seconds}
+
+
+def child(kind: str, cpus: int, n: int) -> None:
+    out = tune_run(cpus, n) if kind == "tune" else rllib_run(cpus, n)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def measure(kind: str, cpus: int, n: int) -> dict:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, __file__, "--child", kind, "--cpus", str(cpus), "--n", str(n)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
+    line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"{kind} with {cpus} CPU(s) failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    return json.loads(line[7:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpus", default="1,2")
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--only", choices=["tune", "rllib"], help="measure one part only")
+    ap.add_argument("--child", choices=["tune", "rllib"])
+    ap.add_argument("--n", type=int)
+    args = ap.parse_args()
+    cpus = [int(c) for c in str(args.cpus).split(",")]
+    if args.child:
+        child(args.child, cpus[0], args.n)
+        return
+    print(f"machine: {os.cpu_count()} cores (shared; expect noise)")
+    base = None
+    for c in cpus if args.only != "rllib" else []:
+        r = measure("tune", c, args.trials)
+        base = base or r["trials_per_hour"]
+        print(f"Tune  {c} CPU(s): {r['trials']} backtest trials in {r['seconds']:.1f} s = "
+              f"{r['trials_per_hour']:.0f} trials/h  (x{r['trials_per_hour'] / base:.2f} vs 1 CPU)")
+    base = None
+    for c in cpus if args.only != "tune" else []:
+        r = measure("rllib", c, args.steps)
+        base = base or r["steps_per_s"]
+        print(f"RLlib {c} env runner(s)/CPU(s): {r['steps']} env steps in {r['seconds']:.1f} s = "
+              f"{r['steps_per_s']:.0f} steps/s  (x{r['steps_per_s'] / base:.2f} vs 1 CPU) [{r['env']}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""`trader run`: the live decision loop, in one of the modes from safe to real.
+
+paper (PaperBroker, no network, default) → sim (KIS client against the local KIS-protocol server)
+→ vts (KIS's paper-trading server, needs keys) → live (real money: needs --live and the account
+number typed back).
+"""
+from __future__ import annotations
+
+from cluster.commands._common import (CommandError, add_settings_arg, new_parser, reports_errors, settings_from)
+from cluster.settings import Mode
+
+
+def register(subparsers) -> None:
+    p = new_parser(
+        subparsers, "run", help="run the live decision loop (paper, sim, vts or live)",
+        description="Run the trading loop: market state → POST /v1/decide → orders → broker → journal. "
+                    "`--mode live` trades real money and needs both --live and typing the account number "
+                    "(KIS_ACCOUNT) at the prompt; vts and live need KIS_APP_KEY/KIS_APP_SECRET/KIS_ACCOUNT "
+                    "in the environment or .env.",
+        example_lines=["trader run                               # paper, the default",
+                       "trader run --mode sim --days 20",
+                       "trader run --mode vts",
+                       "trader run --mode live --live           # asks for the account number"])
+    p.add_argument("--mode", choices=[m.value for m in Mode], help="venue (default: settings mode, paper)")
+    p.add_argument("--live", action="store_true", help="required for --mode live (real money)")
+    p.add_argument("--days", type=int, default=None, help="stop after this many trading days (replay feeds)")
+    add_settings_arg(p)
+    p.set_defaults(func=main)
+
+
+def check_mode(mode: Mode, live_flag: bool, input_fn=input, out=print):
+    """The safety gate in front of every venue. Returns the KIS credentials for vts/live, else None."""
+    if live_flag and mode is not Mode.LIVE:
+        raise CommandError(f"--live was given but the mode is {mode.value}: refusing an ambiguous command")
+    if mode in (Mode.PAPER, Mode.SIM):
+        return None
+    if mode is Mode.LIVE and not live_flag:
+        raise CommandError("--mode live trades real money: pass --live as well (and confirm the account)")
+    try:
+        from broker.kis.config import Credentials, confirm_live
+        from broker.kis.errors import KisConfigError
+    except ImportError:
+        raise CommandError(f"--mode {mode.value} needs the KIS client (broker/kis), which is not installed "
+                           "in this checkout") from None
+    try:
+        creds = Credentials.from_env()
+        if mode is Mode.LIVE:
+            confirm_live(creds, live_flag, input_fn=input_fn, out=out)
+    except KisConfigError as exc:
+        raise CommandError(str(exc)) from None
+    return creds
+
+
+@reports_errors
+def main(args) -> int:
+    settings = settings_from(args)
+    mode = Mode(args.mode) if args.mode else settings.mode
+    credentials = check_mode(mode, args.live)
+    return start_loop(settings, mode, credentials, days=args.days)
+
+
+def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
+    """Run the loop on the Ray cluster at cluster.address (else an embedded local Ray): the decision
+    service is deployed (or updated) first, then MarketState and Execution actors trade bar by bar
+    into the journal at settings.journal."""
+    if mode in (Mode.VTS, Mode.LIVE):
+        from broker.venue import open_venue
+        try:
+            open_venue(mode.value, cash=settings.trading.starting_cash)
+        except ValueError as exc:
+            raise CommandError(f"credentials and confirmation are in order, but the loop cannot trade on "
+                               f"{mode.value} yet: {exc}") from None
+    import ray
+    from ray import serve
+
+    from cluster.commands.serve import deploy
+    from cluster.demo import DemoConfig, run_loop
+    from market.data import DataError, DataPaths
+
+    embedded = not settings.cluster.address
+    if embedded:  # private local Ray: never attach to a cluster `ray start` recorded on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=settings.cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        url = deploy(settings) + "/v1/decide"
+        config = DemoConfig(out=settings.journal.parent, days=days or settings.trading.replay_days,
+                            symbols=settings.trading.symbols or None, cash=settings.trading.starting_cash,
+                            venue=mode.value, agents=settings.serve.agents,
+                            max_position=settings.trading.max_position, max_gross=settings.trading.max_gross,
+                            paths=DataPaths(root=settings.data_dir) if settings.data_dir else DataPaths())
+        settings.journal.parent.mkdir(parents=True, exist_ok=True)
+        print(f"trading loop ({mode.value}): decisions from {url}, journal {settings.journal}", flush=True)
+        try:
+            stats = run_loop(config, url, settings.journal, progress=True)
+        except (DataError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        print(f"done: {stats['decisions']} decisions, {stats['orders']} orders, {stats['fills']} fills, "
+              f"{stats['rejected']} rejected; cash {stats['cash']:,} KRW")
+        return 0
+    finally:
+        if embedded:
+            serve.shutdown()
+        ray.shutdown()

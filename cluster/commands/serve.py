@@ -1,0 +1,66 @@
+"""`trader serve`: deploy (or update in place) the decision service on the current Ray cluster."""
+from __future__ import annotations
+
+from cluster.commands._common import (CommandError, add_settings_arg, apply_ray_env, new_parser, reports_errors,
+                                      settings_from)
+
+
+def register(subparsers) -> None:
+    p = new_parser(
+        subparsers, "serve", help="deploy or update the Serve app (POST /v1/decide)",
+        description="Connect to the running Ray cluster and deploy the decision service "
+                    "(serving.app: Ensemble + Risk deployments). Running it again updates the app in place "
+                    "(Serve rolls the replicas). HTTP binds to serve.host (127.0.0.1 by default: reach it "
+                    "through SSH forwarding). On a remote cluster run it there as a job: "
+                    "`trader submit -- python -m cluster.cli serve`.",
+        example_lines=["trader serve                      # on the head, or a laptop-local Ray",
+                       "trader serve --replicas 2 --port 8100",
+                       "trader submit -- python -m cluster.cli serve --address auto"])
+    p.add_argument("--address", help="Ray address (default: settings cluster.address, else 'auto')")
+    p.add_argument("--host", help="HTTP host (default: settings serve.host)")
+    p.add_argument("--port", type=int, help="HTTP port (default: settings serve.port)")
+    p.add_argument("--replicas", type=int, help="replicas of the ensemble deployment (default: settings)")
+    p.add_argument("--agents", help="comma-separated strategies (default: settings serve.agents)")
+    add_settings_arg(p)
+    p.set_defaults(func=main)
+
+
+@reports_errors
+def main(args) -> int:
+    settings = settings_from(args)
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
+    updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas),
+                                 ("agents", agents)) if v}
+    if updates:
+        settings = settings.model_copy(update={"serve": settings.serve.model_copy(update=updates)})
+    apply_ray_env(settings)
+    url = deploy(settings, address=args.address or settings.cluster.address or "auto")
+    print(f"Serve app '{settings.serve.app_name}' is running: POST {url}/v1/decide", flush=True)
+    return 0
+
+
+def deploy(settings, address: str = "auto") -> str:
+    """Deploy the app into the cluster at `address`; returns its base URL."""
+    try:
+        from serving.app import build_app
+    except ImportError as exc:
+        raise CommandError(f"the Serve application (serving.app.build_app) is not available: {exc}") from None
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except ConnectionError as exc:
+            raise CommandError(f"no Ray cluster at {address!r}: {exc}. Start one with `trader up` "
+                               "(or `ray start --head`), or pass --address.") from None
+    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+    t = settings.trading
+    app = build_app(settings.serve.agents, t.max_position, t.max_gross, t.cvar_budget)
+    if settings.serve.replicas > 1:
+        from serving.app import Ensemble, Risk
+        app = Ensemble.options(num_replicas=settings.serve.replicas).bind(
+            Risk.bind(max_position=t.max_position, max_gross=t.max_gross, cvar_budget=t.cvar_budget),
+            settings.serve.agents)
+    serve.run(app, name=settings.serve.app_name, route_prefix=settings.serve.route_prefix, blocking=False)
+    return settings.serve.url

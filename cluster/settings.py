@@ -1,0 +1,196 @@
+"""One settings model for every `trader` command: a YAML file plus environment variables.
+
+Precedence (later wins): defaults → YAML file → `KRT_*` environment variables. The YAML file is
+`--config PATH`, else `$KRT_CONFIG`, else `./trader.yaml` when it exists. Nested fields use a
+double underscore in the environment: `KRT_SERVE__PORT=8100` sets `serve.port`.
+
+Secrets (KIS_APP_KEY, KIS_APP_SECRET, KIS_ACCOUNT) come only from the environment or an untracked
+`.env` file — never from the YAML file (a YAML that holds one is refused, so a key cannot end up
+in git) — and they are `SecretStr`, so printing or logging the settings never shows them.
+"""
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "KRT_"
+SECRET_ENV = {"kis_app_key": "KIS_APP_KEY", "kis_app_secret": "KIS_APP_SECRET", "kis_account": "KIS_ACCOUNT"}
+DEFAULT_FILE = "trader.yaml"
+
+
+class SettingsError(ValueError):
+    """The settings file or an environment variable is invalid; the message names which."""
+
+
+class Mode(str, Enum):
+    PAPER = "paper"
+    SIM = "sim"
+    VTS = "vts"
+    LIVE = "live"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClusterSettings(_Section):
+    config: Path = Path("ray-cluster.yaml")        # the `ray up` file `trader up/down` use
+    address: str | None = None                      # Ray address for jobs/serve/status ("auto" on the head)
+    dashboard_url: str = "http://127.0.0.1:8265"   # via `ray dashboard <yaml>` port-forwarding
+    auth_token_file: Path | None = None             # Ray auth token (default ~/.ray/auth_token)
+
+
+class ServeSettings(_Section):
+    app_name: str = "trader"
+    route_prefix: str = "/"
+    host: str = "127.0.0.1"                         # never 0.0.0.0: reach it through SSH forwarding
+    port: int = Field(8000, ge=1, le=65535)
+    replicas: int = Field(1, ge=1)
+    agents: list[str] = Field(default_factory=lambda: ["technical"])  # strategies/registry.py names
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.route_prefix.rstrip('/')}"
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    ui_url: str = "http://127.0.0.1:5000"
+
+
+class DashboardSettings(_Section):
+    port: int = Field(8501, ge=1, le=65535)
+    refresh_s: float = Field(10.0, gt=0)
+
+
+class TradingSettings(_Section):
+    starting_cash: int = Field(100_000_000, gt=0)   # KRW
+    symbols: list[str] = Field(default_factory=list)  # empty: the shipped universe
+    cvar_budget: float = Field(0.03, gt=0, lt=1)    # one-day 99% CVaR budget, fraction of equity
+    max_position: float = Field(0.2, gt=0, le=1)    # cap per symbol, fraction of equity
+    max_gross: float = Field(1.0, gt=0, le=1)       # cap on the sum of weights (no leverage)
+    replay_days: int = Field(250, ge=2)             # paper/sim: stored bars replayed by `trader run`
+    benchmark: str = "KOSPI200"
+
+
+class Settings(_Section):
+    mode: Mode = Mode.PAPER
+    journal: Path = Path("runs/journal.sqlite")
+    data_dir: Path | None = None
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    trading: TradingSettings = Field(default_factory=TradingSettings)
+    # secrets: environment / .env only
+    kis_app_key: SecretStr | None = None
+    kis_app_secret: SecretStr | None = None
+    kis_account: SecretStr | None = None
+
+    @field_validator("journal", "data_dir")
+    @classmethod
+    def _expand(cls, v):
+        return None if v is None else Path(os.path.expanduser(str(v)))
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything but the secrets (which show only whether they are set)."""
+        d = self.model_dump(mode="json", exclude=set(SECRET_ENV))
+        d["secrets"] = {env: getattr(self, f) is not None for f, env in SECRET_ENV.items()}
+        return d
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (comments, blank lines, `export ` and quotes allowed)."""
+    out: dict[str, str] = {}
+    if not path.is_file():
+        return out
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        if "=" not in line:
+            raise SettingsError(f"{path}:{n}: expected KEY=VALUE")
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def _set_path(d: dict, keys: list[str], value: str) -> None:
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise SettingsError(f"environment sets a field under {k!r}, which is not a section")
+    d[keys[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict:
+    out: dict = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "KRT_CONFIG" or name == "KRT_DATA_DIR":
+            continue
+        keys = name[len(ENV_PREFIX):].lower().split("__")
+        if keys[0] in SECRET_ENV:
+            continue  # secrets have their own names
+        if keys[-1] in ("symbols", "agents"):
+            value = [s.strip() for s in value.split(",") if s.strip()]
+        _set_path(out, keys, value)
+    if "KRT_DATA_DIR" in environ:
+        out["data_dir"] = environ["KRT_DATA_DIR"]
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def config_path(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Path | None:
+    environ = os.environ if environ is None else environ
+    if path:
+        return Path(path)
+    if environ.get("KRT_CONFIG"):
+        return Path(environ["KRT_CONFIG"])
+    return Path(DEFAULT_FILE) if Path(DEFAULT_FILE).is_file() else None
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None,
+                  dotenv: str | Path | None = ".env") -> Settings:
+    """Build the settings: defaults, then the YAML file, then KRT_* variables, then secrets."""
+    environ = dict(os.environ if environ is None else environ)
+    file = config_path(path, environ)
+    data: dict = {}
+    if file is not None:
+        if not file.is_file():
+            raise SettingsError(f"settings file not found: {file}")
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{file} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SettingsError(f"{file} must hold a mapping of settings, not {type(data).__name__}")
+        leaked = [k for k in data if k in SECRET_ENV or k.upper() in SECRET_ENV.values()]
+        if leaked:
+            raise SettingsError(f"{file} holds secret(s) {leaked}: put them in the environment or an untracked .env")
+    data = _merge(data, _env_overrides(environ))
+    secrets_env = {**(read_dotenv(Path(dotenv)) if dotenv else {}), **environ}
+    for field, env in SECRET_ENV.items():
+        if secrets_env.get(env):
+            data[field] = secrets_env[env]
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        where = f" (from {file} and KRT_* variables)" if file else " (from KRT_* variables)"
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"invalid settings{where}: {problems}") from None

@@ -1,0 +1,257 @@
+"""What the dashboard shows, read from the journal (SQLite, read-only) and MLflow.
+
+Plain functions returning pandas frames / dicts, so they are testable without Streamlit. The
+journal is opened with `mode=ro` on a fresh connection per read: the dashboard never takes a
+write lock and never holds the trading loop up (WAL readers do not block the writer).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class JournalMissing(FileNotFoundError):
+    """No journal at the configured path yet (the loop has not run)."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path = Path(path)
+    if not path.exists():
+        raise JournalMissing(f"no journal at {path}: start the loop (`trader run` or `trader demo`) first")
+    return sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=2.0)
+
+
+def _frame(path: Path, sql: str, args: tuple = ()) -> pd.DataFrame:
+    db = _connect(path)
+    try:
+        return pd.read_sql_query(sql, db, params=args)
+    finally:
+        db.close()
+
+
+@dataclass
+class Snapshot:
+    """Everything one dashboard refresh needs, read in one go."""
+    account: pd.DataFrame                      # day, cash, equity, benchmark, drawdown, bench_equity, pnl
+    orders: pd.DataFrame
+    fills: pd.DataFrame
+    decisions: list[dict] = field(default_factory=list)   # oldest first, each {"day":..., **payload}
+
+    @property
+    def latest(self) -> dict | None:
+        return None if self.account.empty else self.account.iloc[-1].to_dict()
+
+    @property
+    def latest_decision(self) -> dict | None:
+        return self.decisions[-1] if self.decisions else None
+
+
+def read_snapshot(path: Path, max_rows: int = 200) -> Snapshot:
+    acct = _frame(path, "SELECT day, cash, equity, positions, benchmark FROM account ORDER BY day")
+    acct = equity_curve(acct)
+    orders = _frame(path, "SELECT client_order_id, decided_at, symbol, side, qty, order_type, limit_price, state,"
+                          " filled_qty, reason FROM orders ORDER BY decided_at DESC, client_order_id LIMIT ?",
+                    (max_rows,))
+    fills = _frame(path, "SELECT filled_at, symbol, side, qty, price, commission, tax, client_order_id FROM fills"
+                         " ORDER BY filled_at DESC, id DESC LIMIT ?", (max_rows,))
+    dec = _frame(path, "SELECT day, payload FROM decisions ORDER BY day")
+    decisions = []
+    for day, payload in zip(dec["day"], dec["payload"]):
+        try:
+            body = json.loads(payload)
+        except json.JSONDecodeError:
+            body = {"error": "unreadable payload"}
+        decisions.append({"day": day, **(body if isinstance(body, dict) else {"payload": body})})
+    return Snapshot(acct, orders, fills, decisions)
+
+
+def equity_curve(acct: pd.DataFrame) -> pd.DataFrame:
+    """Adds drawdown, the benchmark scaled to the starting equity, and daily P&L."""
+    acct = acct.copy()
+    if acct.empty:
+        for c in ("drawdown", "bench_equity", "bench_drawdown", "pnl"):
+            acct[c] = pd.Series(dtype=float)
+        return acct
+    eq = acct["equity"].astype(float).to_numpy()
+    acct["drawdown"] = eq / np.maximum.accumulate(eq) - 1.0
+    acct["pnl"] = np.concatenate([[np.nan], np.diff(eq)])
+    bench = acct["benchmark"].astype(float).to_numpy()
+    valid = np.flatnonzero(np.isfinite(bench))
+    if valid.size:
+        scaled = eq[valid[0]] * bench / bench[valid[0]]
+        acct["bench_equity"] = scaled
+        filled = pd.Series(scaled).ffill().to_numpy()
+        acct["bench_drawdown"] = filled / np.fmax.accumulate(np.nan_to_num(filled, nan=-np.inf)) - 1.0
+    else:
+        acct["bench_equity"] = np.nan
+        acct["bench_drawdown"] = np.nan
+    return acct
+
+
+def positions_table(snapshot: Snapshot, prices: dict[str, float] | None = None) -> pd.DataFrame:
+    """Latest positions (shares) with value and weight of equity when a price is known, plus the
+    target weight of the latest decision."""
+    latest = snapshot.latest
+    if latest is None:
+        return pd.DataFrame(columns=["symbol", "shares", "price", "value", "weight", "target"])
+    shares = json.loads(latest["positions"]) if isinstance(latest["positions"], str) else latest["positions"]
+    targets = targets_of(snapshot.latest_decision)
+    prices = dict(prices or {})
+    if not prices and not snapshot.fills.empty:  # fall back to the last fill price per symbol
+        for sym, price in snapshot.fills.sort_values("filled_at").groupby("symbol")["price"].last().items():
+            prices[sym] = float(price)
+    rows = []
+    for sym in sorted(set(shares) | {s for s, w in targets.items() if w > 0}):
+        q = int(shares.get(sym, 0))
+        px = prices.get(sym)
+        value = q * px if px is not None else np.nan
+        rows.append({"symbol": sym, "shares": q, "price": px, "value": value,
+                     "weight": value / latest["equity"] if latest["equity"] else np.nan,
+                     "target": targets.get(sym, 0.0)})
+    return pd.DataFrame(rows, columns=["symbol", "shares", "price", "value", "weight", "target"])
+
+
+def targets_of(decision: dict | None) -> dict[str, float]:
+    """Target weights of a decision payload: {symbol: w} or parallel symbols/weights lists."""
+    if not decision:
+        return {}
+    t = decision.get("targets") or decision.get("target_weights") or {}
+    if isinstance(t, dict):
+        return {str(k): float(v) for k, v in t.items()}
+    syms = decision.get("symbols") or []
+    return {str(s): float(w) for s, w in zip(syms, t)}
+
+
+def regime_of(decision: dict | None) -> dict[str, float]:
+    """Regime probabilities {bull: p, bear: p, sideways: p} from a decision payload, if it has them."""
+    if not decision:
+        return {}
+    r = decision.get("regime")
+    if isinstance(r, dict):
+        probs = r.get("probabilities") or r.get("probs") or r
+        return {str(k): float(v) for k, v in probs.items() if isinstance(v, (int, float))}
+    probs = decision.get("regime_probabilities") or decision.get("regime_probs")
+    if isinstance(probs, dict):
+        return {str(k): float(v) for k, v in probs.items()}
+    return {str(r): 1.0} if isinstance(r, str) else {}
+
+
+def risk_of(decision: dict | None) -> dict:
+    """VaR, CVaR, budget and trading state from a decision payload (whatever subset it has)."""
+    from actors.metrics import risk_from_report
+    return risk_from_report((decision or {}).get("risk"))
+
+
+def _agents(decision: dict) -> dict[str, dict]:
+    """{agent: {"weight": w, "targets": {...}}} from a payload: the decision service's `agents`
+    (DecideResponse), or a flat `agent_weights` mapping."""
+    agents = decision.get("agents")
+    if isinstance(agents, dict) and agents:
+        return {str(k): (v if isinstance(v, dict) else {"weight": v}) for k, v in agents.items()}
+    flat = decision.get("agent_weights") or {}
+    return {str(k): {"weight": v} for k, v in flat.items()} if isinstance(flat, dict) else {}
+
+
+def agent_weights_history(decisions: list[dict]) -> pd.DataFrame:
+    """day × agent weight in the ensemble."""
+    rows = []
+    for d in decisions:
+        w = {a: float(v["weight"]) for a, v in _agents(d).items() if isinstance(v.get("weight"), (int, float))}
+        if w:
+            rows.append({"day": d["day"], **w})
+    return pd.DataFrame(rows).set_index("day") if rows else pd.DataFrame()
+
+
+def agent_daily_returns(decisions: list[dict], closes: pd.DataFrame) -> pd.DataFrame:
+    """day × agent: the next-day return of each agent's own targets (close to close, no costs),
+    i.e. how each agent would have done on its own. `closes`: date index × symbol columns."""
+    closes = closes.sort_index()
+    nxt = closes.shift(-1) / closes - 1.0
+    rows = []
+    for d in decisions:
+        day = pd.Timestamp(d["day"])
+        if day not in nxt.index or nxt.loc[day].isna().all():
+            continue  # the next bar is not known yet
+        r = {}
+        for a, v in _agents(d).items():
+            t = v.get("targets")
+            if isinstance(t, dict):
+                r[a] = float(sum(w * nxt.at[day, s] for s, w in t.items()
+                                 if s in nxt.columns and pd.notna(nxt.at[day, s])))
+        if r:
+            rows.append({"day": d["day"], **r})
+    return pd.DataFrame(rows).set_index("day") if rows else pd.DataFrame()
+
+
+def closes_for(decisions: list[dict], data_dir: Path | None = None) -> pd.DataFrame:
+    """Daily closes of every symbol the agents targeted, over the decision days (+ a week)."""
+    symbols = sorted({s for d in decisions for v in _agents(d).values()
+                      for s in (v.get("targets") or {}) if isinstance(v.get("targets"), dict)})
+    if not symbols or not decisions:
+        return pd.DataFrame()
+    from market.data import DataPaths, load_prices
+    paths = DataPaths(root=Path(data_dir)) if data_dir else DataPaths()
+    end = (pd.Timestamp(decisions[-1]["day"]) + pd.Timedelta(days=10)).date()
+    df = load_prices(paths.path("prices"), symbols, decisions[0]["day"], end)
+    if df.is_empty():
+        return pd.DataFrame()
+    wide = df.select("date", "symbol", "close").to_pandas()
+    wide["symbol"] = wide["symbol"].astype(str)
+    return wide.pivot_table(index="date", columns="symbol", values="close")
+
+
+def agent_performance(decisions: list[dict], closes: pd.DataFrame | None = None, window: int = 20) -> pd.DataFrame:
+    """Each agent's latest ensemble weight and the compounded return of its own targets over the
+    last `window` decisions whose next bar is known."""
+    hist = agent_weights_history(decisions)
+    recent = decisions[-(window + 1):]
+    perf = agent_daily_returns(recent, closes) if closes is not None and not closes.empty else pd.DataFrame()
+    agents = sorted(set(hist.columns) | set(perf.columns))
+    col = f"return_{window}d"
+    return pd.DataFrame([{"agent": a,
+                          "weight": float(hist[a].iloc[-1]) if a in hist.columns else np.nan,
+                          col: float((1 + perf[a].dropna()).prod() - 1) if a in perf.columns else np.nan}
+                         for a in agents], columns=["agent", "weight", col])
+
+
+# --- MLflow -----------------------------------------------------------------------------------
+def mlflow_overview(tracking_uri: str, max_runs: int = 20) -> dict:
+    """Recent training runs and registered model versions; {"error": ...} when MLflow is absent.
+
+    A sqlite store that does not exist yet is reported, not created (opening it would write)."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.exists():
+            return {"error": f"no MLflow store at {db} yet (no training run logged)", "runs": [], "models": []}
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    try:
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiments = client.search_experiments()
+        runs = client.search_runs([e.experiment_id for e in experiments], max_results=max_runs,
+                                  order_by=["attributes.start_time DESC"]) if experiments else []
+        run_rows = [{"run": r.info.run_name, "experiment": next((e.name for e in experiments
+                                                                  if e.experiment_id == r.info.experiment_id), ""),
+                     "status": r.info.status,
+                     "started": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+                     **{k: v for k, v in list(r.data.metrics.items())[:6]}} for r in runs]
+        model_rows = []
+        for m in client.search_registered_models():
+            by_version: dict[str, list[str]] = {}
+            for alias, version in (client.get_registered_model(m.name).aliases or {}).items():
+                by_version.setdefault(str(version), []).append(alias)
+            for v in client.search_model_versions(f"name='{m.name}'"):
+                model_rows.append({"model": m.name, "version": int(v.version),
+                                   "alias": ", ".join(sorted(by_version.get(str(v.version), []))),
+                                   "status": v.status, "run_id": v.run_id,
+                                   "created": pd.to_datetime(v.creation_timestamp, unit="ms", utc=True)})
+        return {"runs": run_rows, "models": sorted(model_rows, key=lambda r: (r["model"], -r["version"]))}
+    except Exception as exc:  # unreachable server, old schema: the dashboard still shows trading
+        return {"error": f"MLflow at {tracking_uri}: {str(exc).splitlines()[0][:200]}", "runs": [], "models": []}

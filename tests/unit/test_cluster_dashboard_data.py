@@ -1,0 +1,71 @@
+"""Dashboard data: read-only journal reads, equity/drawdown/benchmark arithmetic, payload parsing."""
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from broker.journal import Journal
+from dashboard import data
+
+
+def _journal(path):
+    j = Journal(path)
+    for day, eq, bench in [(dt.date(2023, 12, 26), 100.0, 300.0), (dt.date(2023, 12, 27), 110.0, 306.0),
+                           (dt.date(2023, 12, 28), 99.0, 303.0)]:
+        j.record_account(day, 10, eq, {"005930": 1}, bench)
+    j.record_decision(dt.date(2023, 12, 27), {
+        "targets": {"005930": 0.5}, "regime": {"bull": 0.6, "bear": 0.1, "sideways": 0.3},
+        "agents": {"technical": {"weight": 0.7, "targets": {"005930": 0.5, "000660": 0.2}},
+                   "factor": {"weight": 0.3, "targets": {"000660": 1.0}}},
+        "risk": {"var": 0.012, "cvar": 0.018, "budget": 0.02, "state": "ACTIVE"}})
+    j.close()
+
+
+def test_snapshot_curve_drawdown_and_benchmark(tmp_path):
+    _journal(tmp_path / "j.sqlite")
+    snap = data.read_snapshot(tmp_path / "j.sqlite")
+    acct = snap.account
+    assert list(acct["drawdown"].round(6)) == [0.0, 0.0, round(99 / 110 - 1, 6)]
+    assert list(acct["bench_equity"]) == pytest.approx([100.0, 102.0, 101.0])  # KOSPI200 from the same start
+    assert np.isnan(acct["pnl"].iloc[0]) and list(acct["pnl"].iloc[1:]) == [10.0, -11.0]
+    assert data.regime_of(snap.latest_decision) == {"bull": 0.6, "bear": 0.1, "sideways": 0.3}
+    assert data.risk_of(snap.latest_decision) == {"var": 0.012, "cvar": 0.018, "budget": 0.02, "state": "ACTIVE"}
+    assert data.targets_of(snap.latest_decision) == {"005930": 0.5}
+
+
+def test_reads_are_read_only(tmp_path):
+    _journal(tmp_path / "j.sqlite")
+    db = data._connect(tmp_path / "j.sqlite")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        db.execute("DELETE FROM account")
+    db.close()
+    with pytest.raises(data.JournalMissing, match="no journal"):
+        data.read_snapshot(tmp_path / "missing.sqlite")
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_agent_weights_and_own_target_returns():
+    decisions = [{"day": "2023-12-27", "agents": {"technical": {"weight": 0.7, "targets": {"A": 0.5, "B": 0.2}},
+                                                  "factor": {"weight": 0.3, "targets": {"B": 1.0}}}},
+                 {"day": "2023-12-28", "agents": {"technical": {"weight": 0.6, "targets": {"A": 1.0}}}}]
+    closes = pd.DataFrame({"A": [100.0, 110.0], "B": [50.0, 45.0]},
+                          index=pd.to_datetime(["2023-12-27", "2023-12-28"]))
+    rets = data.agent_daily_returns(decisions, closes)
+    # 27th: technical 0.5*10% + 0.2*(-10%) = 3%; factor -10%; the 28th has no next bar yet
+    assert list(rets.index) == ["2023-12-27"]
+    assert rets.loc["2023-12-27", "technical"] == pytest.approx(0.03)
+    assert rets.loc["2023-12-27", "factor"] == pytest.approx(-0.10)
+    perf = data.agent_performance(decisions, closes).set_index("agent")
+    assert perf.loc["technical", "weight"] == 0.6 and np.isnan(perf.loc["factor", "weight"])
+    assert perf.loc["factor", "return_20d"] == pytest.approx(-0.10)
+
+
+def test_mlflow_absent_store_is_reported_not_created(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'none.db'}"
+    out = data.mlflow_overview(uri)
+    assert "no MLflow store" in out["error"] and out["runs"] == [] and out["models"] == []
+    assert not (tmp_path / "none.db").exists()
