@@ -51,7 +51,7 @@ class ServeSettings(_Section):
     host: str = "127.0.0.1"                         # never 0.0.0.0: reach it through SSH forwarding
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
-    agents: list[str] = Field(default_factory=lambda: ["technical"])  # strategies/registry.py names
+    agents: list[str] = Field(default_factory=lambda: ["technical", "factor"])  # strategies/registry.py names
 
     @property
     def url(self) -> str:
