@@ -9,7 +9,7 @@ tick grid, daily price limits (locked days), whole-won commission and its 1% cas
 
 Run:  /work/main/.venv/bin/python bench/backtest_vs_vectorbt.py [--rebalance daily|weekly|monthly]
 Prints both times (after a warm-up run of each, so numba compilation is not counted), their
-ratio, and the difference in final equity. Needs the `bench` extra (vectorbt==1.2.0).
+ratio, and the difference in final equity. Needs the `bench` extra (`pip install -e ".[bench]"`).
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ COMMAND_MODULES = [
     "cluster.commands.strategies",
     "cluster.commands.lookahead",
     "cluster.commands.data",
+    "cluster.commands.train",
+    "cluster.commands.promote",
     "cluster.commands.up",
     "cluster.commands.down",
     "cluster.commands.submit",

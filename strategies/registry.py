@@ -23,6 +23,8 @@ class StrategyContext:
     quarter_lag_days: int = 45  # Q1/H1/Q3 statements usable this many days after period end
     annual_lag_days: int = 90  # FY statements
     regime_index: str = "KOSPI200"  # index the HMM regime detector reads
+    model: str | None = None  # RL agents: models:/agent-dqn@champion or an agent folder; None = train
+    train_iters: int = 10     # RL agents trained in fit() (no model): RLlib iterations
 
 
 def _engine(ctx: StrategyContext):
@@ -62,6 +64,8 @@ def ensemble(ctx: StrategyContext) -> Agent:
 
 STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "technical": lambda ctx: TechnicalAgent(),
+    "dqn": lambda ctx: _rl_agent(ctx, "dqn"),
+    "appo": lambda ctx: _rl_agent(ctx, "appo"),
     "factor": factor,
     "regime-factor": regime_factor,
     "ensemble": ensemble,
@@ -71,6 +75,21 @@ STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "equal-weight-monthly": lambda ctx: EqualWeightRebalanced(),
     "buy-hold-kodex200": lambda ctx: BuyHoldSymbol(price_file=ctx.paths.path("etf")),
 }
+
+
+def _rl_agent(ctx: StrategyContext, algo: str) -> Agent:
+    """RL agents live in training/ (they need RLlib); imported only when asked for.
+
+    The model comes from the context, else from KRT_MODEL_<ALGO> (e.g. KRT_MODEL_DQN=
+    models:/agent-dqn@champion), so any command that builds strategies by name can load one;
+    with neither, the agent trains in fit() on the history before the first decision.
+    """
+    import os
+
+    from training.policy import RLAgent
+
+    model = ctx.model or os.environ.get(f"KRT_MODEL_{algo.upper()}") or None
+    return RLAgent(model, algo=algo, seed=ctx.seed, train_iters=ctx.train_iters)
 
 
 def build(name: str, ctx: StrategyContext | None = None) -> Agent:

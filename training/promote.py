@@ -1,0 +1,97 @@
+"""Promotion: `champion` moves to the challenger only if it wins out of sample, and says why.
+
+Both versions are run greedily, through the same accounting, over a window that neither of them
+was trained or selected on: from the day after the later of their validation ends to the end of
+the data (or `--start/--end`). The challenger is promoted when its net-of-cost Sharpe beats the
+champion's by at least `min_improvement` (or when there is no champion yet). The decision, both
+Sharpes and the window are written to the challenger's version tags and description, and to the
+champion's tags.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from training import registry as R
+
+
+@dataclass
+class Decision:
+    algo: str
+    promoted: bool
+    reason: str
+    challenger: str | None
+    champion_before: str | None
+    champion_after: str | None
+    window: tuple[str, str] | None = None
+    challenger_sharpe: float | None = None
+    champion_sharpe: float | None = None
+
+
+def _oos(uri_model: str, data_dir, start: str, end: str) -> dict:
+    from training.env import EnvSpec
+    from training.registry import load_agent
+    from training.tune import evaluate, load_data
+
+    agent = load_agent(uri_model)
+    spec = EnvSpec.from_dict(agent.spec)
+    panel = load_data(data_dir, spec.symbols, end)
+    return evaluate(agent.module, panel, agent.spec, start, end)
+
+
+def _last_seen(c, name: str, version: str) -> str:
+    mv = c.get_model_version(name, version)
+    run = c.get_run(mv.run_id)
+    return run.data.tags.get("val_window", "..").split("..")[-1] or mv.tags.get("val_end", "")
+
+
+def promote(algo: str, *, start: str | None = None, end: str | None = None, min_improvement: float = 0.0,
+            data_dir: str | None = None, mlflow_dir=None) -> Decision:
+    uri = R.tracking_uri(mlflow_dir)
+    c = R.client(uri)
+    name = R.model_name(algo)
+    chal = R.alias_version(uri, algo, R.CHALLENGER)
+    champ = R.alias_version(uri, algo, R.CHAMPION)
+    if chal is None:
+        raise LookupError(f"{name} has no '{R.CHALLENGER}' version in {uri}; run `trader train --algo {algo}` first")
+    if champ == chal:
+        return Decision(algo, False, f"v{chal} is already the champion", chal, champ, champ)
+    if champ is None:
+        reason = f"no champion yet: v{chal} becomes champion (selected on validation; nothing to compare out of sample)"
+        c.set_registered_model_alias(name, R.CHAMPION, chal)
+        c.set_model_version_tag(name, chal, "promotion_decision", "promoted")
+        c.set_model_version_tag(name, chal, "promotion_reason", reason)
+        c.set_model_version_tag(name, chal, "promoted_at", dt.datetime.now(dt.timezone.utc).isoformat())
+        return Decision(algo, True, reason, chal, None, chal)
+
+    seen = max(_last_seen(c, name, chal), _last_seen(c, name, champ))
+    if start is None:
+        start = (dt.date.fromisoformat(seen) + dt.timedelta(days=1)).isoformat()
+    if start <= seen:
+        raise ValueError(f"out-of-sample start {start} is not after {seen}, the last date either model was "
+                         "trained or selected on")
+    if end is None:
+        from market.data import DataPaths, load_prices
+        from pathlib import Path
+
+        paths = DataPaths(root=Path(data_dir)) if data_dir else DataPaths()
+        end = str(load_prices(paths.path("prices"))["date"].max())
+    ch = _oos(f"models:/{name}/{chal}", data_dir, start, end)
+    cp = _oos(f"models:/{name}/{champ}", data_dir, start, end)
+    win = ch["sharpe"] > cp["sharpe"] + min_improvement
+    verdict = "beats" if win else "does not beat"
+    reason = (f"challenger v{chal} {verdict} champion v{champ} out of sample {start}..{end}: net-of-cost Sharpe "
+              f"{ch['sharpe']:.3f} vs {cp['sharpe']:.3f} (needs more than {min_improvement:+.3f}); total return "
+              f"{ch['total_return']:+.2%} vs {cp['total_return']:+.2%}")
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat()
+    tags = {"promotion_decision": "promoted" if win else "rejected", "promotion_reason": reason,
+            "oos_window": f"{start}..{end}", "oos_sharpe": f"{ch['sharpe']:.4f}",
+            "oos_vs_champion": champ, "oos_champion_sharpe": f"{cp['sharpe']:.4f}", "decided_at": stamp}
+    for k, v in tags.items():
+        c.set_model_version_tag(name, chal, k, v)
+    c.set_model_version_tag(name, champ, f"oos_vs_v{chal}", f"{cp['sharpe']:.4f} vs {ch['sharpe']:.4f} ({start}..{end})")
+    mv = c.get_model_version(name, chal)
+    c.update_model_version(name, chal, description=(mv.description or "") + f"\n[{stamp}] {reason}")
+    if win:
+        c.set_registered_model_alias(name, R.CHAMPION, chal)
+    return Decision(algo, win, reason, chal, champ, chal if win else champ, (start, end), ch["sharpe"], cp["sharpe"])

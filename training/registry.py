@@ -1,0 +1,179 @@
+"""MLflow: where every trial is recorded and where trained agents are versioned.
+
+Embedded default: a local sqlite store plus an artifact folder under `runs/mlflow` (or
+`KRT_MLFLOW_DIR`); set `MLFLOW_TRACKING_URI` to use a server instead. Registered models are
+named `agent-<algo>` (`agent-dqn`, `agent-appo`); the search gives the best version the alias
+`challenger`, and `promote` moves `champion` only when the challenger beats the champion on a
+window neither of them was trained or selected on, writing the reason onto the versions.
+
+An agent artifact is a folder `agent/` in the run: `module/` (the RLlib RLModule checkpoint),
+`env_spec.json` (universe, windows, costs, penalties and the fitted normaliser: everything needed
+to rebuild observations exactly as in training) and `meta.json` (algo, hyper-parameters, seed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DIR = Path(os.environ.get("KRT_MLFLOW_DIR", PROJECT_ROOT / "runs" / "mlflow"))
+EXPERIMENT = "rl-agents"
+CHALLENGER, CHAMPION = "challenger", "champion"
+AGENT_PATH = "agent"
+
+
+def model_name(algo: str) -> str:
+    return f"agent-{algo}"
+
+
+def tracking_uri(base_dir: str | Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI if set, else an sqlite file under `base_dir` (created)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    base = Path(base_dir or DEFAULT_DIR).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{base / 'mlflow.db'}"
+
+
+def artifact_root(base_dir: str | Path | None = None) -> str | None:
+    """Artifact folder next to the sqlite store (None: let a tracking server decide)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (Path(base_dir or DEFAULT_DIR).resolve() / "artifacts").as_uri()
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(uri: str, name: str = EXPERIMENT, base_dir: str | Path | None = None) -> str:
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name, artifact_location=artifact_root(base_dir))
+    except Exception:  # another trial created it first
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_sha() -> str:
+    """The code version: `git rev-parse HEAD` (+ "-dirty"), else KRT_CODE_VERSION, else "unknown".
+
+    A `ray job submit --working-dir .` upload has no .git folder: pass the sha in the job's
+    environment (`--runtime-env-json '{"env_vars": {"KRT_CODE_VERSION": "<sha>"}}'`).
+    """
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=5)
+        sha = out.stdout.strip() if out.returncode == 0 else ""
+        if sha:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.environ.get("KRT_CODE_VERSION", "unknown")
+
+
+def write_agent_dir(path: Path, module_dir: str | Path, spec: dict, meta: dict) -> Path:
+    """Lay out an agent folder (module + env spec + meta) at `path`."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    shutil.copytree(module_dir, path / "module")
+    (path / "env_spec.json").write_text(json.dumps(spec))
+    (path / "meta.json").write_text(json.dumps(meta, default=str))
+    return path
+
+
+@dataclass
+class LoadedAgent:
+    module: object
+    spec: dict
+    meta: dict
+    source: str
+    version: str | None = None
+
+
+def resolve(uri: str, alias_or_version: str | None = None) -> tuple[str, str | None]:
+    """`models:/name@alias` or `models:/name/3` → (models URI, version) ; a path → (path, None)."""
+    if not uri.startswith("models:/"):
+        return uri, None
+    rest = uri[len("models:/"):]
+    tracking = tracking_uri()
+    c = client(tracking)
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        try:
+            mv = c.get_model_version_by_alias(name, alias)
+        except Exception as exc:
+            raise LookupError(f"no version of {name!r} has alias {alias!r} in {tracking}") from exc
+        return uri, str(mv.version)
+    name, version = rest.split("/", 1)
+    c.get_model_version(name, version)
+    return uri, version
+
+
+def load_agent(uri: str) -> LoadedAgent:
+    """Load an agent from `models:/agent-dqn@champion`, `models:/agent-dqn/3` or a local folder."""
+    from training.algos import load_module
+
+    source, version = resolve(uri)
+    if source.startswith("models:/"):
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri())
+        mlflow.set_registry_uri(tracking_uri())
+        # pin the version we resolved, so a concurrent promotion cannot mix two versions
+        name = source[len("models:/"):].split("@")[0].split("/")[0]
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                         dst_path=tempfile.mkdtemp(prefix="krt-agent-")))
+    else:
+        local = Path(source)
+    if (local / AGENT_PATH / "module").exists():
+        local = local / AGENT_PATH
+    if not (local / "module").exists() or not (local / "env_spec.json").exists():
+        raise FileNotFoundError(f"{uri} is not an agent folder (needs module/ and env_spec.json): {local}")
+    return LoadedAgent(module=load_module(local / "module"), spec=json.loads((local / "env_spec.json").read_text()),
+                       meta=json.loads((local / "meta.json").read_text()) if (local / "meta.json").exists() else {},
+                       source=uri, version=version)
+
+
+def register(uri: str, algo: str, run_id: str, description: str, tags: dict | None = None,
+             alias: str = CHALLENGER) -> str:
+    """Register the run's `agent/` folder as a new version of agent-<algo> and give it `alias`."""
+    c = client(uri)
+    name = model_name(algo)
+    try:
+        c.get_registered_model(name)
+    except Exception:
+        try:
+            c.create_registered_model(name, description=f"RLlib {algo.upper()} trading agent (kis-ray-trader)")
+        except Exception:
+            c.get_registered_model(name)  # created concurrently
+    run = c.get_run(run_id)
+    source = f"{run.info.artifact_uri}/{AGENT_PATH}"
+    mv = c.create_model_version(name, source=source, run_id=run_id, description=description,
+                                tags={k: str(v) for k, v in (tags or {}).items()})
+    c.set_registered_model_alias(name, alias, mv.version)
+    return str(mv.version)
+
+
+def alias_version(uri: str, algo: str, alias: str) -> str | None:
+    try:
+        return str(client(uri).get_model_version_by_alias(model_name(algo), alias).version)
+    except Exception:
+        return None
