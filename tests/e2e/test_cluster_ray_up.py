@@ -168,6 +168,7 @@ def post(url: str, body: dict) -> tuple[int, dict]:
         return r.status, json.loads(r.read())
 
 
+@pytest.mark.timeout(1800)
 def test_ray_up_submit_serve_decide_down(sshd):
     ports = {k: free_port() for k in ("gcs", "dashboard", "client", "agent", "metrics", "mlflow", "serve")}
     yaml_path = cluster_file(sshd, ports)
@@ -203,20 +204,26 @@ def test_ray_up_submit_serve_decide_down(sshd):
         assert 0 <= sum(answer["targets"].values()) <= 1 + 1e-9
         assert "technical" in answer["agents"]
 
-        # a job that does real work on the cluster with the project as working dir
-        if (ROOT / "training" / "tune.py").exists():
-            job = ["python", "-m", "training.tune", "--smoke"]
-        else:  # until training.tune lands: the paper trading loop on the cluster's Serve + actors
-            job = ["python", "-m", "cluster.cli", "run", "--mode", "paper", "--days", "3"]
+        # the head's MLflow server (started by ray up, warming up meanwhile) answers
+        mlflow_url = f"http://127.0.0.1:{ports['mlflow']}"
+        assert mlflow_health(ports["mlflow"], sshd["home"] / "mlflow" / "server.log")
+
+        # a training job on the cluster, with the project as working dir, logging to the head's MLflow
+        r = trader("submit", "--timeout", "900", "--env", f"MLFLOW_TRACKING_URI={mlflow_url}", "--",
+                   "python", "-m", "training.tune", "--smoke", "--algo", "dqn",
+                   "--storage", str(sshd["base"] / "tune"), env=env, timeout=960)
+        assert r.returncode == 0, "the training job failed"
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(mlflow_url)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert runs, "the training job logged no run to the head's MLflow server"
+
+        # the trading loop as a job, on the cluster's Serve app and actors
         r = trader("submit", "--timeout", "400", "--env", f"KRT_SERVE__PORT={ports['serve']}",
                    "--env", "KRT_CLUSTER__ADDRESS=auto", "--env", f"KRT_JOURNAL={journal}",
-                   "--env", "KRT_TRADING__SYMBOLS=005930,000660,035420,005380", "--", *job, env=env, timeout=460)
-        assert r.returncode == 0, "the submitted job failed"
-        if job[2] == "cluster.cli":
-            assert "done: 3 decisions" in r.stdout
-
-        # the head's MLflow server (started by ray up, warming up meanwhile) answers
-        assert mlflow_health(ports["mlflow"], sshd["home"] / "mlflow" / "server.log")
+                   "--env", "KRT_TRADING__SYMBOLS=005930,000660,035420,005380", "--",
+                   "python", "-m", "cluster.cli", "run", "--mode", "paper", "--days", "3", env=env, timeout=460)
+        assert r.returncode == 0 and "done: 3 decisions" in r.stdout
 
         r = trader("status", "--address", f"127.0.0.1:{ports['gcs']}", "--json", env=env, timeout=120)
         assert r.returncode == 0
@@ -224,8 +231,7 @@ def test_ray_up_submit_serve_decide_down(sshd):
         assert report["cluster"]["connected"] and report["cluster"]["resources"]["CPU"] == 2
         assert report["serve"]["trader"]["status"] == "RUNNING"
         assert any(a["class"] == "AgentHost" for a in report["actors"])
-        if journal.exists():
-            assert len(report["journal"]["decisions"]) == 3
+        assert len(report["journal"]["decisions"]) == 3
     finally:
         if up_done:
             r = trader("down", env=env, timeout=300)

@@ -1,21 +1,24 @@
 """Metric helpers outside Ray: no-ops that never break trading; drawdown arithmetic is right."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from actors import metrics
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_helpers_are_noops_without_ray():
-    import ray
-    if ray.is_initialized():
-        pytest.skip("a Ray session is active in this process")
-    metrics.record_decision(0.01)
-    metrics.record_order("buy")
-    metrics.record_fill("sell", 10)
-    metrics.record_rejection()
-    metrics.record_risk(0.01, 0.02, 0.03)
-    assert metrics._metrics is None  # nothing was created outside a Ray worker
+    """In a fresh interpreter with no Ray session, every helper returns and creates no metric."""
+    code = ("from actors import metrics as m; m.record_decision(0.01); m.record_order('buy'); "
+            "m.record_fill('sell', 10); m.record_rejection(); m.record_risk(0.01, 0.02, 0.03); "
+            "assert abs(m.record_account(90.0, 100.0) - 0.1) < 1e-12; assert m._metrics is None; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
 def test_drawdown():
