@@ -4,9 +4,14 @@ Agents may keep state between decisions (held weights, turnover control, online 
 belongs to one universe moving forward in time, so the host keeps one agent per universe, starts
 a fresh one when time goes backwards (a new replay), and answers a repeated request for the same
 bar from its cache instead of stepping the agent twice.
+
+Agents that load a registered model (RL agents, `models:/agent-dqn@champion`) have `refresh()`:
+the host calls it at most every `refresh_every_s` seconds, so a `trader promote` reaches the
+running system without a restart.
 """
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -23,13 +28,27 @@ MAX_UNIVERSES = 4
 class AgentHost:
     """Holds Agents built from the strategy registry and turns snapshots into weights."""
 
-    def __init__(self, strategy: str, context: StrategyContext | None = None):
+    def __init__(self, strategy: str, context: StrategyContext | None = None, refresh_every_s: float = 60.0):
         self.name = strategy
         self.context = context
         self.template = build(strategy, context)  # fail at start-up, not at the first decision
         self._by_universe: OrderedDict[tuple, dict] = OrderedDict()
+        self.refresh_every_s = refresh_every_s
+        self._refreshed_at = time.monotonic()
+
+    def refresh(self) -> int:
+        """Ask every held agent to pick up a newly promoted model; returns how many swapped."""
+        self._refreshed_at = time.monotonic()
+        swapped = 0
+        for agent in [self.template] + [slot["agent"] for slot in self._by_universe.values()]:
+            refresh = getattr(agent, "refresh", None)
+            if callable(refresh) and refresh():
+                swapped += 1
+        return swapped
 
     def act(self, snapshot: dict) -> dict[str, float]:
+        if time.monotonic() - self._refreshed_at >= self.refresh_every_s:
+            self.refresh()
         window = Panel.from_dict(snapshot)
         key, today = tuple(window.symbols), window.dates[-1]
         slot = self._by_universe.get(key)
