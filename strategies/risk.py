@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
+from strategies.caps import cap_weights
+
 ALPHAS = (0.95, 0.99)
 
 
@@ -139,22 +141,6 @@ def risk_parity(cov: np.ndarray, budgets: np.ndarray | None = None, tol: float =
             t *= 0.5
         y = y - t * step
     return y / y.sum()
-
-
-def cap_weights(w: np.ndarray, cap: float) -> np.ndarray:
-    """Cap each weight at `cap`; the excess goes to uncapped names pro rata (never above the cap)."""
-    w = np.asarray(w, float).copy()
-    for _ in range(len(w) + 1):
-        over = w > cap + 1e-12
-        if not over.any():
-            break
-        excess = (w[over] - cap).sum()
-        w[over] = cap
-        free = (w > 0) & (w < cap - 1e-12)
-        if not free.any():
-            break
-        w[free] += excess * w[free] / w[free].sum()
-    return np.minimum(w, cap)
 
 
 # ---------------------------------------------------------------------------- protections

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from market.data import Panel
+from strategies.caps import cap_weights
 
 
 def sma(x: np.ndarray, n: int) -> np.ndarray:
@@ -106,21 +107,5 @@ class TechnicalAgent:
         raw = score[chosen] - score[chosen].min() + 1.0  # positive, keeps rank order
         w = np.zeros(n)
         w[chosen] = raw / raw.sum()
-        w = _cap(w, self.max_weight)
+        w = cap_weights(w, self.max_weight)
         return w * breadth
-
-
-def _cap(w: np.ndarray, cap: float) -> np.ndarray:
-    """Cap weights at `cap`, handing the excess to uncapped names pro rata (sum stays <= 1)."""
-    w = w.copy()
-    for _ in range(len(w)):
-        over = w > cap + 1e-12
-        if not over.any():
-            break
-        excess = (w[over] - cap).sum()
-        w[over] = cap
-        free = (w > 0) & (w < cap - 1e-12)
-        if not free.any():
-            break
-        w[free] += excess * w[free] / w[free].sum()
-    return np.minimum(w, cap)
