@@ -46,12 +46,13 @@ def strategy_names() -> list[str]:
     return sorted(STRATEGIES) + sorted(BENCHMARKS)
 
 
-def build_strategy(name: str, paths: DataPaths, seed: int):
+def build_strategy(name: str, paths: DataPaths, seed: int, model: str | None = None):
+    """`model`: a registered model for RL strategies (models:/agent-dqn@champion or a folder)."""
     from strategies.registry import STRATEGIES, StrategyContext
 
     if name not in STRATEGIES:
         raise CommandError(f"unknown strategy {name!r}; known: {', '.join(strategy_names())}")
-    return STRATEGIES[name](StrategyContext(paths=paths, seed=seed))
+    return STRATEGIES[name](StrategyContext(paths=paths, seed=seed, model=model))
 
 
 def run_backtest_command(strategy: str, prices: str, index: str, start: str, end: str, out: str,
@@ -60,7 +61,7 @@ def run_backtest_command(strategy: str, prices: str, index: str, start: str, end
                          refit: str = "none", cash: int = 100_000_000, slippage_ticks: float = 0.0,
                          slippage_range_frac: float = 0.05, commission_rate: float = 0.00015,
                          min_trade_value: float = 0.0, progress: bool | None = None,
-                         seeds: list[int] | None = None) -> dict:
+                         seeds: list[int] | None = None, model: str | None = None) -> dict:
     """The `trader backtest` contract: fit before `start`, trade `start..end`, write
     out/metrics.json, out/report.html, out/equity.csv and out/fills.csv. Returns the metrics.
     With `seeds`, the run is repeated per seed and metrics.json gains `seeds` (the list) and
@@ -100,7 +101,7 @@ def run_backtest_command(strategy: str, prices: str, index: str, start: str, end
         nonlocal panel, kospi200
         if strategy in BENCHMARKS:
             return BENCHMARKS[strategy](panel, paths, d_start, d_end, config)
-        agent = build_strategy(strategy, paths, sd)
+        agent = build_strategy(strategy, paths, sd, model)
         if getattr(agent, "extra_prices", None):
             panel = panel_for(agent, panel)
             kospi200 = benchmark_levels(panel.dates, paths.path("index"), "KOSPI200")
@@ -110,7 +111,7 @@ def run_backtest_command(strategy: str, prices: str, index: str, start: str, end
         s = int(np.searchsorted(panel.dates, np.datetime64(d_start, "D")))
         windows = walk_forward_windows(len(panel), train=s, test=REFIT_BARS[refit], gap=0,
                                        expanding=True, first_test=s)
-        wf = walk_forward(lambda x: build_strategy(strategy, paths, x), panel, windows, seeds=(sd,), config=config)
+        wf = walk_forward(lambda x: build_strategy(strategy, paths, x, model), panel, windows, seeds=(sd,), config=config)
         meta["refits"] = len(windows)
         return wf.runs[sd]
 

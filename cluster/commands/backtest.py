@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--end", required=True, metavar="DATE", help="last day (YYYY-MM-DD)")
     p.add_argument("--train-start", metavar="DATE", help="first day of data used (fit on --train-start..--start)")
     p.add_argument("--seed", type=int, default=0, metavar="N")
+    p.add_argument("--model", metavar="URI", help="RL strategies: load this model instead of training "
+                   "(models:/agent-dqn@champion, or an agent folder)")
     p.add_argument("--seeds", metavar="N,N,...", help="also run these seeds; metrics.json gets seed_summary (mean, std)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--rebalance", default="daily",
@@ -54,7 +56,7 @@ def _run(args) -> int:
             seed=args.seed, rebalance=args.rebalance, refit=args.refit, cash=args.cash,
             slippage_ticks=args.slippage_ticks, slippage_range_frac=args.slippage_range_frac,
             commission_rate=args.commission_rate, min_trade_value=args.min_trade_value,
-            seeds=seeds)
+            seeds=seeds, model=args.model)
     except (CommandError, ValueError) as exc:
         print(f"trader backtest: {exc}", file=sys.stderr)
         return 2

@@ -169,3 +169,24 @@ def test_agent_without_model_trains_on_history_before_start(ray_local):
     assert agent.last_seen_date <= "2016-12-30" and agent.spec.train_end < "2016-12-30"
     window = load_panel(end="2017-02-28").tail(70)
     check_weights(agent.target_weights(window), len(window.symbols), "dqn trained in fit")
+
+
+def test_backtest_trades_a_registered_model_after_its_data_end(searched, tmp_path):
+    import json
+
+    from cluster.cli import main as trader
+    from training.promote import promote
+
+    promote("dqn")  # champion if there is none yet (idempotent otherwise)
+    out = tmp_path / "bt"
+    code = trader(["backtest", "--strategy", "dqn", "--model", "models:/agent-dqn@champion",
+                   "--prices", "data/kr_stocks_daily.parquet", "--index", "data/kr_index_daily.parquet",
+                   "--start", "2019-01-02", "--end", "2019-06-28", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["days"] > 100 and -1 < metrics["total_return"] < 1
+    # a model that saw 2017-2018 (validation) must not trade a span inside it
+    code = trader(["backtest", "--strategy", "dqn", "--model", "models:/agent-dqn@champion",
+                   "--prices", "data/kr_stocks_daily.parquet", "--index", "data/kr_index_daily.parquet",
+                   "--start", "2018-01-02", "--end", "2018-06-29", "--out", str(tmp_path / "leak")])
+    assert code != 0
