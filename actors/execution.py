@@ -10,7 +10,6 @@ import datetime as dt
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import ray
@@ -164,6 +163,3 @@ class TradingLoop:
 
 ExecutionActor = ray.remote(num_cpus=0)(TradingLoop)
 
-
-def journal_path_for(out_dir: Path) -> str:
-    return str(Path(out_dir) / "journal.sqlite")
