@@ -32,13 +32,17 @@ def _free_port() -> int:
 @pytest.fixture
 def ray_head():
     port, dash = _free_port(), _free_port()
+    # every fixed default port too: the session's own local Ray (ray_local) already holds the
+    # dashboard agent's 52365, and a head whose agent cannot bind accepts no job
+    agent_ports = [f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+                   f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
     temp = tempfile.mkdtemp(prefix="krt-rayhead-", dir="/tmp")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}",
            "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--block",
          "--node-ip-address=127.0.0.1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", f"--temp-dir={temp}", "--disable-usage-stats"],
+         f"--dashboard-port={dash}", f"--temp-dir={temp}", "--disable-usage-stats", *agent_ports],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 90
