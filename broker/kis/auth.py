@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 from broker.kis.config import Credentials, Environment
-from broker.kis.errors import KisAuthError, KisTransportError
+from broker.kis.errors import KisAuthError, KisTransportError, json_object
 
 
 def default_cache_dir() -> Path:
@@ -167,10 +167,4 @@ def _post_json(session, env: Environment, path: str, body: dict, headers: dict |
                             headers=headers or {"content-type": "application/json; charset=utf-8"})
     except requests.RequestException as exc:
         raise KisTransportError(detail=f"{path}: {type(exc).__name__}", tr_id=path) from None
-    try:
-        data = resp.json()
-    except ValueError:
-        raise KisTransportError(status=resp.status_code, tr_id=path, detail="malformed body") from None
-    if not isinstance(data, dict):
-        raise KisTransportError(status=resp.status_code, tr_id=path, detail="malformed body")
-    return data, resp.status_code
+    return json_object(resp, path), resp.status_code

@@ -42,6 +42,17 @@ class KisTransportError(KisError):
     For an order this means the outcome is UNKNOWN: check the day's orders before anything else."""
 
 
+def json_object(resp, tr_id: str) -> dict:
+    """The response body as a JSON object, or KisTransportError('malformed body')."""
+    try:
+        data = resp.json()
+    except ValueError:
+        raise KisTransportError(status=resp.status_code, tr_id=tr_id, detail="malformed body") from None
+    if not isinstance(data, dict):
+        raise KisTransportError(status=resp.status_code, tr_id=tr_id, detail="malformed body")
+    return data
+
+
 class KisConfigError(ValueError):
     """Missing or malformed configuration (keys, account number, environment)."""
 

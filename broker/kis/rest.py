@@ -17,7 +17,7 @@ import requests
 
 from broker.kis.auth import TokenCache
 from broker.kis.config import Credentials, Environment
-from broker.kis.errors import KisBusinessError, KisRateLimited, KisTokenError, KisTransportError
+from broker.kis.errors import KisBusinessError, KisRateLimited, KisTokenError, KisTransportError, json_object
 from broker.kis.ratelimit import bucket_for
 from broker.kis.redact import protect
 
@@ -126,12 +126,7 @@ class KisRest:
         if resp.status_code != 200 and resp.status_code not in self.env.gateway_error_statuses:
             # e.g. a proxy's 502: whatever the body says, it is not KIS's answer
             raise KisTransportError(status=resp.status_code, tr_id=tr_id, detail="unexpected HTTP status")
-        try:
-            data = resp.json()
-        except ValueError:
-            raise KisTransportError(status=resp.status_code, tr_id=tr_id, detail="malformed body") from None
-        if not isinstance(data, dict):
-            raise KisTransportError(status=resp.status_code, tr_id=tr_id, detail="malformed body")
+        data = json_object(resp, tr_id)
         if resp.status_code >= 500 and "rt_cd" not in data:
             raise KisTransportError(status=resp.status_code, tr_id=tr_id, detail="server error without a KIS body")
         return Reply(data=data, tr_cont=resp.headers.get("tr_cont", "") or "", status=resp.status_code)
