@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import ray
@@ -17,7 +17,7 @@ import requests
 
 from actors import metrics
 from broker.base import OrderRequest, Side
-from broker.journal import Journal
+from broker.journal import DuplicateOrder, Journal
 from broker.venue import open_venue
 from market.accounting import BUY, CostModel, orders_for_targets
 from market.calendar import TradingCalendar, decision_time
@@ -38,6 +38,9 @@ class LoopConfig:
     rebalance_band: float = 0.01  # skip trades smaller than this fraction of equity (churn costs)
     costs: CostModel = CostModel()
     timeout_s: float = 30.0
+    # vts/live: environment, credentials and clock for KisVenue (passed as actor arguments, never
+    # through the environment: a runtime_env shows in the dashboard)
+    venue_options: dict = field(default_factory=dict, repr=False)
 
 
 class TradingLoop:
@@ -45,7 +48,8 @@ class TradingLoop:
         self.config = config
         self.market = market  # MarketStateActor handle
         calendar = TradingCalendar(calendar_dates) if calendar_dates is not None else None
-        self.venue = open_venue(config.venue, cash=config.cash, costs=config.costs, calendar=calendar)
+        self.venue = open_venue(config.venue, cash=config.cash, costs=config.costs, calendar=calendar,
+                                **config.venue_options)
         self.broker = self.venue.broker
         self.journal = Journal(config.journal_path)
         self.http = requests.Session()
@@ -74,6 +78,7 @@ class TradingLoop:
         """Decide on the current bar, trade the next one. None when the replay has ended."""
         if ray.get(self.market.remaining.remote()) == 0:
             return None  # no bar left to trade a decision on
+        ray.get(self.market.wait_for_order_window.remote())  # real time: the next session's order time
         snap = ray.get(self.market.snapshot.remote(self.config.lookback))
         today = dt.date.fromisoformat(snap["dates"][-1])
         account = self.broker.account()
@@ -135,7 +140,13 @@ class TradingLoop:
             request = OrderRequest(
                 client_order_id=f"{self.config.run_id}-{today:%Y%m%d}-{symbol}-{'B' if sd == BUY else 'S'}",
                 symbol=symbol, side=Side.BUY if sd == BUY else Side.SELL, qty=int(q))
-            self.journal.record_intent(request, stamp)  # journaled before it is sent
+            try:
+                self.journal.record_intent(request, stamp)  # journaled before it is sent
+            except DuplicateOrder:
+                # a restarted live loop re-deciding the same day (its run id is stable): the broker
+                # knows by the client order id whether it went out, and never sends it twice
+                if self.config.venue not in ("vts", "live"):
+                    raise
             order = self.broker.submit(request)
             self.journal.record_order(order)
             self.stats["orders"] += 1

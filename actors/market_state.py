@@ -25,6 +25,9 @@ class MarketState:
     def remaining(self) -> int:
         return len(self.panel) - 1 - self.cursor
 
+    def wait_for_order_window(self) -> None:
+        """A replay has no wall time to wait for (the live state sleeps until the session)."""
+
     def snapshot(self, lookback: int) -> dict:
         """Bars up to and including the cursor: what a decision at this bar may see."""
         return self.panel.rows(self.cursor + 1 - lookback, self.cursor + 1).to_dict()

@@ -89,9 +89,7 @@ def deploy_decision_service(agents: list[str], port: int, max_position: float = 
 
 def run_loop(config: DemoConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
     """Replay the panel through MarketState and Execution actors on the running Ray."""
-    import ray
     import requests
-    from tqdm import tqdm
 
     from actors.execution import ExecutionActor, LoopConfig
     from actors.market_state import MarketStateActor
@@ -104,18 +102,27 @@ def run_loop(config: DemoConfig, decide_url: str, journal: Path, progress: bool 
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=f"demo{uuid.uuid4().hex[:6]}",
                    cash=config.cash, venue=config.venue, lookback=config.lookback),
         market, panel.dates)
+    return drive(loop, market, total=len(panel) - 1 - first_row, desc=f"demo ({config.venue})", progress=progress)
+
+
+def drive(loop, market, total: int | None, desc: str, progress: bool = True) -> dict:
+    """Step the ExecutionActor until the market has no bar left; always close and kill both actors."""
+    import ray
+    from tqdm import tqdm
+
     try:
         ray.get(loop.start.remote())
-        steps = len(panel) - 1 - first_row
-        with tqdm(total=steps, desc=f"demo ({config.venue})", unit="bar", disable=not progress) as bar:
+        with tqdm(total=total, desc=desc, unit="bar", disable=not progress) as bar:
             while (result := ray.get(loop.step.remote())) is not None:
                 bar.set_postfix(date=result["date"], equity=f"{result['equity'] / 1e6:,.1f}M")
                 bar.update(1)
         return ray.get(loop.summary.remote())
     finally:
-        ray.get(loop.close.remote())
-        ray.kill(loop)
-        ray.kill(market)
+        try:
+            ray.get(loop.close.remote())
+        finally:
+            ray.kill(loop)
+            ray.kill(market)
 
 
 def run_demo(config: DemoConfig) -> dict:

@@ -20,7 +20,6 @@ from typing import Callable
 
 from broker.base import Broker, Fill, Order, OrderRequest, OrderStatus, OrderType, Side
 from broker.kis import orders as tr
-from broker.kis.auth import default_cache_dir
 from broker.kis.errors import KisBusinessError, KisTransportError
 from broker.kis.ids import OrderIdMap
 from broker.kis.rest import KisRest
@@ -42,7 +41,7 @@ class KisBroker(Broker):
         if not isinstance(id_map, OrderIdMap):
             if id_map is None:
                 digest = hashlib.sha256(f"{rest.env.name}|{rest.credentials.app_key}|{rest.credentials.account}".encode()).hexdigest()[:20]
-                id_map = default_cache_dir() / f"orders-{rest.env.name}-{digest}.sqlite"
+                id_map = rest.tokens.dir / f"orders-{rest.env.name}-{digest}.sqlite"
             id_map = OrderIdMap(id_map)
         self.ids = id_map
         self.clock = clock

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 
@@ -43,7 +44,7 @@ class KisRest:
         self._cred = credentials
         protect(*credentials.secrets())
         self.session = session or requests.Session()
-        if env.name == "sim":
+        if env.name == "sim" or urlsplit(env.rest_url).hostname in ("127.0.0.1", "localhost", "::1"):
             self.session.trust_env = False   # loopback simulator: never through a proxy from the environment
         self.tokens = tokens or TokenCache(env, credentials, session=self.session)
         self.bucket = bucket_for(env.name, env.rest_url, credentials.app_key, env.rate_per_s, env.burst)

@@ -125,7 +125,8 @@ class Exchange:
         self.buckets: dict[str, list[float]] = {}                 # app key → [tokens, last]
         self.history: dict[str, list[tuple]] = {}                 # symbol → [(date, o, h, l, c, v)] oldest first
         self.names: dict[str, str] = {}
-        self.today: dt.date | None = None
+        self.today: dt.date | None = None   # the last bar traded
+        self.session_day: Callable[[], dt.date] | None = None  # set by a virtual session clock
         self.market_open = True
         self.counts = {"tokenP": 0, "requests": 0, "orders": 0, "rate_limited": 0}
         self._odno = itertools.count(1)
@@ -509,7 +510,9 @@ class Exchange:
 
     # --- helpers ----------------------------------------------------------------------------
     def _day_str(self) -> str:
-        return (self.today or dt.datetime.now(SEOUL).date()).strftime("%Y%m%d")
+        """The order date: the virtual session's day, else the last traded bar's (replay venue)."""
+        day = self.session_day() if self.session_day else self.today
+        return (day or dt.datetime.now(SEOUL).date()).strftime("%Y%m%d")
 
     def _orgno(self) -> str:
         return "00950" if self.config.virtual else "06071"

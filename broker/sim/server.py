@@ -33,6 +33,7 @@ class SimServer:
         self._http: SimHTTPServer | None = None
         self._ws: SimWebSocket | None = None
         self._thread: threading.Thread | None = None
+        self._session = None  # VirtualSession, made on the first clock request
 
     def __repr__(self) -> str:
         return f"SimServer(rest={self.rest_url!r}, ws={self.ws_url!r})"
@@ -44,7 +45,8 @@ class SimServer:
         self._http = SimHTTPServer(self.exchange, self.faults)
         self._http.on_admin.update(advance=self._admin_advance, fault=self._admin_fault,
                                    clear_faults=lambda b: (self.faults.clear(), {"ok": True})[1],
-                                   market=self._admin_market, stats=lambda b: self.stats())
+                                   market=self._admin_market, stats=lambda b: self.stats(),
+                                   clock=self._admin_clock)
         self._thread = threading.Thread(target=self._http.serve_forever, name="sim-rest", daemon=True)
         self._thread.start()
         return self
@@ -106,18 +108,32 @@ class SimServer:
                 "ws_sessions": len(self._ws.sessions) if self._ws else 0,
                 "ws_frames": self._ws.frames_sent if self._ws else 0}
 
+    def next_replay_date(self) -> dt.date | None:
+        """The date the next replay bar trades on (None when the replay is over or absent)."""
+        if self._replay is None:
+            return None
+        today = self.exchange.today
+        df = self._replay if today is None else self._replay.filter(pl.col("date") > today)
+        if df.is_empty():
+            return None
+        day = df["date"][0]
+        return day.date() if isinstance(day, dt.datetime) else day
+
+    def session_clock(self):
+        """The virtual session clock (broker/sim/clock.py), started on first use."""
+        if self._session is None:
+            from broker.sim.clock import VirtualSession
+
+            self._session = VirtualSession(self)
+        return self._session
+
     def _next_replay_bar(self) -> tuple[dt.date, dict]:
         if self._replay is None:
             raise ValueError("no replay data: pass bars, or start the server with replay=<frame>")
-        today = self.exchange.today
-        df = self._replay
-        if today is not None:
-            df = df.filter(pl.col("date") > today)
-        if df.is_empty():
+        day = self.next_replay_date()
+        if day is None:
             raise ValueError("the replay has no more bars")
-        day = df["date"][0]
-        day = day.date() if isinstance(day, dt.datetime) else day
-        part = df.filter(pl.col("date") == df["date"][0])
+        part = self._replay.filter(pl.col("date") == day)
         vol = part["volume"].to_list() if "volume" in part.columns else [None] * len(part)
         bars = {s: (o, h, lo, c, v) for s, o, h, lo, c, v in zip(part["symbol"].to_list(), part["open"].to_list(),
                                                                   part["high"].to_list(), part["low"].to_list(),
@@ -141,6 +157,11 @@ class SimServer:
         else:
             self.faults.inject(body["kind"], int(body.get("count", 1)), body.get("path", ""), float(body.get("delay", 0)))
         return {"ok": True}
+
+    def _admin_clock(self, body: dict) -> dict:
+        clock = self.session_clock()
+        now = clock.sleep(float(body["sleep_s"])) if "sleep_s" in body else clock.now
+        return {"now": now.isoformat(), "market_open": self.exchange.market_open, "today": str(self.exchange.today)}
 
     def _admin_market(self, body: dict) -> dict:
         self.set_market_open(body.get("open", True))

@@ -1,0 +1,169 @@
+"""LiveMarketStateActor: market state in real time, from KIS daily bars (modes vts and live).
+
+Same calls as the replay MarketState (snapshot, bars, advance, remaining) plus
+`wait_for_order_window`, so the ExecutionActor's loop is the same in every mode:
+
+  wait_for_order_window  sleep until orders decided on the last final bar may go out (next
+                         session's order time); bars that became final meanwhile join first
+  snapshot               the last `lookback` FINAL bars: today's partial bar never enters
+  advance                sleep until the next session's bar is final, fetch it, return it
+
+Prices are KIS's adjusted daily bars. After a split or similar event KIS re-adjusts the history:
+when refreshed bars disagree with stored ones, that symbol's whole window is fetched again, so a
+snapshot never mixes two adjustment bases.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import ray
+
+from market.data import Panel
+from market.session import Clock, SessionTimes
+
+Fetch = Callable[[str, dt.date, dt.date], pl.DataFrame]  # symbol, start, end -> long daily bars
+REFRESH_DAYS = 14          # calendar days re-read on each refresh (covers long weekends)
+ADJUSTMENT_TOLERANCE = 1e-6
+
+
+class KisDailyBars:
+    """The fetch function over the KIS REST client, built lazily in the process that uses it
+    (the token cache on disk is shared with the broker's client)."""
+
+    def __init__(self, environment, credentials, cache_dir=None):
+        self.environment, self.credentials, self.cache_dir = environment, credentials, cache_dir
+        self._rest = None
+
+    def __call__(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        from broker.kis.quotes import daily_bars
+
+        if self._rest is None:
+            from broker.kis.auth import TokenCache
+            from broker.kis.rest import KisRest
+
+            tokens = TokenCache(self.environment, self.credentials, self.cache_dir)
+            self._rest = KisRest(self.environment, self.credentials, tokens)
+        return daily_bars(self._rest, symbol, start, end)
+
+    def __getstate__(self):  # the client (sessions, locks) stays behind; credentials travel
+        return {**self.__dict__, "_rest": None}
+
+
+class FeedStalled(RuntimeError):
+    """No new final bar long after one was due (feed down, or a long unlisted holiday)."""
+
+
+class LiveMarketState:
+    def __init__(self, fetch: Fetch, symbols: list[str], lookback: int, clock: Clock, session: SessionTimes,
+                 poll_s: float = 60.0, days: int | None = None, stall_days: int = 10):
+        if not symbols:
+            raise ValueError("a live market state needs at least one symbol")
+        self.fetch, self.symbols, self.lookback = fetch, sorted(symbols), int(lookback)
+        self.clock, self.session, self.poll_s = clock, session, float(poll_s)
+        self.days_left = days
+        self.stall_days = stall_days
+        self.frame = pl.concat([self._history(s) for s in self.symbols])
+        self.panel = self._panel()
+
+    # --- the MarketState calls ------------------------------------------------------------------
+    def today(self) -> dt.date:
+        return self.panel.date(len(self.panel) - 1)
+
+    def remaining(self) -> int:
+        """Bars still to trade: the `days` budget, or unbounded (a large number) in production."""
+        return 1 << 30 if self.days_left is None else self.days_left
+
+    def snapshot(self, lookback: int) -> dict:
+        return self.panel.tail(lookback).to_dict()
+
+    def bars(self) -> dict:
+        i = len(self.panel) - 1
+        p = self.panel
+        bars = {s: (p.open[i, j], p.high[i, j], p.low[i, j], p.close[i, j]) for j, s in enumerate(p.symbols)}
+        return {"date": self.today(), "bars": bars, "benchmark": None}
+
+    def wait_for_order_window(self) -> str:
+        """Return (Seoul time, ISO) once orders decided on the newest final bar may be sent."""
+        while True:
+            self._refresh()
+            now = self.clock.now()
+            window = self.session.next_order_window(self.today(), now)
+            if window <= now:
+                return now.isoformat()
+            self.clock.sleep((window - now).total_seconds())
+
+    def advance(self) -> dict | None:
+        """Block until a bar newer than the current one is final; return the newest."""
+        if self.days_left is not None and self.days_left <= 0:
+            return None
+        last = self.today()
+        due = self._next_session_day(last)
+        while True:
+            now = self.clock.now()
+            final_at = self.session.final_at(due)
+            if now < final_at:
+                self.clock.sleep((final_at - now).total_seconds())
+                continue
+            if self._refresh():
+                if self.days_left is not None:
+                    self.days_left -= 1
+                return self.bars()
+            if now.date() - due > dt.timedelta(days=self.stall_days):
+                raise FeedStalled(f"no daily bar after {last} although {due} was due {self.stall_days}+ days "
+                                  f"ago (now {now:%Y-%m-%d %H:%M} KST): check the KIS feed and the holiday list")
+            self.clock.sleep(self.poll_s)
+
+    # --- internals ------------------------------------------------------------------------------
+    def _next_session_day(self, day: dt.date) -> dt.date:
+        day += dt.timedelta(days=1)
+        while not self.session.is_session_day(day):
+            day += dt.timedelta(days=1)
+        return day
+
+    def _history(self, symbol: str) -> pl.DataFrame:
+        """Enough calendar days for `lookback` trading days (~250 per 365, plus holidays)."""
+        end = self.clock.now().date()
+        start = end - dt.timedelta(days=int(self.lookback * 1.5) + 30)
+        return self.fetch(symbol, start, end).select("date", "symbol", "open", "high", "low", "close", "volume")
+
+    def _panel(self) -> Panel:
+        """The last `lookback` final bars; older rows leave the stored frame too."""
+        final = self.frame.filter(pl.col("date") <= self.session.last_final_day(self.clock.now()))
+        panel = Panel.from_frame(final).tail(self.lookback)
+        self.frame = self.frame.filter(pl.col("date") >= panel.date(0))
+        return panel
+
+    def _refresh(self) -> bool:
+        """Fetch the recent bars; True when a newer final bar joined the panel."""
+        now = self.clock.now()
+        start, final = now.date() - dt.timedelta(days=REFRESH_DAYS), self.session.last_final_day(now)
+        parts = []
+        for s in self.symbols:
+            recent = self.fetch(s, start, now.date()).select(self.frame.columns)
+            stored = self.frame.filter(pl.col("symbol") == s)
+            if _readjusted(stored.filter(pl.col("date") <= final), recent.filter(pl.col("date") <= final)):
+                recent = self._history(s)  # the whole window on the new adjustment basis
+                stored = stored.head(0)
+            else:
+                stored = stored.filter(~pl.col("date").is_in(recent["date"].implode()))
+            parts.append(pl.concat([stored, recent]))
+        before = self.today()
+        self.frame = pl.concat(parts).sort("date", "symbol")
+        self.panel = self._panel()
+        return self.today() > before
+
+
+def _readjusted(stored: pl.DataFrame, recent: pl.DataFrame) -> bool:
+    """Do the overlapping closes differ (KIS re-adjusted the series since we stored it)?"""
+    both = stored.join(recent, on="date", suffix="_new")
+    if both.is_empty():
+        return False
+    a, b = both["close"].to_numpy(), both["close_new"].to_numpy()
+    ok = np.isfinite(a) & np.isfinite(b)
+    return bool(np.any(np.abs(a[ok] - b[ok]) > ADJUSTMENT_TOLERANCE * np.abs(a[ok])))
+
+
+LiveMarketStateActor = ray.remote(num_cpus=0)(LiveMarketState)

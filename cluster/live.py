@@ -1,0 +1,61 @@
+"""The real-time loop (`trader run --mode vts|live`): KIS bars in, decisions from Serve, KIS orders out.
+
+Same actors and loop as the replay (cluster/demo.py), with two parts swapped: the market state is
+LiveMarketStateActor (KIS daily bars; it sleeps until each session's order time and until each
+bar is final) and the venue is KisVenue (orders through KisBroker, fills from KIS's execution
+list). The run id is stable per environment and account, so a loop restarted on the same day
+re-decides but never re-sends an order (the broker's client-order-id map recognises it).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from broker.kis.config import Credentials, Environment
+from market.session import Clock, SessionTimes, WallClock
+
+
+@dataclass
+class LiveConfig:
+    mode: str                      # "vts" or "live"
+    environment: Environment       # KIS endpoints and limits (broker/kis/config.py)
+    credentials: Credentials = field(repr=False)
+    symbols: list[str] = field(default_factory=list)
+    session: SessionTimes = field(default_factory=SessionTimes)
+    clock: Clock = field(default_factory=WallClock)
+    poll_s: float = 60.0
+    days: int | None = None        # stop after this many sessions (None: run until stopped)
+    lookback: int = 61             # raised to what the decision service's agents need
+    cache_dir: Path | None = None  # KIS token cache and order-id map (default ~/.cache/kis-ray-trader)
+
+    def run_id(self) -> str:
+        digest = hashlib.sha256(f"{self.environment.name}|{self.credentials.account}".encode()).hexdigest()[:8]
+        return f"{self.mode}{digest}"
+
+
+def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
+    """Trade `config.days` sessions (or until stopped) on the running Ray; returns the loop's summary."""
+    from actors.execution import ExecutionActor, LoopConfig
+    from actors.live_market import KisDailyBars, LiveMarketStateActor
+    from cluster.demo import drive
+
+    if config.mode not in ("vts", "live"):
+        raise ValueError(f"the real-time loop trades on 'vts' or 'live', not {config.mode!r}")
+    if not config.symbols:
+        raise ValueError(f"--mode {config.mode} needs the symbols to trade: set trading.symbols in the settings "
+                         "file (or KRT_TRADING__SYMBOLS=005930,000660,...)")
+    need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
+    lookback = max(config.lookback, int(need))
+    market = LiveMarketStateActor.remote(KisDailyBars(config.environment, config.credentials, config.cache_dir), config.symbols,
+                                         lookback, config.clock, config.session, poll_s=config.poll_s,
+                                         days=config.days)
+    loop = ExecutionActor.remote(
+        LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=config.run_id(), venue=config.mode,
+                   lookback=lookback, venue_options={"environment": config.environment,
+                                                     "credentials": config.credentials, "clock": config.clock,
+                                                     "cache_dir": config.cache_dir}),
+        market)
+    return drive(loop, market, total=config.days, desc=f"{config.mode} loop", progress=progress)
