@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from broker.kis.config import Credentials, Environment
+from broker.kis.config import Credentials, Environment, environment
 from market.session import Clock, SessionTimes, WallClock
 
 
@@ -59,3 +59,31 @@ def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: 
                                                      "cache_dir": config.cache_dir}),
         market)
     return drive(loop, market, total=config.days, desc=f"{config.mode} loop", progress=progress)
+
+
+def kis_environment(mode: str, options: dict) -> Environment:
+    """KIS's real or VTS environment with the `live.kis` options, typed like the defaults they
+    replace (environment variables arrive as strings)."""
+    base = environment("real" if mode == "live" else "vts")
+    typed = {}
+    for key, value in options.items():
+        if key not in base.__dataclass_fields__ or key == "name":
+            known = ", ".join(k for k in base.__dataclass_fields__ if k != "name")
+            raise ValueError(f"live.kis.{key}: not a KIS environment option (known: {known})")
+        typed[key] = _like(getattr(base, key), value, f"live.kis.{key}")
+    return base.with_options(**typed)
+
+
+def _like(default, value, what: str):
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            if isinstance(default, tuple):
+                return tuple(type(default[0])(v) for v in value.split(",") if v.strip())
+            return type(default)(value)
+        except ValueError:
+            raise ValueError(f"{what}: {value!r} is not a {type(default).__name__}") from None
+    return value

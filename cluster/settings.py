@@ -10,10 +10,11 @@ in git) — and they are `SecretStr`, so printing or logging the settings never 
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -21,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 ENV_PREFIX = "KRT_"
 SECRET_ENV = {"kis_app_key": "KIS_APP_KEY", "kis_app_secret": "KIS_APP_SECRET", "kis_account": "KIS_ACCOUNT"}
 DEFAULT_FILE = "trader.yaml"
+# KRT_ variables read by components on their own, not settings fields (KRT_MODEL_<ALGO> too)
+NOT_SETTINGS = {"KRT_CONFIG", "KRT_DATA_DIR", "KRT_KIS_CACHE_DIR", "KRT_MLFLOW_DIR", "KRT_MLFLOW_PORT",
+                "KRT_CODE_VERSION", "KRT_TEST_ARTIFACTS"}
 
 
 class SettingsError(ValueError):
@@ -78,6 +82,19 @@ class TradingSettings(_Section):
     benchmark: str = "KOSPI200"
 
 
+class LiveSettings(_Section):
+    """`trader run --mode vts|live`: session timing (KST), the KRX holiday list, KIS endpoints."""
+    order_time: dt.time = dt.time(9, 0, 30)         # orders go out once continuous trading runs
+    order_cutoff: dt.time = dt.time(15, 15)         # never later: the closing auction starts at 15:20
+    bar_final: dt.time = dt.time(15, 45)            # a day's daily bar is complete from here on
+    holidays: list[dt.date] = Field(default_factory=list)  # weekday KRX holidays (no KIS TR for it on VTS)
+    poll_s: float = Field(60.0, gt=0)               # re-read bars this often while a final bar is late
+    clock: Literal["wall", "simulator"] = "wall"    # simulator: rehearse vts against `python -m broker.sim`
+    # KIS environment options (broker/kis/config.py Environment: rest_url, ws_url, rate_per_s,
+    # token_throttle_s, ... — the items KIS_API.md marks unsure)
+    kis: dict[str, Any] = Field(default_factory=dict)
+
+
 class Settings(_Section):
     mode: Mode = Mode.PAPER
     journal: Path = Path("runs/journal.sqlite")
@@ -87,6 +104,7 @@ class Settings(_Section):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     trading: TradingSettings = Field(default_factory=TradingSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
     # secrets: environment / .env only
     kis_app_key: SecretStr | None = None
     kis_app_secret: SecretStr | None = None
@@ -136,12 +154,12 @@ def _set_path(d: dict, keys: list[str], value: str) -> None:
 def _env_overrides(environ: dict[str, str]) -> dict:
     out: dict = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == "KRT_CONFIG" or name == "KRT_DATA_DIR":
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS or name.startswith("KRT_MODEL_"):
             continue
         keys = name[len(ENV_PREFIX):].lower().split("__")
         if keys[0] in SECRET_ENV:
             continue  # secrets have their own names
-        if keys[-1] in ("symbols", "agents"):
+        if keys[-1] in ("symbols", "agents", "holidays"):
             value = [s.strip() for s in value.split(",") if s.strip()]
         _set_path(out, keys, value)
     if "KRT_DATA_DIR" in environ:

@@ -19,11 +19,13 @@ def register(subparsers) -> None:
                     "in the environment or .env.",
         example_lines=["trader run                               # paper, the default",
                        "trader run --mode sim --days 20",
-                       "trader run --mode vts",
+                       "KRT_TRADING__SYMBOLS=005930,000660 trader run --mode vts",
                        "trader run --mode live --live           # asks for the account number"])
     p.add_argument("--mode", choices=[m.value for m in Mode], help="venue (default: settings mode, paper)")
     p.add_argument("--live", action="store_true", help="required for --mode live (real money)")
-    p.add_argument("--days", type=int, default=None, help="stop after this many trading days (replay feeds)")
+    p.add_argument("--days", type=int, default=None,
+                   help="stop after this many trading days (paper/sim: replayed bars; vts/live: sessions, "
+                        "default unlimited)")
     add_settings_arg(p)
     p.set_defaults(func=main)
 
@@ -61,20 +63,15 @@ def main(args) -> int:
 
 def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
     """Run the loop on the Ray cluster at cluster.address (else an embedded local Ray): the decision
-    service is deployed (or updated) first, then MarketState and Execution actors trade bar by bar
-    into the journal at settings.journal."""
-    if mode in (Mode.VTS, Mode.LIVE):
-        from broker.venue import open_venue
-        try:
-            open_venue(mode.value, cash=settings.trading.starting_cash)
-        except ValueError as exc:
-            raise CommandError(f"credentials and confirmation are in order, but the loop cannot trade on "
-                               f"{mode.value} yet: {exc}") from None
+    service is deployed (or updated) first, then MarketState and Execution actors trade into the
+    journal at settings.journal — replaying stored bars (paper, sim) or in real time (vts, live)."""
+    live = live_config(settings, mode, credentials, days) if mode in (Mode.VTS, Mode.LIVE) else None
     import ray
     from ray import serve
 
     from cluster.commands.serve import deploy
     from cluster.demo import DemoConfig, run_loop
+    from cluster.live import run_live_loop
     from market.data import DataError, DataPaths
 
     embedded = not settings.cluster.address
@@ -84,15 +81,21 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
         ray.init(address=settings.cluster.address, log_to_driver=False, configure_logging=False)
     try:
         url = deploy(settings) + "/v1/decide"
-        config = DemoConfig(out=settings.journal.parent, days=days or settings.trading.replay_days,
-                            symbols=settings.trading.symbols or None, cash=settings.trading.starting_cash,
-                            venue=mode.value, agents=settings.serve.agents,
-                            max_position=settings.trading.max_position, max_gross=settings.trading.max_gross,
-                            paths=DataPaths(root=settings.data_dir) if settings.data_dir else DataPaths())
         settings.journal.parent.mkdir(parents=True, exist_ok=True)
         print(f"trading loop ({mode.value}): decisions from {url}, journal {settings.journal}", flush=True)
         try:
-            stats = run_loop(config, url, settings.journal, progress=True)
+            if live is not None:
+                print(f"KIS {live.environment.name} at {live.environment.rest_url}, {len(live.symbols)} symbols; "
+                      f"orders at {live.session.order_time} KST of each session, bars final at "
+                      f"{live.session.bar_final}; {days or 'unlimited'} sessions", flush=True)
+                stats = run_live_loop(live, url, settings.journal)
+            else:
+                config = DemoConfig(out=settings.journal.parent, days=days or settings.trading.replay_days,
+                                    symbols=settings.trading.symbols or None, cash=settings.trading.starting_cash,
+                                    venue=mode.value, agents=settings.serve.agents,
+                                    max_position=settings.trading.max_position, max_gross=settings.trading.max_gross,
+                                    paths=DataPaths(root=settings.data_dir) if settings.data_dir else DataPaths())
+                stats = run_loop(config, url, settings.journal, progress=True)
         except (DataError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         print(f"done: {stats['decisions']} decisions, {stats['orders']} orders, {stats['fills']} fills, "
@@ -102,3 +105,33 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
         if embedded:
             serve.shutdown()
         ray.shutdown()
+
+
+def live_config(settings, mode: Mode, credentials, days: int | None):
+    """The real-time loop's configuration from the settings (checked before anything starts)."""
+    import os
+
+    from broker.sim.clock import SimClock
+    from cluster.live import LiveConfig, kis_environment
+    from market.session import SessionTimes, WallClock
+
+    s = settings.live
+    try:
+        env = kis_environment(mode.value, s.kis)
+        session = SessionTimes(s.order_time, s.order_cutoff, s.bar_final, frozenset(s.holidays))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if not settings.trading.symbols:
+        raise CommandError(f"--mode {mode.value} needs the symbols to trade: set trading.symbols in the settings "
+                           "file (or KRT_TRADING__SYMBOLS=005930,000660,...)")
+    clock = WallClock()
+    if s.clock == "simulator":
+        if mode is Mode.LIVE:
+            raise CommandError("live.clock=simulator is for rehearsing vts against the local simulator; "
+                               "live trading runs on the wall clock")
+        secret = os.environ.get("KIS_SIM_ADMIN")
+        if not secret:
+            raise CommandError("live.clock=simulator needs KIS_SIM_ADMIN (written by `python -m broker.sim`)")
+        clock = SimClock(env.rest_url, secret)
+    return LiveConfig(mode=mode.value, environment=env, credentials=credentials, symbols=settings.trading.symbols,
+                      session=session, clock=clock, poll_s=s.poll_s, days=days)
