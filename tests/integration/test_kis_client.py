@@ -216,22 +216,17 @@ def test_hashkey_option_is_sent_and_checked(sim, tmp_path):
     assert err.value.msg_cd == "SIMR0014"
 
 
-def test_open_kis_broker_gates_live(tmp_path, monkeypatch):
-    from broker.kis.config import LiveNotConfirmed
-    from broker.kis.factory import open_kis_broker
+def test_run_modes_map_to_kis_environments():
+    """`trader run --mode live` talks to the real server with real TR ids, `--mode vts` to VTS with
+    V-prefixed ones; `live.kis` settings override the [unsure] items (the gate is in test_cluster_cli)."""
+    from cluster.live import kis_environment
 
-    monkeypatch.chdir(tmp_path)
-    for k, v in {"KIS_APP_KEY": "PSkey1234567", "KIS_APP_SECRET": "secret", "KIS_ACCOUNT": "12345678-01"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("KRT_KIS_CACHE_DIR", str(tmp_path))
-    with pytest.raises(LiveNotConfirmed):
-        open_kis_broker("live", live=False, out=lambda s: None)
-    with pytest.raises(LiveNotConfirmed):
-        open_kis_broker("live", live=True, input_fn=lambda p: "00000000-01", out=lambda s: None)
-    b = open_kis_broker("live", live=True, input_fn=lambda p: "12345678-01", out=lambda s: None)
-    assert b.rest.env.name == "real" and b.rest.env.tr("TTTC0012U") == "TTTC0012U"
-    v = open_kis_broker("vts")
-    assert v.rest.env.rest_url.startswith("https://openapivts") and v.rest.env.tr("TTTC0012U") == "VTTC0012U"
+    real = kis_environment("live", {})
+    assert real.name == "real" and real.rest_url.startswith("https://openapi.koreainvestment.com")
+    assert real.tr("TTTC0012U") == "TTTC0012U"
+    vts = kis_environment("vts", {"token_throttle_s": "300", "gateway_error_statuses": "200,500"})
+    assert vts.rest_url.startswith("https://openapivts") and vts.tr("TTTC0012U") == "VTTC0012U"
+    assert vts.token_throttle_s == 300.0 and vts.gateway_error_statuses == (200, 500)
 
 
 def test_statuses_outside_the_gateway_list_are_transport_errors(sim, tmp_path):

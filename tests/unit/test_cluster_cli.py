@@ -1,6 +1,7 @@
 """The `trader` cluster commands: registered, --help with examples, clear refusals, safety gate."""
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,28 @@ def test_status_without_cluster_still_reports_the_journal(tmp_path, monkeypatch,
                          "journal": report})
     out = capsys.readouterr().out
     assert "not reachable" in out and "equity 2,500 KRW" in out and "005930 60.0%" in out
+
+
+def test_vts_settings_problems_are_named_before_anything_starts(monkeypatch, tmp_path):
+    from cluster.commands.run import live_config
+    from cluster.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    creds = object()
+    no_symbols = load_settings(environ={})
+    with pytest.raises(CommandError, match="trading.symbols"):
+        live_config(no_symbols, Mode.VTS, creds, days=None)
+    bad_option = load_settings(environ={"KRT_TRADING__SYMBOLS": "005930", "KRT_LIVE__KIS__RATE_PER_SEC": "5"})
+    with pytest.raises(CommandError, match="live.kis.rate_per_sec: not a KIS environment option"):
+        live_config(bad_option, Mode.VTS, creds, days=None)
+    bad_value = load_settings(environ={"KRT_TRADING__SYMBOLS": "005930", "KRT_LIVE__KIS__RATE_PER_S": "fast"})
+    with pytest.raises(CommandError, match="live.kis.rate_per_s: 'fast' is not a float"):
+        live_config(bad_value, Mode.VTS, creds, days=None)
+    sim_clock_live = load_settings(environ={"KRT_TRADING__SYMBOLS": "005930", "KRT_LIVE__CLOCK": "simulator"})
+    with pytest.raises(CommandError, match="live trading runs on the wall clock"):
+        live_config(sim_clock_live, Mode.LIVE, creds, days=None)
+    ok = live_config(load_settings(environ={"KRT_TRADING__SYMBOLS": "005930,000660",
+                                            "KRT_LIVE__HOLIDAYS": "2026-12-31",
+                                            "KRT_LIVE__KIS__RATE_PER_S": "2.5"}), Mode.VTS, creds, days=3)
+    assert ok.environment.name == "vts" and ok.environment.rate_per_s == 2.5 and ok.days == 3
+    assert ok.symbols == ["005930", "000660"] and dt.date(2026, 12, 31) in ok.session.holidays
