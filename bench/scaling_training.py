@@ -8,10 +8,9 @@ printed as a ratio against the 1-CPU run measured in the same invocation.
 - Tune: trials are real project work — a Ray Tune grid over the technical agent's parameters,
   each trial a backtest through the one accounting (`orders_for_targets` + `execute` via the
   PaperBroker) — 1 CPU per trial, so N CPUs run N trials at a time.
-- RLlib: PPO env runners (1 per CPU) sampling a stand-in environment built from the project's
-  data (KOSPI200 daily returns; hold cash or the index, pay commission on switches), measured with
-  RLlib's own `synchronous_parallel_sample`. The project's TradingEnv (training/env.py, branch
-  `rl`) is used instead when it is importable.
+- RLlib: the project's APPO (training/algos.py) with N env runners (1 per CPU) sampling the
+  project's TradingEnv (training/env.py: the one accounting per step, 5 symbols, 2008-2016 training
+  window), measured with RLlib's own `synchronous_parallel_sample`.
 """
 from __future__ import annotations
 
@@ -75,52 +74,22 @@ def tune_run(cpus: int, trials: int) -> dict:
 
 
 # --- RLlib: env-runner sampling throughput -------------------------------------------------------
-def standin_env_class():
-    import gymnasium as gym
-    import numpy as np
-
-    class IndexTimingEnv(gym.Env):
-        """Hold cash (0) or KOSPI200 (1); reward = next-day log return of the holding minus
-        0.015% commission on a switch. Observation: last 20 daily log returns + position."""
-
-        def __init__(self, config=None):
-            from market.data import DataPaths, load_index
-            close = load_index(DataPaths().path("index"), "KOSPI200")["close"].to_numpy().astype(float)
-            self.ret = np.diff(np.log(close))
-            self.observation_space = gym.spaces.Box(-1, 1, (21,), np.float32)
-            self.action_space = gym.spaces.Discrete(2)
-            self.rng = np.random.default_rng(0)
-
-        def _obs(self):
-            return np.append(np.clip(self.ret[self.t - 20:self.t] * 10, -1, 1), self.pos).astype(np.float32)
-
-        def reset(self, *, seed=None, options=None):
-            self.t = int(self.rng.integers(20, len(self.ret) - 251))
-            self.end, self.pos = self.t + 250, 0
-            return self._obs(), {}
-
-        def step(self, action):
-            cost = 0.00015 if action != self.pos else 0.0
-            self.pos = int(action)
-            reward = self.pos * self.ret[self.t] - cost
-            self.t += 1
-            return self._obs(), float(reward), False, self.t >= self.end, {}
-
-    return IndexTimingEnv
-
-
 def rllib_run(cpus: int, steps: int) -> dict:
     import ray
-    from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 
+    from market.data import load_panel
+    from training.algos import build_config
+    from training.env import DEFAULT_UNIVERSE, EnvSpec, TradingEnv
+
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    env, env_name = standin_env_class(), "stand-in IndexTimingEnv (KOSPI200 returns)"
-    config = (PPOConfig().environment(env).framework("torch")
-              .env_runners(num_env_runners=cpus, num_envs_per_env_runner=4, rollout_fragment_length="auto",
-                           num_cpus_per_env_runner=1)
-              .learners(num_learners=0).training(train_batch_size_per_learner=800))
+    panel = load_panel(symbols=list(DEFAULT_UNIVERSE), end="2016-12-31")
+    spec = TradingEnv({"panel": panel, "spec": EnvSpec(symbols=DEFAULT_UNIVERSE, train_start="2008-01-01",
+                                                       train_end="2016-12-31")}).spec_.to_dict()
+    config = (build_config("appo", {"panel": panel, "spec": spec, "seed": 0})
+              .env_runners(num_env_runners=cpus, num_envs_per_env_runner=4, num_cpus_per_env_runner=1))
     algo = config.build_algo()
+
     def sample(n: int) -> int:
         batches = synchronous_parallel_sample(worker_set=algo.env_runner_group, max_env_steps=n, concat=False,
                                               _uses_new_env_runners=True)
@@ -134,7 +103,8 @@ def rllib_run(cpus: int, steps: int) -> dict:
     seconds = time.perf_counter() - t0
     algo.stop()
     ray.shutdown()
-    return {"env": env_name, "steps": sampled, "seconds": seconds, "steps_per_s": sampled / seconds}
+    return {"env": "TradingEnv (5 symbols, APPO runners)", "steps": sampled, "seconds": seconds,
+            "steps_per_s": sampled / seconds}
 
 
 def child(kind: str, cpus: int, n: int) -> None:
