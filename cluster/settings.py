@@ -52,6 +52,11 @@ class ServeSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
     agents: list[str] = Field(default_factory=lambda: ["technical", "factor"])  # strategies/registry.py names
+    # RL agents (dqn, appo) join `agents` whenever a model exists for them: `models[algo]`, else
+    # KRT_MODEL_<ALGO>, else the MLflow registry's `champion` (serving/champions.py). false: only
+    # the listed agents are served.
+    rl_champions: bool = True
+    models: dict[str, str] = Field(default_factory=dict)  # e.g. {dqn: "models:/agent-dqn/3"}
 
     @property
     def url(self) -> str:
@@ -141,6 +146,8 @@ def _env_overrides(environ: dict[str, str]) -> dict:
         keys = name[len(ENV_PREFIX):].lower().split("__")
         if keys[0] in SECRET_ENV:
             continue  # secrets have their own names
+        if len(keys) == 1 and keys[0] not in Settings.model_fields:
+            continue  # another module's variable (KRT_MODEL_DQN, KRT_MLFLOW_DIR, KRT_CODE_VERSION, ...)
         if keys[-1] in ("symbols", "agents"):
             value = [s.strip() for s in value.split(",") if s.strip()]
         _set_path(out, keys, value)
