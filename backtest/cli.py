@@ -107,7 +107,12 @@ def run_backtest_command(strategy: str, prices: str, index: str, start: str, end
             kospi200 = benchmark_levels(panel.dates, paths.path("index"), "KOSPI200")
         delisted = load_delisted(paths.path("delisted")) if paths.path("delisted").exists() else None
         if refit == "none":
-            return run_backtest(agent, panel, d_start, d_end, config, delisted=delisted, name=strategy)
+            res = run_backtest(agent, panel, d_start, d_end, config, delisted=delisted, name=strategy)
+            if getattr(agent, "all_members", None):  # an ensemble: who traded, who was left out and why
+                meta["members"] = list(agent.members)
+                if agent.notes:
+                    meta["left_out"] = list(agent.notes)
+            return res
         s = int(np.searchsorted(panel.dates, np.datetime64(d_start, "D")))
         windows = walk_forward_windows(len(panel), train=s, test=REFIT_BARS[refit], gap=0,
                                        expanding=True, first_test=s)

@@ -3,7 +3,9 @@
 Picks the most traded symbols (by traded value before the replay starts — nothing from the
 replay period chooses the universe), deploys the decision service, runs the ExecutionActor bar
 by bar against a venue (paper by default), then writes equity.png and metrics.json from the
-journal.
+journal. The service runs the configured agents plus the RL champions the MLflow registry holds
+(serving/champions.py); the demo prints them (with model versions) and records them in
+metrics.json. RL agents whose five-name universe is not in the replayed symbols abstain.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ class DemoConfig:
     cash: int = 100_000_000
     venue: str = "paper"
     agents: list[str] = field(default_factory=lambda: ["technical", "factor"])
+    rl_champions: bool = True  # add dqn/appo when the MLflow registry has a champion for them
+    models: dict[str, str] = field(default_factory=dict)  # explicit RL model URIs (serve.models)
     lookback: int = 61  # bars per snapshot; run_loop raises it to what the service's agents need
     max_position: float = 0.2
     max_gross: float = 1.0
@@ -76,15 +80,25 @@ def prepare(config: DemoConfig) -> tuple[Panel, int, np.ndarray]:
 
 
 def deploy_decision_service(agents: list[str], port: int, max_position: float = 0.2,
-                            max_gross: float = 1.0) -> str:
-    """Start Serve on 127.0.0.1:port (on the running Ray) and deploy the app; returns /v1/decide's URL."""
+                            max_gross: float = 1.0, *, rl_champions: bool = True,
+                            models: dict[str, str] | None = None, served=None, name: str = "trader",
+                            route_prefix: str = "/") -> str:
+    """Start Serve on 127.0.0.1:port (on the running Ray) and deploy the app; returns /v1/decide's URL.
+
+    The agents served are `served` (a serving.champions.ServedAgents), else planned here from
+    `agents`, `rl_champions` and `models` (RL champions join when the registry has them).
+    If Serve already runs, its HTTP port stays what it is: pass that port."""
     from ray import serve
 
     from serving.app import build_app
+    from serving.champions import plan
 
+    if served is None:
+        served = plan(agents, rl_champions=rl_champions, models=models)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(agents, max_position, max_gross), name="trader", route_prefix="/")
-    return f"http://127.0.0.1:{port}/v1/decide"
+    serve.run(build_app(served.agents, max_position, max_gross, models=served.models,
+                        tracking_uri=served.tracking_uri), name=name, route_prefix=route_prefix)
+    return f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}/v1/decide"
 
 
 def run_loop(config: DemoConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
@@ -137,10 +151,14 @@ def run_demo(config: DemoConfig) -> dict:
         stale.unlink()
     t0 = time.time()
     # embedded and private: never attach to a cluster that `ray start` recorded on this machine
+    from serving.champions import plan
+
+    served = plan(config.agents, rl_champions=config.rl_champions, models=config.models)
+    print(served.summary(), flush=True)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         url = deploy_decision_service(config.agents, config.port or free_port(), config.max_position,
-                                      config.max_gross)
+                                      config.max_gross, served=served)
         stats = run_loop(config, url, journal, progress=config.progress)
     finally:
         try:
@@ -148,6 +166,7 @@ def run_demo(config: DemoConfig) -> dict:
         finally:
             ray.shutdown()
     metrics = write_report(journal, out, stats)
+    metrics["agents"] = served.describe()
     metrics["seconds"] = round(time.time() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -22,9 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 ENV_PREFIX = "KRT_"
 SECRET_ENV = {"kis_app_key": "KIS_APP_KEY", "kis_app_secret": "KIS_APP_SECRET", "kis_account": "KIS_ACCOUNT"}
 DEFAULT_FILE = "trader.yaml"
-# KRT_ variables read by components on their own, not settings fields (KRT_MODEL_<ALGO> too)
-NOT_SETTINGS = {"KRT_CONFIG", "KRT_DATA_DIR", "KRT_KIS_CACHE_DIR", "KRT_MLFLOW_DIR", "KRT_MLFLOW_PORT",
-                "KRT_CODE_VERSION", "KRT_TEST_ARTIFACTS"}
 
 
 class SettingsError(ValueError):
@@ -56,6 +53,11 @@ class ServeSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
     agents: list[str] = Field(default_factory=lambda: ["technical", "factor"])  # strategies/registry.py names
+    # RL agents (dqn, appo) join `agents` whenever a model exists for them: `models[algo]`, else
+    # KRT_MODEL_<ALGO>, else the MLflow registry's `champion` (serving/champions.py). false: only
+    # the listed agents are served.
+    rl_champions: bool = True
+    models: dict[str, str] = Field(default_factory=dict)  # e.g. {dqn: "models:/agent-dqn/3"}
 
     @property
     def url(self) -> str:
@@ -154,11 +156,13 @@ def _set_path(d: dict, keys: list[str], value: str) -> None:
 def _env_overrides(environ: dict[str, str]) -> dict:
     out: dict = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS or name.startswith("KRT_MODEL_"):
+        if not name.startswith(ENV_PREFIX) or name == "KRT_CONFIG" or name == "KRT_DATA_DIR":
             continue
         keys = name[len(ENV_PREFIX):].lower().split("__")
         if keys[0] in SECRET_ENV:
             continue  # secrets have their own names
+        if len(keys) == 1 and keys[0] not in Settings.model_fields:
+            continue  # another module's variable (KRT_MODEL_DQN, KRT_MLFLOW_DIR, KRT_CODE_VERSION, ...)
         if keys[-1] in ("symbols", "agents", "holidays"):
             value = [s.strip() for s in value.split(",") if s.strip()]
         _set_path(out, keys, value)

@@ -1,8 +1,15 @@
 """The Serve application: Ensemble (HTTP ingress) → AgentActors in parallel → Risk → targets.
 
 POST /v1/decide takes a market snapshot (serving/schema.py) and answers sized target weights,
-each agent's own targets and weight, the regime probabilities and the risk report.
-GET /healthz names the agents and the snapshot length (bars) they need.
+each agent's own targets and weight, the regime probabilities and the risk report. An agent that
+cannot decide on the snapshot (an RL model whose fixed universe is not all in it) abstains: the
+ensemble combines the agents that decided, and the abstainer is listed with weight 0 and why.
+GET /healthz names the agents, what each serves (strategy, model URI, the model version loaded
+now) and the snapshot length (bars) they need.
+
+RL agents get their model URIs from `build_app(models=...)`, resolved in the driver
+(serving/champions.py); `tracking_uri` goes into the Ensemble's runtime env, which the
+AgentActors it starts inherit, so they read the registry the driver resolved.
 
 State between decisions lives in the replicas (one each by default): the meta-ensemble's online
 performance scores in Ensemble, the drawdown protection's trading state in Risk.
@@ -11,7 +18,7 @@ performance scores in Ensemble, the drawdown protection's trading state in Risk.
 import asyncio
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from ray import serve
 
 from actors import metrics
@@ -20,6 +27,7 @@ from market.data import DataError, DataPaths
 from serving.schema import AgentDecision, DecideRequest, DecideResponse
 from strategies.ensemble import EnsembleState, MetaEnsemble
 from strategies.regime import RegimeSource
+from strategies.registry import StrategyContext
 from strategies.risk import DrawdownProtection, RiskModel
 
 api = FastAPI(title="kis-ray-trader decision service", version="1")
@@ -55,12 +63,16 @@ class Risk:
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ensemble:
-    def __init__(self, risk, agents: list[str], regime_index: str = "KOSPI200"):
+    def __init__(self, risk, agents: list[str], regime_index: str = "KOSPI200", models: dict | None = None,
+                 tracking_uri: str | None = None):
         if not agents:
             raise ValueError("the ensemble needs at least one agent")
         self.risk = risk
         self.agent_names = list(agents)
-        self.agents = {name: get_or_create_agent(name) for name in self.agent_names}
+        models = dict(models or {})
+        self.agents = {name: (get_or_create_agent(name, StrategyContext(model=models[name]), tracking_uri)
+                              if name in models else get_or_create_agent(name))
+                       for name in self.agent_names}
         self.meta = MetaEnsemble()
         self.state = EnsembleState()
         self.state_symbols: list[str] | None = None  # the universe the remembered targets belong to
@@ -79,8 +91,10 @@ class Ensemble:
     @api.get("/healthz")
     async def healthz(self) -> dict:
         lookbacks = await asyncio.gather(*(a.lookback.remote() for a in self.agents.values()))
+        served = await asyncio.gather(*(a.describe.remote() for a in self.agents.values()))
         need = max(max(lookbacks), RiskModel().min_history + 1)
-        return {"status": "ok", "agents": self.agent_names, "lookback": need}
+        return {"status": "ok", "agents": self.agent_names, "served": dict(zip(self.agent_names, served)),
+                "lookback": need}
 
     @api.post("/v1/decide", response_model=DecideResponse)
     async def decide(self, request: DecideRequest) -> DecideResponse:
@@ -90,9 +104,15 @@ class Ensemble:
     async def _decide(self, request: DecideRequest) -> DecideResponse:
         bars = request.bars
         symbols = bars.symbols
-        answers = await asyncio.gather(*(self.agents[n].act.remote(bars.model_dump(mode="json"))
-                                         for n in self.agent_names))
-        targets = {n: np.array([t[s] for s in symbols]) for n, t in zip(self.agent_names, answers)}
+        snapshot = bars.model_dump(mode="json")
+        answers = dict(zip(self.agent_names, await asyncio.gather(*(self.agents[n].decide.remote(snapshot)
+                                                                    for n in self.agent_names))))
+        decided = {n: a["targets"] for n, a in answers.items() if "targets" in a}
+        if not decided:
+            raise HTTPException(status_code=422, detail={"error": "no agent could decide on this snapshot",
+                                                         "abstained": {n: a["abstained"] for n, a in answers.items()}})
+        # only the agents that decided are combined (and remembered, to be scored next time)
+        targets = {n: np.array([t[s] for s in symbols]) for n, t in decided.items()}
         closes = np.array([[np.nan if v is None else v for v in row] for row in bars.close], dtype=float)
         fresh = self.state_symbols != symbols or (
             self.state.last_date is not None and request.as_of.isoformat() < self.state.last_date)
@@ -115,7 +135,9 @@ class Ensemble:
         return DecideResponse(
             as_of=request.as_of,
             targets=sized["targets"],
-            agents={n: AgentDecision(weight=weights[n], targets=t) for n, t in zip(self.agent_names, answers)},
+            agents={n: (AgentDecision(weight=weights[n], targets=a["targets"]) if "targets" in a
+                        else AgentDecision(weight=0.0, targets={}, abstained=a["abstained"]))
+                    for n, a in answers.items()},
             regime=regime,
             risk={**sized["report"], "ensemble": {k: explanation[k] for k in ("prior", "performance_score")}},
         )
@@ -133,7 +155,19 @@ class Ensemble:
         self.state = self.meta.update(self.state, r)
 
 
-def build_app(agents: list[str], max_position: float = 0.2, max_gross: float = 1.0, cvar_budget: float = 0.03):
-    """The application graph, ready for `serve.run` (or `serve deploy` through a config)."""
-    return Ensemble.bind(Risk.bind(max_position=max_position, max_gross=max_gross, cvar_budget=cvar_budget),
-                         agents)
+def build_app(agents: list[str], max_position: float = 0.2, max_gross: float = 1.0, cvar_budget: float = 0.03,
+              *, models: dict[str, str] | None = None, tracking_uri: str | None = None, replicas: int = 1):
+    """The application graph, ready for `serve.run` (or `serve deploy` through a config).
+
+    `models`: agent → model URI for the RL agents (see serving/champions.py::plan);
+    `tracking_uri`: the MLflow store those URIs live in, set as MLFLOW_TRACKING_URI in the
+    Ensemble's runtime env (the AgentActors it creates inherit it)."""
+    options: dict = {}
+    if tracking_uri:
+        options["ray_actor_options"] = {"num_cpus": 0,
+                                        "runtime_env": {"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri}}}
+    if replicas > 1:
+        options["num_replicas"] = replicas
+    ensemble = Ensemble.options(**options) if options else Ensemble
+    return ensemble.bind(Risk.bind(max_position=max_position, max_gross=max_gross, cvar_budget=cvar_budget),
+                         agents, models=models or {}, tracking_uri=tracking_uri)

@@ -62,8 +62,10 @@ class DecideRequest(BaseModel):
 
 
 class AgentDecision(BaseModel):
-    weight: float = Field(description="the agent's share of the ensemble")
-    targets: dict[str, float]
+    weight: float = Field(description="the agent's share of the ensemble (0 when it abstained)")
+    targets: dict[str, float] = Field(description="the agent's own target weights (empty when it abstained)")
+    abstained: str | None = Field(None, description="why the agent made no decision on this snapshot "
+                                                    "(e.g. an RL model whose universe is not in it)")
 
 
 class DecideResponse(BaseModel):

@@ -25,6 +25,22 @@ class Agent(Protocol):
         """Target weights for the window's symbols, decided at the close of its last bar."""
 
 
+class AgentAbstains(ValueError):
+    """The agent cannot decide on this window (e.g. its fixed universe is not all in it).
+
+    Not an error of the request: an ensemble leaves the agent out of this one decision and
+    combines the agents that did decide. An agent that trades a fixed universe exposes it as
+    `required_symbols`, so a host can tell before stepping (or building) it.
+    """
+
+
+class LookAheadError(ValueError):
+    """`fit(history)` refused a model that was trained or selected on data after the history ends.
+
+    A standalone backtest fails on it; an ensemble leaves an optional member out instead.
+    """
+
+
 def check_weights(weights: np.ndarray, n_symbols: int, who: str) -> np.ndarray:
     """Validate an agent's output: finite, long-only, no leverage. Returns float64 weights."""
     w = np.asarray(weights, dtype=float)

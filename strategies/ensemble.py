@@ -13,16 +13,20 @@ can keep the state in its replica (or an actor) and call `combine`/`update` per 
 
 `EnsembleAgent` wraps members + regime + `MetaEnsemble` + `RiskModel` into an `Agent` for the
 backtester: at each decision it scores the previous decision's member targets on the bars since,
-combines the new targets and sizes them with the risk model.
+combines the new targets and sizes them with the risk model. A member that abstains (raises
+`AgentAbstains`) is left out of that decision; an `optional` member whose `fit` refuses the history
+(`LookAheadError`: a registered model that saw data after it) is left out until a later fit.
 """
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from market.data import Panel
-from strategies.base import check_weights
+from strategies.base import AgentAbstains, LookAheadError, check_weights
 from strategies.regime import REGIMES, RegimeSource
 from strategies.risk import RiskModel
 
@@ -46,11 +50,20 @@ class EnsembleState:
                    last_date=d.get("last_date"), updates=int(d.get("updates", 0)))
 
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PRIORS: dict[str, dict[str, float]] = {
-    # why: trend-following pays in calm up-markets, fundamentals hold up better in sell-offs
-    "bull": {"technical": 1.5, "factor": 1.0, "regime-factor": 1.0, "equal-weight": 1.0},
-    "bear": {"technical": 0.5, "factor": 1.0, "regime-factor": 1.5, "equal-weight": 0.5},
-    "sideways": {"technical": 0.75, "factor": 1.25, "regime-factor": 1.25, "equal-weight": 1.0},
+    # why: trend-following pays in calm up-markets, fundamentals hold up better in sell-offs.
+    # RL agents (dqn, appo): trained on 2008-2016, which holds every regime (the 2008 crash, the
+    # 2011 sell-off, long flat stretches), with a drawdown penalty and an all-cash action, so they
+    # get no bull/bear tilt (1.0, the factor agent's level). Lower in sideways markets (0.75):
+    # they trade only five names, and when trends do not persist each switch of template costs
+    # turnover for little gain. The online performance score moves them from there.
+    # Agents not listed here get 1.0 in every regime (`MetaEnsemble._prior`).
+    "bull": {"technical": 1.5, "factor": 1.0, "regime-factor": 1.0, "equal-weight": 1.0, "dqn": 1.0, "appo": 1.0},
+    "bear": {"technical": 0.5, "factor": 1.0, "regime-factor": 1.5, "equal-weight": 0.5, "dqn": 1.0, "appo": 1.0},
+    "sideways": {"technical": 0.75, "factor": 1.25, "regime-factor": 1.25, "equal-weight": 1.0,
+                 "dqn": 0.75, "appo": 0.75},
 }
 
 
@@ -153,7 +166,11 @@ class EnsembleAgent:
     The risk model's drawdown protection needs equity: the agent tracks a shadow equity of its own
     sized targets marked to close-to-close returns (costs not included), since the Agent
     protocol does not pass the account. `last_explanation` holds the latest decision's
-    explanation (agent weights, regime, risk report).
+    explanation (agent weights, regime, risk report, abstentions).
+
+    `optional`: names of members (the RL agents) that `fit` leaves out, with a printed and logged
+    note kept in `notes`, when they refuse the history with `LookAheadError`; every fit tries all
+    members again. Other errors, and any error of a required member, propagate.
     """
     members: dict
     meta: MetaEnsemble = field(default_factory=MetaEnsemble)
@@ -166,20 +183,40 @@ class EnsembleAgent:
     last_explanation: dict = field(default_factory=dict)
     _prev: tuple | None = None  # (date, close row, sized weights)
     _equity: float = 1.0
+    optional: tuple[str, ...] = ()
+    notes: list = field(default_factory=list)
 
     def __post_init__(self):
         if not self.members:
             raise ValueError("an ensemble needs at least one member agent")
+        unknown = set(self.optional) - set(self.members)
+        if unknown:
+            raise ValueError(f"optional members {sorted(unknown)} are not members")
+        if not set(self.members) - set(self.optional):
+            raise ValueError("an ensemble needs at least one member that is not optional")
+        self.all_members = dict(self.members)  # `members`: the ones active since the last fit
         if self.rebalance_every < 1:
             raise ValueError(f"rebalance_every must be >= 1, got {self.rebalance_every}")
 
     @property
     def lookback(self) -> int:
-        return max(max(m.lookback for m in self.members.values()), self.risk_window + 1)
+        return max(max(m.lookback for m in self.all_members.values()), self.risk_window + 1)
 
     def fit(self, history: Panel) -> None:
-        for m in self.members.values():
-            m.fit(history)
+        active = {}
+        for name, m in self.all_members.items():
+            try:
+                m.fit(history)
+            except LookAheadError as exc:
+                if name not in self.optional:
+                    raise
+                note = f"{self.name}: left out {name}: {exc}"
+                self.notes.append(note)
+                log.warning(note)
+                print(note, file=sys.stderr, flush=True)
+                continue
+            active[name] = m
+        self.members = active
 
     def target_weights(self, window: Panel) -> np.ndarray:
         n = len(window.symbols)
@@ -199,9 +236,18 @@ class EnsembleAgent:
             # score every member's last targets on the period's returns (out of sample for them)
             self.state = self.meta.update(self.state, r)
             self._equity *= 1.0 + port
-        targets = {k: check_weights(m.target_weights(window), n, k) for k, m in self.members.items()}
+        targets, abstained = {}, {}
+        for k, m in self.members.items():
+            try:
+                targets[k] = check_weights(m.target_weights(window), n, k)
+            except AgentAbstains as exc:  # cannot decide on this window: combine the others
+                abstained[k] = str(exc)
+        if not targets:
+            raise ValueError(f"{self.name}: no member could decide on {t}: {abstained}")
         probs = self.regime.probs_at(t) if self.regime is not None else None
         combined, expl = self.meta.combine(targets, probs, self.state, list(window.symbols))
+        if abstained:
+            expl["abstained"] = abstained
         self.state = self.meta.remember(self.state, targets, str(t))
         out = combined
         if self.risk is not None:

@@ -6,7 +6,7 @@ context's `DataPaths`; agents query it only as of each decision date.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from market.data import DataPaths
@@ -25,6 +25,7 @@ class StrategyContext:
     regime_index: str = "KOSPI200"  # index the HMM regime detector reads
     model: str | None = None  # RL agents: models:/agent-dqn@champion or an agent folder; None = train
     train_iters: int = 10     # RL agents trained in fit() (no model): RLlib iterations
+    rl_members: bool = True   # ensemble: add dqn/appo when a model exists for them (see ensemble())
 
 
 def _engine(ctx: StrategyContext):
@@ -50,7 +51,11 @@ def regime_factor(ctx: StrategyContext) -> Agent:
 
 
 def ensemble(ctx: StrategyContext) -> Agent:
-    """Factor + technical + equal-weight members, regime-weighted, sized by the risk model."""
+    """Factor + technical + equal-weight members, regime-weighted, sized by the risk model.
+
+    Plus the RL agents that have a model (`rl_models`): optional members, left out with a note
+    when their model saw data after the history the ensemble is fitted on (look-ahead).
+    """
     from strategies.ensemble import EnsembleAgent
     from strategies.factor_model import FactorAgent
     regime = _regime(ctx)
@@ -59,7 +64,32 @@ def ensemble(ctx: StrategyContext) -> Agent:
         "technical": TechnicalAgent(),
         "equal-weight": EqualWeightRebalanced(name="equal-weight"),
     }
-    return EnsembleAgent(members, regime=regime)
+    rl = {algo: _rl_agent(replace(ctx, model=uri), algo) for algo, uri in rl_models(ctx).items()}
+    return EnsembleAgent({**members, **rl}, regime=regime, optional=tuple(rl))
+
+
+RL_ALGOS = ("dqn", "appo")
+
+
+def rl_models(ctx: StrategyContext) -> dict[str, str]:
+    """The RL models an ensemble adds: KRT_MODEL_<ALGO>, else `models:/agent-<algo>@champion` when
+    the MLflow registry (MLFLOW_TRACKING_URI, else the embedded store if it exists) has one.
+    Checking creates no store. Empty when `ctx.rl_members` is off."""
+    import os
+
+    if not ctx.rl_members:
+        return {}
+    out = {}
+    for algo in RL_ALGOS:
+        model = os.environ.get(f"KRT_MODEL_{algo.upper()}")
+        if not model:
+            from training import registry as R
+            uri = R.existing_tracking_uri()
+            if uri is not None and R.alias_version(uri, algo, R.CHAMPION) is not None:
+                model = f"models:/{R.model_name(algo)}@{R.CHAMPION}"
+        if model:
+            out[algo] = model
+    return out
 
 
 STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {

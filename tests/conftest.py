@@ -29,4 +29,6 @@ def decide_url(ray_local):
     """The decision service (Serve app: technical + factor agents) on a free loopback port."""
     from cluster.demo import deploy_decision_service, free_port
 
-    return deploy_decision_service(["technical", "factor"], free_port())
+    # only the listed agents: a champion in whatever MLflow store the environment names must not
+    # change what the session-wide app serves
+    return deploy_decision_service(["technical", "factor"], free_port(), rl_champions=False)

@@ -18,6 +18,7 @@ from dataclasses import asdict
 import numpy as np
 
 from market.data import Panel
+from strategies.base import AgentAbstains, LookAheadError
 from training.env import LOOKBACK, EnvSpec, Normaliser, action_templates, features, observation
 
 
@@ -70,6 +71,11 @@ class RLAgent:
         w = self.meta.get("windows") or {}
         return w.get("val_end") or self.spec.train_end
 
+    @property
+    def required_symbols(self) -> tuple[str, ...]:
+        """The model's fixed universe: a window without all of it gets no decision (AgentAbstains)."""
+        return tuple(self.spec.symbols) if self._loaded is not None else ()
+
     def refresh(self) -> bool:
         """Pick up a new version behind the alias (e.g. after `trader promote`). True if swapped."""
         if self.source is None or not self.source.startswith("models:/") or "@" not in self.source:
@@ -83,12 +89,13 @@ class RLAgent:
         return True
 
     def fit(self, history: Panel) -> None:
-        """Loaded model: refuse one that saw data after the history ends. Otherwise train on it."""
+        """Loaded model: refuse one that saw data after the history ends (LookAheadError, a
+        ValueError). Otherwise train on it."""
         self.prev_action = 0
         last = str(history.date(len(history) - 1))
         if self._loaded is not None:
             if self.last_seen_date and self.last_seen_date > last:
-                raise ValueError(f"{self.name}: model {self.source} was trained/selected on data up to "
+                raise LookAheadError(f"{self.name}: model {self.source} was trained/selected on data up to "
                                  f"{self.last_seen_date}, after the history ends ({last}): that is look-ahead; "
                                  "use a model trained before the backtest start")
             return
@@ -144,11 +151,14 @@ class RLAgent:
             raise RuntimeError(f"{self.name}: no model loaded (pass a source or call fit first)")
         missing = [s for s in self.spec.symbols if s not in window.symbols]
         if missing:
-            raise ValueError(f"{self.name}: the window lacks the model's symbols {missing}")
+            raise AgentAbstains(f"{self.name}: the window lacks the model's symbols {missing}")
         sub = window.select(self.spec.symbols).tail(LOOKBACK)
         return observation(features(sub)[-1], self.norm, self.prev_action, len(self.templates))
 
     def target_weights(self, window: Panel) -> np.ndarray:
+        missing = [s for s in self.required_symbols if s not in window.symbols]
+        if missing:  # checked first: without its universe the model has no decision, not "all cash"
+            raise AgentAbstains(f"{self.name}: the window lacks the model's symbols {missing}")
         if len(window) < LOOKBACK:  # the env never decides without a full feature history either
             self.prev_action = 0
             return np.zeros(len(window.symbols))

@@ -41,6 +41,32 @@ def tracking_uri(base_dir: str | Path | None = None) -> str:
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
+def existing_tracking_uri(base_dir: str | Path | None = None) -> str | None:
+    """The store `tracking_uri()` would use, or None when it does not exist yet. Creates nothing.
+
+    MLFLOW_TRACKING_URI wins (a server is assumed to exist; an sqlite or file store must exist on
+    disk); else the embedded sqlite file under `base_dir` (default runs/mlflow or KRT_MLFLOW_DIR).
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        local = _local_store_path(uri)
+        return uri if local is None or local.exists() else None
+    db = Path(base_dir or DEFAULT_DIR).resolve() / "mlflow.db"
+    return f"sqlite:///{db}" if db.is_file() else None
+
+
+def _local_store_path(uri: str) -> Path | None:
+    """The file or folder behind an sqlite / file store URI; None for a server."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    if uri.startswith("file:"):
+        from urllib.parse import urlparse
+        return Path(urlparse(uri).path)
+    if "://" not in uri:
+        return Path(uri)
+    return None
+
+
 def artifact_root(base_dir: str | Path | None = None) -> str | None:
     """Artifact folder next to the sqlite store (None: let a tracking server decide)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -170,6 +196,33 @@ def register(uri: str, algo: str, run_id: str, description: str, tags: dict | No
                                 tags={k: str(v) for k, v in (tags or {}).items()})
     c.set_registered_model_alias(name, alias, mv.version)
     return str(mv.version)
+
+
+def find_version(uri: str, model_uri: str) -> str:
+    """The version `models:/name@alias` or `models:/name/N` names in the store at `uri`.
+
+    LookupError when the model, alias or version is not there; other errors (an unreachable
+    server) propagate. Unlike `resolve`, the store is given, never created.
+    """
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"not a registered-model URI: {model_uri!r}")
+    rest = model_uri[len("models:/"):]
+    c = client(uri)
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            return str(c.get_model_version_by_alias(name, alias).version)
+        name, version = rest.split("/", 1)
+        return str(c.get_model_version(name, version).version)
+    except Exception as exc:
+        if _is_missing(exc):
+            raise LookupError(f"{model_uri} is not in the MLflow registry at {uri}") from None
+        raise
+
+
+def _is_missing(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "") or ""
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 def alias_version(uri: str, algo: str, alias: str) -> str | None:

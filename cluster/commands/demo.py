@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   trader demo --out reports/demo --days 60
   trader demo --symbols 005930,000660,035420 --cash 50000000
   trader demo --broker sim                 # through the real KIS client against the local KIS server
+  trader demo --no-rl-champions            # technical + factor only, even if MLflow has RL champions
 """
 
 
@@ -26,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--data-dir", type=Path, help="folder with the data files (default: the shipped data/)")
     p.add_argument("--end", help="last date of the replay (YYYY-MM-DD; default: the newest bar)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-rl-champions", action="store_true",
+                   help="do not add the RL agents (dqn, appo) whose champion is in the MLflow registry")
     p.set_defaults(func=run)
 
 
@@ -43,7 +46,7 @@ def run(args) -> int:
         out=args.out, days=args.days, n_symbols=args.n_symbols, cash=args.cash, venue=args.broker,
         symbols=[s.strip() for s in args.symbols.split(",")] if args.symbols else None,
         paths=DataPaths(root=args.data_dir) if args.data_dir else DataPaths(), end=args.end,
-        progress=not args.no_progress)
+        progress=not args.no_progress, rl_champions=not args.no_rl_champions)
     try:
         metrics = run_demo(config)
     except (DataError, ValueError) as exc:

@@ -1,4 +1,9 @@
-"""`trader serve`: deploy (or update in place) the decision service on the current Ray cluster."""
+"""`trader serve`: deploy (or update in place) the decision service on the current Ray cluster.
+
+The agents are `serve.agents` plus, unless `serve.rl_champions` is false (`--no-rl-champions`),
+the RL agents with a model: `serve.models.<algo>`, KRT_MODEL_<ALGO>, or the MLflow registry's
+champion (serving/champions.py). The command prints the agents and model versions it deploys.
+"""
 from __future__ import annotations
 
 from cluster.commands._common import (CommandError, add_settings_arg, apply_ray_env, new_parser, reports_errors,
@@ -21,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, help="HTTP port (default: settings serve.port)")
     p.add_argument("--replicas", type=int, help="replicas of the ensemble deployment (default: settings)")
     p.add_argument("--agents", help="comma-separated strategies (default: settings serve.agents)")
+    p.add_argument("--no-rl-champions", action="store_true",
+                   help="serve only the listed agents (default: add dqn/appo when a champion exists)")
     add_settings_arg(p)
     p.set_defaults(func=main)
 
@@ -31,6 +38,8 @@ def main(args) -> int:
     agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
     updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas),
                                  ("agents", agents)) if v}
+    if args.no_rl_champions:
+        updates["rl_champions"] = False
     if updates:
         settings = settings.model_copy(update={"serve": settings.serve.model_copy(update=updates)})
     apply_ray_env(settings)
@@ -48,6 +57,13 @@ def deploy(settings, address: str = "auto") -> str:
     import ray
     from ray import serve
 
+    from serving.champions import plan
+
+    try:
+        served = plan(settings.serve.agents, rl_champions=settings.serve.rl_champions, models=settings.serve.models)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    print(served.summary(), flush=True)
     if not ray.is_initialized():
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -56,11 +72,7 @@ def deploy(settings, address: str = "auto") -> str:
                                "(or `ray start --head`), or pass --address.") from None
     serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
     t = settings.trading
-    app = build_app(settings.serve.agents, t.max_position, t.max_gross, t.cvar_budget)
-    if settings.serve.replicas > 1:
-        from serving.app import Ensemble, Risk
-        app = Ensemble.options(num_replicas=settings.serve.replicas).bind(
-            Risk.bind(max_position=t.max_position, max_gross=t.max_gross, cvar_budget=t.cvar_budget),
-            settings.serve.agents)
+    app = build_app(served.agents, t.max_position, t.max_gross, t.cvar_budget, models=served.models,
+                    tracking_uri=served.tracking_uri, replicas=settings.serve.replicas)
     serve.run(app, name=settings.serve.app_name, route_prefix=settings.serve.route_prefix, blocking=False)
     return settings.serve.url

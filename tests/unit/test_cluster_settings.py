@@ -59,3 +59,13 @@ def test_bad_settings_name_the_problem(tmp_path, text, env, needle):
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(SettingsError, match="not found"):
         load_settings(tmp_path / "nope.yaml", environ={}, dotenv=None)
+
+
+def test_other_modules_krt_variables_are_not_settings_and_serve_models_from_env():
+    s = load_settings(environ={"KRT_MODEL_DQN": "models:/agent-dqn@champion", "KRT_MLFLOW_DIR": "/x",
+                               "KRT_CODE_VERSION": "abc", "KRT_SERVE__RL_CHAMPIONS": "false",
+                               "KRT_SERVE__MODELS__APPO": "models:/agent-appo/2"}, dotenv=None)
+    assert s.serve.rl_champions is False and s.serve.models == {"appo": "models:/agent-appo/2"}
+    assert load_settings(environ={}, dotenv=None).serve.rl_champions is True
+    with pytest.raises(SettingsError, match="serve.nonsense"):  # a typo in a settings name still fails
+        load_settings(environ={"KRT_SERVE__NONSENSE": "1"}, dotenv=None)
