@@ -60,9 +60,19 @@ class TradingLoop:
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> dict:
-        """Let the venue see the first bar (no orders yet) and record the opening account."""
+        """Let the venue see the first bar (no orders yet) and record the opening account.
+
+        vts/live: the venue reports fills a stopped loop did not journal, and orders the journal
+        still shows as working get their state from the broker (reconciliation after a restart)."""
         first = ray.get(self.market.bars.remote())
-        self.venue.advance(first["date"], first["bars"])
+        for fill in self.venue.advance(first["date"], first["bars"]):
+            self.journal.record_fill(fill)
+            self.stats["fills"] += 1
+        if self.config.venue in ("vts", "live"):
+            for row in self.journal.query("SELECT client_order_id FROM orders WHERE state = 'open'"):
+                order = self.broker.find_order(row["client_order_id"])
+                if order is not None:
+                    self.journal.record_order(order)
         return self._record_account(first)
 
     def halt(self, reason: str) -> None:

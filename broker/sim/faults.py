@@ -1,6 +1,7 @@
 """Fault injection for the simulator, switchable per test (Python handle or POST /admin/fault).
 
-Kinds (each armed for `count` matching requests; `path` narrows to URLs containing it):
+Kinds (each armed for `count` matching requests, after letting `skip` of them through; `path`
+narrows to URLs containing it):
   rate_limit      answer EGW00201 (HTTP 500), request not processed
   expired_token   answer EGW00123 (HTTP 500) and expire the caller's token, not processed
   http_500        HTTP 500 with a non-KIS body, not processed
@@ -28,6 +29,7 @@ class Fault:
     count: int = 1
     path: str = ""
     delay: float = 0.0
+    skip: int = 0
 
 
 class Faults:
@@ -36,13 +38,13 @@ class Faults:
         self._lock = threading.Lock()
         self.fired: dict[str, int] = {}
 
-    def inject(self, kind: str, count: int = 1, path: str = "", delay: float = 0.0) -> None:
+    def inject(self, kind: str, count: int = 1, path: str = "", delay: float = 0.0, skip: int = 0) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown fault {kind!r}: choose one of {', '.join(KINDS)}")
-        if count < 1:
-            raise ValueError("fault count must be >= 1")
+        if count < 1 or skip < 0:
+            raise ValueError("fault count must be >= 1 and skip >= 0")
         with self._lock:
-            self._armed.append(Fault(kind, count, path, delay))
+            self._armed.append(Fault(kind, count, path, delay, skip))
 
     def clear(self) -> None:
         with self._lock:
@@ -53,6 +55,9 @@ class Faults:
         with self._lock:
             for f in self._armed:
                 if f.kind != "ws_drop" and f.path in path:
+                    if f.skip > 0:
+                        f.skip -= 1
+                        continue
                     f.count -= 1
                     if f.count <= 0:
                         self._armed.remove(f)

@@ -29,9 +29,10 @@ CUT = dt.date(2023, 4, 28)     # the simulator's history ends here; later bars a
 DAYS = 4
 
 
-@pytest.fixture(scope="module")
-def rehearsal(ray_local, decide_url, tmp_path_factory):
-    from cluster.live import LiveConfig, run_live_loop
+def rehearsal_setup(base):
+    """A simulator posing as VTS (history to CUT, later bars replay on its session clock) and the
+    loop's configuration for it."""
+    from cluster.live import LiveConfig
 
     prices = load_prices(DataPaths().path("prices"), SYMBOLS).filter(pl.col("date") <= dt.date(2023, 6, 30))
     history, replay = prices.filter(pl.col("date") <= CUT), prices.filter(pl.col("date") > CUT)
@@ -40,20 +41,38 @@ def rehearsal(ray_local, decide_url, tmp_path_factory):
     holidays = frozenset(d for d in (CUT + dt.timedelta(days=i) for i in range(1, 60))
                          if d.weekday() < 5 and d not in replay_dates and d <= replay_dates[-1])
     server = SimServer(SimConfig(virtual=True, rate_per_s=500.0, burst=50), history=history, replay=replay).start()
+    keys = server.add_account(30_000_000)
+    creds = Credentials(keys["KIS_APP_KEY"], keys["KIS_APP_SECRET"], keys["KIS_ACCOUNT"], keys["KIS_HTS_ID"])
+    env = environment("vts", rest_url=server.rest_url, ws_url=server.ws_url, rate_per_s=500.0, burst=50,
+                      token_throttle_s=1.0, unknown_check_delay_s=0.2, timeout_s=10.0, rate_limit_retries=1,
+                      backoff_s=0.01)
+    clock = SimClock(server.rest_url, server.admin_secret)
+    config = LiveConfig(mode="vts", environment=env, credentials=creds, symbols=SYMBOLS,
+                        session=SessionTimes(holidays=holidays), clock=clock, days=DAYS, cache_dir=base / "kis")
+    return server, config, replay, replay_dates
+
+
+def kis_broker_for(config, folder):
+    from broker.kis.auth import TokenCache
+    from broker.kis.broker import KisBroker
+    from broker.kis.rest import KisRest
+
+    env, creds = config.environment, config.credentials
+    return KisBroker(KisRest(env, creds, TokenCache(env, creds, folder)), id_map=folder / "ids.sqlite")
+
+
+@pytest.fixture(scope="module")
+def rehearsal(ray_local, decide_url, tmp_path_factory):
+    from cluster.live import run_live_loop
+
+    base = tmp_path_factory.mktemp("live")
+    server, config, replay, replay_dates = rehearsal_setup(base)
     try:
-        keys = server.add_account(30_000_000)
-        creds = Credentials(keys["KIS_APP_KEY"], keys["KIS_APP_SECRET"], keys["KIS_ACCOUNT"], keys["KIS_HTS_ID"])
-        env = environment("vts", rest_url=server.rest_url, ws_url=server.ws_url, rate_per_s=500.0, burst=50,
-                          token_throttle_s=1.0, unknown_check_delay_s=0.2, timeout_s=10.0)
-        clock = SimClock(server.rest_url, server.admin_secret)
-        start = clock.now()
-        base = tmp_path_factory.mktemp("live")
+        start = config.clock.now()
         journal = base / "journal.sqlite"
-        config = LiveConfig(mode="vts", environment=env, credentials=creds, symbols=SYMBOLS,
-                            session=SessionTimes(holidays=holidays), clock=clock, days=DAYS, cache_dir=base / "kis")
         stats = run_live_loop(config, decide_url, journal, progress=False)
-        yield {"stats": stats, "journal": journal, "server": server, "start": start, "end": clock.now(),
-               "replay": replay, "replay_dates": replay_dates, "env": env, "creds": creds, "base": base}
+        yield {"stats": stats, "journal": journal, "server": server, "start": start, "end": config.clock.now(),
+               "replay": replay, "replay_dates": replay_dates, "config": config, "base": base}
     finally:
         server.stop()
 
@@ -100,13 +119,7 @@ def test_fills_are_at_the_session_open_on_the_tick_grid(rehearsal):
 
 
 def test_journal_equals_the_kis_account_to_the_share_and_won(rehearsal):
-    from broker.kis.auth import TokenCache
-    from broker.kis.broker import KisBroker
-    from broker.kis.rest import KisRest
-
-    env, creds = rehearsal["env"], rehearsal["creds"]
-    kis = KisBroker(KisRest(env, creds, TokenCache(env, creds, rehearsal["base"] / "check")),
-                    id_map=rehearsal["base"] / "check" / "ids.sqlite")
+    kis = kis_broker_for(rehearsal["config"], rehearsal["base"] / "check")
     j = Journal(rehearsal["journal"])
     try:
         assert j.positions_from_fills() == kis.positions()
@@ -118,9 +131,77 @@ def test_journal_equals_the_kis_account_to_the_share_and_won(rehearsal):
         kis.ids.close()
 
 
+def test_a_restarted_loop_cannot_send_a_journaled_order_again(rehearsal):
+    """The run id is stable per account: the same decision after a restart carries the same client
+    order id, and the broker (its id map persists in the cache folder) returns the order already
+    at KIS instead of sending it."""
+    from broker.base import OrderRequest, Side
+    from broker.kis.venue import KisVenue
+
+    config, server = rehearsal["config"], rehearsal["server"]
+    j = Journal(rehearsal["journal"])
+    try:
+        first = j.query("SELECT * FROM orders ORDER BY decided_at LIMIT 1")[0]
+    finally:
+        j.close()
+    assert first["client_order_id"].startswith(config.run_id() + "-")
+    sent = server.exchange.counts["orders"]
+    venue = KisVenue(config.environment, config.credentials, clock=config.clock, cache_dir=config.cache_dir)
+    try:
+        again = venue.broker.submit(OrderRequest(first["client_order_id"], first["symbol"], Side(first["side"]),
+                                                 first["qty"]))
+    finally:
+        venue.close()
+    assert again.broker_order_id == first["broker_order_id"] and server.exchange.counts["orders"] == sent
+
+
 def test_the_loop_waited_for_sessions_and_final_bars(rehearsal):
     start, end, dates = rehearsal["start"], rehearsal["end"], rehearsal["replay_dates"]
     assert start.date() == dates[0] and start.time() < dt.time(9, 0)
     # it ends once the last traded session's bar is final (15:45), not before and not days later
     assert end.date() == dates[DAYS - 1] and dt.time(15, 45) <= end.time() < dt.time(16, 0)
     assert np.datetime64(rehearsal["server"].exchange.today) == np.datetime64(dates[DAYS - 1])
+
+
+def test_a_loop_stopped_between_orders_and_fills_recovers_them_on_restart(ray_local, decide_url, tmp_path):
+    """Crash after day 1's orders went out: the venue's execution list fails (HTTP 500) so the loop
+    stops before journaling fills. The restarted loop collects those fills, settles the orders'
+    state, trades on, and the journal equals the KIS account — no order sent twice."""
+    from dataclasses import replace
+
+    from cluster.live import run_live_loop
+
+    server, config, _, dates = rehearsal_setup(tmp_path)
+    journal = tmp_path / "journal.sqlite"
+    try:
+        # the opening sync reads the execution list once; every later read fails
+        server.faults.inject("http_500", count=1000, path="inquire-daily-ccld", skip=1)
+        with pytest.raises(Exception, match="HTTP 500|inquire-daily-ccld|transport"):
+            run_live_loop(replace(config, days=2), decide_url, journal, progress=False)
+        j = Journal(journal)
+        try:
+            assert j.query("SELECT COUNT(*) AS n FROM fills")[0]["n"] == 0
+            working = j.query("SELECT COUNT(*) AS n FROM orders WHERE state = 'open'")[0]["n"]
+        finally:
+            j.close()
+        sent = server.exchange.counts["orders"]
+        assert working == sent > 0 and str(server.exchange.today) == str(dates[0])  # filled at KIS, not journaled
+
+        server.faults.clear()
+        stats = run_live_loop(replace(config, days=1), decide_url, journal, progress=False)
+        kis = kis_broker_for(config, tmp_path / "check")
+        j = Journal(journal)
+        try:
+            orders = j.query("SELECT state FROM orders")
+            assert len(orders) == server.exchange.counts["orders"] > sent  # day 2 traded; none sent twice
+            assert all(o["state"] == "filled" for o in orders)
+            assert j.positions_from_fills() == kis.positions()
+            assert j.query("SELECT cash FROM account ORDER BY day DESC LIMIT 1")[0]["cash"] == kis.cash()
+            assert [r["day"] for r in j.query("SELECT day FROM account ORDER BY day")] == \
+                [str(CUT), str(dates[0]), str(dates[1])]
+        finally:
+            j.close()
+            kis.ids.close()
+        assert stats["fills"] > 0
+    finally:
+        server.stop()
