@@ -127,7 +127,10 @@ class LiveMarketState:
         """Enough calendar days for `lookback` trading days (~250 per 365, plus holidays)."""
         end = self.clock.now().date()
         start = end - dt.timedelta(days=int(self.lookback * 1.5) + 30)
-        return self.fetch(symbol, start, end).select("date", "symbol", "open", "high", "low", "close", "volume")
+        bars = self.fetch(symbol, start, end).select("date", "symbol", "open", "high", "low", "close", "volume")
+        if bars.is_empty():
+            raise ValueError(f"KIS returned no daily bars for {symbol} between {start} and {end}: check the code")
+        return bars
 
     def _panel(self) -> Panel:
         """The last `lookback` final bars; older rows leave the stored frame too."""

@@ -128,3 +128,11 @@ def test_days_budget_ends_the_loop():
     m = LiveMarketState(Exchange(clock, WEEKDAYS), ["005930"], 5, clock, SessionTimes(), days=1)
     assert m.remaining() == 1
     assert m.advance() is not None and m.remaining() == 0 and m.advance() is None
+
+
+def test_a_symbol_without_bars_is_named():
+    clock = ManualClock(kst("2026-10-02", "16:00"))
+    feed = Exchange(clock, WEEKDAYS)
+    with pytest.raises(ValueError, match="no daily bars for 999999"):
+        LiveMarketState(lambda s, a, b: feed(s, a, b).head(0) if s == "999999" else feed(s, a, b),
+                        ["005930", "999999"], 5, clock, SessionTimes())
