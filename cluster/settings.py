@@ -65,7 +65,8 @@ class ServeSettings(_Section):
 
 
 class MlflowSettings(_Section):
-    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    # None: MLFLOW_TRACKING_URI, else the embedded store `trader train` writes (runs/mlflow/mlflow.db)
+    tracking_uri: str | None = None
     ui_url: str = "http://127.0.0.1:5000"
 
 

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 
 from cluster.settings import SettingsError, load_settings  # noqa: E402
 from dashboard import data  # noqa: E402
+from training.registry import default_tracking_uri  # noqa: E402
 
 st.set_page_config(page_title="kis-ray-trader", layout="wide")
 
@@ -127,7 +128,7 @@ def orders_section(snap: data.Snapshot):
 
 def mlflow_section():
     st.subheader("Training runs and models (MLflow)")
-    ov = data.mlflow_overview(SETTINGS.mlflow.tracking_uri)
+    ov = data.mlflow_overview(SETTINGS.mlflow.tracking_uri or default_tracking_uri())
     if ov.get("error"):
         st.caption(ov["error"])
     left, right = st.columns(2)

@@ -41,6 +41,11 @@ def tracking_uri(base_dir: str | Path | None = None) -> str:
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
+def default_tracking_uri(base_dir: str | Path | None = None) -> str:
+    """`tracking_uri()` without creating anything (for readers such as the dashboard)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(base_dir or DEFAULT_DIR).resolve() / 'mlflow.db'}"
+
+
 def existing_tracking_uri(base_dir: str | Path | None = None) -> str | None:
     """The store `tracking_uri()` would use, or None when it does not exist yet. Creates nothing.
 
