@@ -230,6 +230,16 @@ def _is_missing(exc: Exception) -> bool:
     return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
+def version_with_tag(uri: str, algo: str, key: str, value: str) -> str | None:
+    """The newest version of agent-<algo> whose tag `key` is `value` (None if none, or no such model)."""
+    try:
+        versions = client(uri).search_model_versions(f"name = '{model_name(algo)}'")
+    except Exception:
+        return None
+    hits = [int(v.version) for v in versions if v.tags.get(key) == value]
+    return str(max(hits)) if hits else None
+
+
 def alias_version(uri: str, algo: str, alias: str) -> str | None:
     try:
         return str(client(uri).get_model_version_by_alias(model_name(algo), alias).version)

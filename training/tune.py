@@ -9,8 +9,10 @@ window's net-of-cost Sharpe (`val_sharpe`), never the training reward. ASHA stop
 early. The best `--finalists` configurations are re-trained with `--seeds` seeds; the finalist
 with the best mean validation Sharpe wins and its best-seed run is registered as `agent-<algo>`
 with alias `challenger`. Every trial is an MLflow run (params, a few metrics per iteration, data
-window, git sha, the agent folder as artifact). Interrupted? Run the same command with
-`--resume`: Tune restores the experiment and each trial restarts from its last checkpoint.
+window, git sha, the agent folder as artifact). Interrupted (Ctrl-C, or the process killed)? Run
+the same command with `--resume`: finished trials keep their results and are not run again,
+unfinished ones continue from their last checkpoint (or start again if they had none), each in
+its own MLflow run, and the winner is registered once.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -114,8 +117,24 @@ def load_data(data_dir: str | None, symbols, end: str):
     return load_panel(paths, symbols=list(symbols), end=end)
 
 
+class Interrupted(RuntimeError):
+    """A Tune experiment returned before all its trials ended (Ctrl-C): nothing is selected or registered."""
+
+
 # ------------------------------------------------------------------------------------------------
 # one trial
+def _existing_run(c, exp_id: str, search_id: str | None, trial_id: str) -> str | None:
+    """The MLflow run an earlier attempt of this trial created, if any.
+
+    A trial that restarts without a checkpoint (killed before its first one, or retried by Tune
+    after a failure) must not open a second run."""
+    if not search_id:
+        return None
+    runs = c.search_runs([exp_id], filter_string=f"tags.search_id = '{search_id}' and tags.trial_id = '{trial_id}'",
+                         max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 def trial(config: dict, fixed: dict) -> None:
     """Tune function trainable: train, evaluate on validation each iteration, log, checkpoint."""
     import mlflow
@@ -145,12 +164,15 @@ def trial(config: dict, fixed: dict) -> None:
     uri = fixed["tracking_uri"]
     exp_id = R.ensure_experiment(uri, fixed["experiment"], fixed["mlflow_dir"])
     c = R.client(uri)
+    search_id = config.get("search_id")
+    if state["run_id"] is None:
+        state["run_id"] = _existing_run(c, exp_id, search_id, ctx.get_trial_id())
     if state["run_id"] is None:
         run = c.create_run(exp_id, run_name=f"{algo_name}-{ctx.get_trial_name()}", tags={
             "algo": algo_name, "trial_id": ctx.get_trial_id(), "code_version": fixed["code_version"],
             "train_window": f"{w.train_start}..{w.train_end}", "val_window": f"{w.val_start}..{w.val_end}",
             "symbols": ",".join(fixed["symbols"]), "preset": fixed["preset"], "search": fixed["search"],
-            "seed": str(seed)})
+            "search_id": search_id or "", "seed": str(seed)})
         state["run_id"] = run.info.run_id
         params = {**A.hyperparams(algo_name, hp), **env_hp, "seed": seed, "episode_len": spec.episode_len,
                   "preset": fixed["preset"]}
@@ -189,7 +211,8 @@ def trial(config: dict, fixed: dict) -> None:
                 tune.report({**metrics, "run_id": run_id}, checkpoint=checkpoint)
     finally:
         algo.stop()
-    c.set_terminated(run_id)
+    # the run's status (FINISHED/FAILED) is set by the driver once the experiment is over: a trial
+    # that ASHA stops never gets here
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,10 +249,17 @@ def _run_tuner(algo: str, opts: SearchOptions, name: str, param_space: dict, *, 
     resources = tune.PlacementGroupFactory([{"CPU": 1}] * per_trial)
     trainable = tune.with_resources(tune.with_parameters(trial, fixed={**fixed, "search": name}), resources)
     path = str(Path(opts.storage).resolve() / name)
+    expected = num_samples * int(np.prod([len(v["grid_search"]) for v in param_space.values()
+                                          if isinstance(v, dict) and "grid_search" in v]))
     if opts.resume and tune.Tuner.can_restore(path):
         print(f"[tune] resuming {path}", flush=True)
+        # Tune's experiment state holds each trial's status, last result and checkpoint, and the
+        # searcher's state: finished trials are kept, the others resume from their checkpoint
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, restart_errored=False)
-        return tuner.fit()
+        return _finish(tuner.fit(), expected, path, fixed)
+    # an id for this experiment, in every trial's config: Tune restores it with the experiment, and
+    # it names this experiment's MLflow runs and registered version (the same --name may be reused)
+    param_space = {**param_space, "search_id": uuid.uuid4().hex[:12]}
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(1, opts.max_iters),
                               grace_period=max(1, opts.max_iters // 3), reduction_factor=2) if search else None
     search_alg = OptunaSearch(seed=opts.seed) if search else None
@@ -243,7 +273,43 @@ def _run_tuner(algo: str, opts: SearchOptions, name: str, param_space: dict, *, 
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   failure_config=tune.FailureConfig(max_failures=1)),
     )
-    return tuner.fit()
+    return _finish(tuner.fit(), expected, path, fixed)
+
+
+def _search_id_of(results) -> str | None:
+    return next((r.config["search_id"] for r in results if r.config and r.config.get("search_id")), None)
+
+
+def _finish(results, expected: int, path: str, fixed: dict):
+    """Refuse a partial experiment, then make MLflow agree with Tune: one ended run per trial."""
+    # After Ctrl-C Tune saves its state and returns early, marking the trials it stopped TERMINATED
+    # all the same: selecting from them would register a winner of part of the search. A trial has
+    # ended if it failed, trained max_iters iterations, or ASHA stopped it (`done` in its last
+    # result; a trial that returned gets `done` too, but it is not saved, so not there once restored)
+    ended = sum(1 for r in results if r.error or r.metrics.get("done")
+                or r.metrics.get("training_iteration", 0) >= int(fixed["max_iters"]))
+    if ended < expected:
+        raise Interrupted(f"{path}: {ended} of {expected} trials ended; run the same command with --resume "
+                          "to continue")
+    sid = _search_id_of(results)
+    if not sid:  # an experiment started before search ids existed
+        return results
+    reported = {r.metrics["trial_id"]: r for r in results}
+    c = R.client(fixed["tracking_uri"])
+    exp_id = R.ensure_experiment(fixed["tracking_uri"], fixed["experiment"], fixed["mlflow_dir"])
+    for run in c.search_runs([exp_id], filter_string=f"tags.search_id = '{sid}'", max_results=50_000):
+        r = reported.get(run.data.tags.get("trial_id"))
+        own = r is not None and r.metrics.get("run_id") in (None, run.info.run_id)
+        if not own:
+            # no trial reports this run: one the driver started but had not saved in its experiment
+            # state yet when it was killed (on --resume the searcher samples a new trial instead)
+            c.set_tag(run.info.run_id, "deleted_reason",
+                      "no trial of the Tune experiment reports this run (lost when the search was killed, "
+                      "re-sampled on --resume)")
+            c.delete_run(run.info.run_id)
+        elif run.info.status == "RUNNING":
+            c.set_terminated(run.info.run_id, "FAILED" if r.error else "FINISHED")
+    return results
 
 
 def search(algo: str, opts: SearchOptions) -> dict:
@@ -258,6 +324,7 @@ def search(algo: str, opts: SearchOptions) -> dict:
     space = (opts.search_space or {}).get(algo) or search_space(algo)
     results = _run_tuner(algo, opts, f"{opts.name}-{algo}-search", space, search=True, fixed=fixed,
                          num_samples=opts.num_samples)
+    sid = _search_id_of(results)
     rows = []
     for r in results:
         if r.error or not r.metrics or "val_sharpe" not in r.metrics:
@@ -278,8 +345,9 @@ def search(algo: str, opts: SearchOptions) -> dict:
         seed_rows = [fin]
         if extra_seeds:
             space_i = {**fin["config"], "seed": tune.grid_search(extra_seeds)}
-            res = _run_tuner(algo, opts, f"{opts.name}-{algo}-finalist{i}", space_i, search=False, fixed=fixed,
-                             num_samples=1)
+            # named after the search: --resume must not restore another search's finalists
+            name = f"{opts.name}-{algo}-finalist{i}" + (f"-{sid}" if sid else "")
+            res = _run_tuner(algo, opts, name, space_i, search=False, fixed=fixed, num_samples=1)
             for r in res:
                 if not r.error and r.metrics and "val_sharpe" in r.metrics:
                     seed_rows.append({"config": fin["config"], "val_sharpe": r.metrics["val_sharpe"],
@@ -294,14 +362,21 @@ def search(algo: str, opts: SearchOptions) -> dict:
     desc = (f"{algo.upper()} challenger: validation ({w.val_start}..{w.val_end}) net-of-cost Sharpe "
             f"{best['mean']:.3f} ± {best['std']:.3f} over {len(best['seeds'])} seeds; this version is seed "
             f"{best_run['seed']} (Sharpe {best_run['val_sharpe']:.3f}); trained on {w.train_start}..{w.train_end}.")
-    version = R.register(uri, algo, best_run["run_id"], desc, tags={
-        "val_sharpe_mean": f"{best['mean']:.4f}", "val_sharpe_std": f"{best['std']:.4f}",
-        "val_sharpe": f"{best_run['val_sharpe']:.4f}", "seeds": len(best["seeds"]), "val_end": w.val_end,
-        "train_window": f"{w.train_start}..{w.train_end}", "code_version": fixed["code_version"]})
+    # a --resume after this search had registered its winner (killed later, e.g. during the next
+    # --algo) finds that version instead of registering the same winner again
+    version = R.version_with_tag(uri, algo, "search_id", sid) if sid else None
+    if version is not None:
+        print(f"[tune] {algo}: this search's winner is already {R.model_name(algo)} v{version}", flush=True)
+    else:
+        version = R.register(uri, algo, best_run["run_id"], desc, tags={
+            "val_sharpe_mean": f"{best['mean']:.4f}", "val_sharpe_std": f"{best['std']:.4f}",
+            "val_sharpe": f"{best_run['val_sharpe']:.4f}", "seeds": len(best["seeds"]), "val_end": w.val_end,
+            "train_window": f"{w.train_start}..{w.train_end}", "code_version": fixed["code_version"],
+            "search_id": sid or ""})
+        print(f"[tune] {algo}: registered {R.model_name(algo)} v{version} as challenger — {desc}", flush=True)
     out = {"algo": algo, "model": R.model_name(algo), "version": version, "alias": R.CHALLENGER,
            "run_id": best_run["run_id"], "val_sharpe_mean": best["mean"], "val_sharpe_std": best["std"],
            "config": best["config"], "trials": len(rows), "tracking_uri": uri}
-    print(f"[tune] {algo}: registered {out['model']} v{version} as challenger — {desc}", flush=True)
     return out
 
 
@@ -329,7 +404,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=d.name, help="experiment name prefix in --storage")
     p.add_argument("--mlflow-dir", default=d.mlflow_dir, help="embedded MLflow store (MLFLOW_TRACKING_URI wins)")
     p.add_argument("--data-dir", help="data folder (default KRT_DATA_DIR or data/)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted search (same arguments): finished trials are kept, unfinished "
+                        "ones continue from their last checkpoint, the winner is registered once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
                    help="join a running cluster ('auto' inside `ray job submit`); default: a local Ray")
@@ -364,7 +441,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_from_args(args) -> int:
     opts = options_from_args(args)
-    out = run(opts, address=args.ray_address, num_cpus=args.num_cpus)
+    try:
+        out = run(opts, address=args.ray_address, num_cpus=args.num_cpus)
+    except Interrupted as e:
+        print(f"[tune] interrupted: {e}", file=sys.stderr, flush=True)
+        return 130
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     for o in out:
