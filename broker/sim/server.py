@@ -34,6 +34,7 @@ class SimServer:
         self._ws: SimWebSocket | None = None
         self._thread: threading.Thread | None = None
         self._session = None  # VirtualSession, made on the first clock request
+        self._session_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SimServer(rest={self.rest_url!r}, ws={self.ws_url!r})"
@@ -121,11 +122,12 @@ class SimServer:
 
     def session_clock(self):
         """The virtual session clock (broker/sim/clock.py), started on first use."""
-        if self._session is None:
-            from broker.sim.clock import VirtualSession
+        with self._session_lock:  # the market and execution actors may ask at the same moment
+            if self._session is None:
+                from broker.sim.clock import VirtualSession
 
-            self._session = VirtualSession(self)
-        return self._session
+                self._session = VirtualSession(self)
+            return self._session
 
     def _next_replay_bar(self) -> tuple[dt.date, dict]:
         if self._replay is None:
