@@ -58,15 +58,23 @@ class FeedStalled(RuntimeError):
 
 class LiveMarketState:
     def __init__(self, fetch: Fetch, symbols: list[str], lookback: int, clock: Clock, session: SessionTimes,
-                 poll_s: float = 60.0, days: int | None = None, stall_days: int = 10):
+                 poll_s: float = 60.0, days: int | None = None, stall_days: int = 10, load: bool = True):
+        """`load=False` defers reading the history to `load()` (an actor reports errors from a
+        method call plainly; from its constructor only as a dead actor)."""
         if not symbols:
             raise ValueError("a live market state needs at least one symbol")
         self.fetch, self.symbols, self.lookback = fetch, sorted(symbols), int(lookback)
         self.clock, self.session, self.poll_s = clock, session, float(poll_s)
         self.days_left = days
         self.stall_days = stall_days
+        if load:
+            self.load()
+
+    def load(self) -> str:
+        """Read `lookback` final bars of every symbol; returns the newest bar's date."""
         self.frame = pl.concat([self._history(s) for s in self.symbols])
         self.panel = self._panel()
+        return self.today().isoformat()
 
     # --- the MarketState calls ------------------------------------------------------------------
     def today(self) -> dt.date:
@@ -129,7 +137,7 @@ class LiveMarketState:
         start = end - dt.timedelta(days=int(self.lookback * 1.5) + 30)
         bars = self.fetch(symbol, start, end).select("date", "symbol", "open", "high", "low", "close", "volume")
         if bars.is_empty():
-            raise ValueError(f"KIS returned no daily bars for {symbol} between {start} and {end}: check the code")
+            raise ValueError(f"KIS returned no daily bars for {symbol} between {start} and {end}: check the symbol code")
         return bars
 
     def _panel(self) -> Panel:

@@ -132,8 +132,10 @@ def drive(loop, market, total: int | None, desc: str, progress: bool = True) -> 
                 bar.update(1)
         return ray.get(loop.summary.remote())
     finally:
-        try:
-            ray.get(loop.close.remote())
+        try:  # a step still sleeping until the next session (vts/live, Ctrl-C) would hold close() back
+            ray.get(loop.close.remote(), timeout=30)
+        except ray.exceptions.GetTimeoutError:
+            pass  # killed below: SQLite keeps every committed journal row; an open write rolls back
         finally:
             ray.kill(loop)
             ray.kill(market)

@@ -38,6 +38,8 @@ class LiveConfig:
 
 def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
     """Trade `config.days` sessions (or until stopped) on the running Ray; returns the loop's summary."""
+    import ray
+
     from actors.execution import ExecutionActor, LoopConfig
     from actors.live_market import KisDailyBars, LiveMarketStateActor
     from cluster.demo import drive
@@ -51,7 +53,13 @@ def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: 
     lookback = max(config.lookback, int(need))
     market = LiveMarketStateActor.remote(KisDailyBars(config.environment, config.credentials, config.cache_dir), config.symbols,
                                          lookback, config.clock, config.session, poll_s=config.poll_s,
-                                         days=config.days)
+                                         days=config.days, load=False)
+    try:
+        ray.get(market.load.remote())
+    except ray.exceptions.RayTaskError as exc:
+        ray.kill(market)
+        raise ValueError(f"could not read the daily bars from KIS {config.environment.name} "
+                         f"({config.environment.rest_url}): {type(exc.cause).__name__}: {exc.cause}") from None
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=config.run_id(), venue=config.mode,
                    lookback=lookback, venue_options={"environment": config.environment,

@@ -96,6 +96,8 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
                                     max_position=settings.trading.max_position, max_gross=settings.trading.max_gross,
                                     paths=DataPaths(root=settings.data_dir) if settings.data_dir else DataPaths())
                 stats = run_loop(config, url, settings.journal, progress=True)
+        except ray.exceptions.RayTaskError as exc:  # the loop's actors failed: the cause, not Ray's wrapping
+            raise CommandError(f"the trading loop stopped: {type(exc.cause).__name__}: {exc.cause}") from None
         except (DataError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         print(f"done: {stats['decisions']} decisions, {stats['orders']} orders, {stats['fills']} fills, "
