@@ -9,6 +9,19 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+@pytest.fixture(autouse=True)
+def _ray_auth_env_stays(monkeypatch):
+    """`trader` commands export Ray's auth settings into their process (apply_ray_env); one run
+    in a test must not leave them for a Ray started later in the session (its driver and GCS
+    would disagree on token auth)."""
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_USAGE_STATS_ENABLED"):
+        if key in os.environ:
+            monkeypatch.setenv(key, os.environ[key])   # restored to this value afterwards
+        else:
+            monkeypatch.setenv(key, "")                # removed again afterwards
+            monkeypatch.delenv(key)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     import ray
