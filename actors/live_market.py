@@ -73,7 +73,7 @@ class LiveMarketState:
     def load(self) -> str:
         """Read `lookback` final bars of every symbol; returns the newest bar's date."""
         self.frame = pl.concat([self._history(s) for s in self.symbols])
-        self.panel = self._panel()
+        self.panel = self._panel(self.session.last_final_day(self.clock.now()))
         return self.today().isoformat()
 
     # --- the MarketState calls ------------------------------------------------------------------
@@ -108,7 +108,7 @@ class LiveMarketState:
         if self.days_left is not None and self.days_left <= 0:
             return None
         last = self.today()
-        due = self._next_session_day(last)
+        due = self.session.next_session_day(last)
         while True:
             now = self.clock.now()
             final_at = self.session.final_at(due)
@@ -125,12 +125,6 @@ class LiveMarketState:
             self.clock.sleep(self.poll_s)
 
     # --- internals ------------------------------------------------------------------------------
-    def _next_session_day(self, day: dt.date) -> dt.date:
-        day += dt.timedelta(days=1)
-        while not self.session.is_session_day(day):
-            day += dt.timedelta(days=1)
-        return day
-
     def _history(self, symbol: str) -> pl.DataFrame:
         """Enough calendar days for `lookback` trading days (~250 per 365, plus holidays)."""
         end = self.clock.now().date()
@@ -140,9 +134,9 @@ class LiveMarketState:
             raise ValueError(f"KIS returned no daily bars for {symbol} between {start} and {end}: check the symbol code")
         return bars
 
-    def _panel(self) -> Panel:
-        """The last `lookback` final bars; older rows leave the stored frame too."""
-        final = self.frame.filter(pl.col("date") <= self.session.last_final_day(self.clock.now()))
+    def _panel(self, last_final: dt.date) -> Panel:
+        """The last `lookback` bars up to `last_final`; older rows leave the stored frame too."""
+        final = self.frame.filter(pl.col("date") <= last_final)
         panel = Panel.from_frame(final).tail(self.lookback)
         self.frame = self.frame.filter(pl.col("date") >= panel.date(0))
         return panel
@@ -163,7 +157,7 @@ class LiveMarketState:
             parts.append(pl.concat([stored, recent]))
         before = self.today()
         self.frame = pl.concat(parts).sort("date", "symbol")
-        self.panel = self._panel()
+        self.panel = self._panel(final)
         return self.today() > before
 
 

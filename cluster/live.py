@@ -31,6 +31,13 @@ class LiveConfig:
     lookback: int = 61             # raised to what the decision service's agents need
     cache_dir: Path | None = None  # KIS token cache and order-id map (default ~/.cache/kis-ray-trader)
 
+    def __post_init__(self):
+        if self.mode not in ("vts", "live"):
+            raise ValueError(f"the real-time loop trades on 'vts' or 'live', not {self.mode!r}")
+        if not self.symbols:
+            raise ValueError(f"--mode {self.mode} needs the symbols to trade: set trading.symbols in the settings "
+                             "file (or KRT_TRADING__SYMBOLS=005930,000660,...)")
+
     def run_id(self) -> str:
         digest = hashlib.sha256(f"{self.environment.name}|{self.credentials.account}".encode()).hexdigest()[:8]
         return f"{self.mode}{digest}"
@@ -44,11 +51,6 @@ def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: 
     from actors.live_market import KisDailyBars, LiveMarketStateActor
     from cluster.demo import drive
 
-    if config.mode not in ("vts", "live"):
-        raise ValueError(f"the real-time loop trades on 'vts' or 'live', not {config.mode!r}")
-    if not config.symbols:
-        raise ValueError(f"--mode {config.mode} needs the symbols to trade: set trading.symbols in the settings "
-                         "file (or KRT_TRADING__SYMBOLS=005930,000660,...)")
     need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
     lookback = max(config.lookback, int(need))
     market = LiveMarketStateActor.remote(KisDailyBars(config.environment, config.credentials, config.cache_dir), config.symbols,

@@ -54,18 +54,20 @@ class SessionTimes:
         local = now.astimezone(SEOUL)
         return local.date() if local.time() >= self.bar_final else local.date() - dt.timedelta(days=1)
 
+    def next_session_day(self, after: dt.date) -> dt.date:
+        day = after + dt.timedelta(days=1)
+        while not self.is_session_day(day):
+            day += dt.timedelta(days=1)
+        return day
+
     def next_order_window(self, last_bar: dt.date, now: dt.datetime) -> dt.datetime:
         """When orders decided on `last_bar` may go out: `order_time` of the first session day after
         `last_bar` whose window has not closed yet at `now` (now itself when the window is open)."""
         local = now.astimezone(SEOUL)
-        day = max(last_bar + dt.timedelta(days=1), local.date())
-        while True:
-            if self.is_session_day(day):
-                start = dt.datetime.combine(day, self.order_time, tzinfo=SEOUL)
-                end = dt.datetime.combine(day, self.order_cutoff, tzinfo=SEOUL)
-                if local < end:
-                    return max(start, local)
-            day += dt.timedelta(days=1)
+        day = self.next_session_day(max(last_bar, local.date() - dt.timedelta(days=1)))  # today at the earliest
+        if local >= dt.datetime.combine(day, self.order_cutoff, tzinfo=SEOUL):
+            day = self.next_session_day(day)  # today's window has closed
+        return max(dt.datetime.combine(day, self.order_time, tzinfo=SEOUL), local)
 
     def final_at(self, day: dt.date) -> dt.datetime:
         return dt.datetime.combine(day, self.bar_final, tzinfo=SEOUL)

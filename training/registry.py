@@ -31,19 +31,20 @@ def model_name(algo: str) -> str:
     return f"agent-{algo}"
 
 
+def _embedded_db(base_dir: str | Path | None = None) -> Path:
+    return Path(base_dir or DEFAULT_DIR).resolve() / "mlflow.db"
+
+
 def tracking_uri(base_dir: str | Path | None = None) -> str:
     """MLFLOW_TRACKING_URI if set, else an sqlite file under `base_dir` (created)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    base = Path(base_dir or DEFAULT_DIR).resolve()
-    base.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{base / 'mlflow.db'}"
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        _embedded_db(base_dir).parent.mkdir(parents=True, exist_ok=True)
+    return default_tracking_uri(base_dir)
 
 
 def default_tracking_uri(base_dir: str | Path | None = None) -> str:
     """`tracking_uri()` without creating anything (for readers such as the dashboard)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(base_dir or DEFAULT_DIR).resolve() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_embedded_db(base_dir)}"
 
 
 def existing_tracking_uri(base_dir: str | Path | None = None) -> str | None:
@@ -56,7 +57,7 @@ def existing_tracking_uri(base_dir: str | Path | None = None) -> str | None:
     if uri:
         local = _local_store_path(uri)
         return uri if local is None or local.exists() else None
-    db = Path(base_dir or DEFAULT_DIR).resolve() / "mlflow.db"
+    db = _embedded_db(base_dir)
     return f"sqlite:///{db}" if db.is_file() else None
 
 

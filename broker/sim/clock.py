@@ -44,7 +44,6 @@ class VirtualSession:
             while (day := self.server.next_replay_date()) is not None:
                 if dt.datetime.combine(day, MARKET_CLOSE, tzinfo=SEOUL) > end:
                     break
-                self.server.set_market_open(False)
                 self.server.advance()  # the replay bar of `day` trades at the close and is published
             self.now = end
             self.server.set_market_open(self._in_session(end))

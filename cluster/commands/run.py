@@ -123,9 +123,6 @@ def live_config(settings, mode: Mode, credentials, days: int | None):
         session = SessionTimes(s.order_time, s.order_cutoff, s.bar_final, frozenset(s.holidays))
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    if not settings.trading.symbols:
-        raise CommandError(f"--mode {mode.value} needs the symbols to trade: set trading.symbols in the settings "
-                           "file (or KRT_TRADING__SYMBOLS=005930,000660,...)")
     clock = WallClock()
     if s.clock == "simulator":
         if mode is Mode.LIVE:
@@ -135,5 +132,8 @@ def live_config(settings, mode: Mode, credentials, days: int | None):
         if not secret:
             raise CommandError("live.clock=simulator needs KIS_SIM_ADMIN (written by `python -m broker.sim`)")
         clock = SimClock(env.rest_url, secret)
-    return LiveConfig(mode=mode.value, environment=env, credentials=credentials, symbols=settings.trading.symbols,
-                      session=session, clock=clock, poll_s=s.poll_s, days=days)
+    try:
+        return LiveConfig(mode=mode.value, environment=env, credentials=credentials,
+                          symbols=settings.trading.symbols, session=session, clock=clock, poll_s=s.poll_s, days=days)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None

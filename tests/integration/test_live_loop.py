@@ -97,7 +97,7 @@ def test_loop_trades_each_session_once_with_fills_from_kis(rehearsal):
     decided_on = {o["client_order_id"]: dt.datetime.fromisoformat(o["decided_at"]).date() for o in orders}
     for f in fills:
         fill_day = dt.datetime.fromisoformat(f["filled_at"]).date()
-        assert fill_day == dates[dates.index(fill_day)] and fill_day > decided_on[f["client_order_id"]]
+        assert fill_day in dates and fill_day > decided_on[f["client_order_id"]]
         assert fill_day == min(d for d in dates if d > decided_on[f["client_order_id"]])
 
 
