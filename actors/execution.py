@@ -16,7 +16,7 @@ import ray
 import requests
 
 from actors import metrics
-from broker.base import OrderRequest, Side
+from broker.base import Order, OrderRequest, OrderStatus, Side
 from broker.journal import DuplicateOrder, Journal
 from broker.venue import open_venue
 from market.accounting import BUY, CostModel, orders_for_targets
@@ -51,11 +51,11 @@ class TradingLoop:
         self.venue = open_venue(config.venue, cash=config.cash, costs=config.costs, calendar=calendar,
                                 **config.venue_options)
         self.broker = self.venue.broker
-        self.journal = Journal(config.journal_path)
+        self.journal = Journal(config.journal_path, run_id=config.run_id)
         self.http = requests.Session()
         self.last_close: dict[str, float] = {}
         self.halted = ""
-        self.stats = {"decisions": 0, "orders": 0, "fills": 0, "rejected": 0}
+        self.stats = {"decisions": 0, "orders": 0, "fills": 0, "rejected": 0, "unknown": 0, "blocked": 0}
         self.peak_equity = 0.0  # for the drawdown metric
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -65,14 +65,15 @@ class TradingLoop:
         vts/live: the venue reports fills a stopped loop did not journal, and orders the journal
         still shows as working get their state from the broker (reconciliation after a restart)."""
         first = ray.get(self.market.bars.remote())
-        for fill in self.venue.advance(first["date"], first["bars"]):
-            self.journal.record_fill(fill)
-            self.stats["fills"] += 1
+        fills = self.venue.advance(first["date"], first["bars"])
+        self._journal_fills(fills)
         if self.config.venue in ("vts", "live"):
-            for row in self.journal.query("SELECT client_order_id FROM orders WHERE state = 'open'"):
-                order = self.broker.find_order(row["client_order_id"])
-                if order is not None:
-                    self.journal.record_order(order)
+            with self.journal.transaction():
+                for row in self.journal.orders(state="open"):
+                    order = self.broker.find_order(row["client_order_id"])
+                    if order is not None:
+                        self.journal.record_order(order)
+        self._settle_unknown()
         return self._record_account(first)
 
     def halt(self, reason: str) -> None:
@@ -96,16 +97,19 @@ class TradingLoop:
         self.journal.record_decision(today, decision)
         self.stats["decisions"] += 1
 
-        submitted = [] if self.halted else self._send_orders(today, snap, decision["targets"], account)
+        blocked = self._settle_unknown()
+        submitted = [] if self.halted else self._send_orders(today, snap, decision["targets"], account, blocked)
         nxt = ray.get(self.market.advance.remote())
         fills = self.venue.advance(nxt["date"], nxt["bars"])
-        for fill in fills:
-            self.journal.record_fill(fill)
-            metrics.record_fill(fill.side, fill.qty, self.config.venue)
-        for order in submitted:
-            self.journal.record_order(self.broker.find_order(order.client_order_id))
-        self.stats["fills"] += len(fills)
-        result = self._record_account(nxt)
+        # read everything from the venue first, then write the step in one transaction; the venue
+        # is told the fills are journaled only after the commit (a crash in between re-reports them)
+        answers = [a for a in (self.broker.find_order(o.client_order_id) for o in submitted) if a is not None]
+        with self.journal.transaction():
+            self._journal_fills(fills, confirm=False)
+            for answer in answers:
+                self.journal.record_order(answer)
+            result = self._record_account(nxt)
+        self.broker.confirm_fills(fills)
         result.update(orders=len(submitted), fills=len(fills))
         return result
 
@@ -133,7 +137,31 @@ class TradingLoop:
             metrics.record_risk(risk["var"], risk.get("cvar"), risk.get("budget"))
         return decision
 
-    def _send_orders(self, today: dt.date, snap: dict, targets: dict[str, float], account) -> list:
+    def _journal_fills(self, fills: list, confirm: bool = True) -> None:
+        with self.journal.transaction():
+            for fill in fills:
+                if self.journal.record_fill(fill):
+                    self.stats["fills"] += 1
+                    metrics.record_fill(fill.side, fill.qty, self.config.venue)
+        if confirm:
+            self.broker.confirm_fills(fills)
+
+    def _settle_unknown(self) -> set[str]:
+        """Ask the broker about orders whose fate is unknown (an intent with no answer after a
+        crash, or a send whose answer was lost and could not be looked up); the symbols of those
+        still unknown get no new order this bar, so an order that may be live is never doubled."""
+        blocked: set[str] = set()
+        for row in self.journal.unsettled():
+            order = self.broker.find_order(row["client_order_id"])
+            if order is None:
+                continue   # never reached the broker (paper: the process died before submit)
+            self.journal.record_order(order)
+            if order.status is OrderStatus.UNKNOWN:
+                blocked.add(row["symbol"])
+        return blocked
+
+    def _send_orders(self, today: dt.date, snap: dict, targets: dict[str, float], account,
+                     blocked: set[str] = frozenset()) -> list:
         symbols = snap["symbols"]
         closes = np.array([np.nan if v is None else v for v in snap["close"][-1]], dtype=float)
         weights = np.array([targets.get(s, 0.0) for s in symbols])
@@ -157,11 +185,21 @@ class TradingLoop:
                 # knows by the client order id whether it went out, and never sends it twice
                 if self.config.venue not in ("vts", "live"):
                     raise
+            if symbol in blocked:
+                order = Order(request, "", OrderStatus.REJECTED, stamp,
+                              reason=f"not sent: an earlier order for {symbol} has an unknown outcome")
+                self.journal.record_order(order)
+                self.stats["blocked"] += 1
+                continue
             order = self.broker.submit(request)
             self.journal.record_order(order)
             self.stats["orders"] += 1
             metrics.record_order(request.side, self.config.venue)
-            if order.status.done:
+            if order.status is OrderStatus.UNKNOWN:
+                self.stats["unknown"] += 1
+                blocked.add(symbol)
+                submitted.append(order)   # looked up again after the bar
+            elif order.status.done:
                 self.stats["rejected"] += 1
                 metrics.record_rejection("broker", self.config.venue)
             else:

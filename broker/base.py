@@ -28,11 +28,13 @@ class OrderStatus(str, Enum):
     PARTIAL = "partial"      # partly filled; the rest expired or was cancelled
     CANCELLED = "cancelled"
     EXPIRED = "expired"      # a day order the market never filled
-    REJECTED = "rejected"    # refused by the broker; `reason` says why
+    REJECTED = "rejected"    # refused by the broker, or never sent (rate limit); `reason` says why
+    UNKNOWN = "unknown"      # sent, but the venue could not be asked whether it has it: never re-send
+                             # it, and send nothing else for its symbol until a lookup settles it
 
     @property
     def done(self) -> bool:
-        return self is not OrderStatus.OPEN
+        return self not in (OrderStatus.OPEN, OrderStatus.UNKNOWN)
 
 
 class OrderError(ValueError):
@@ -88,6 +90,9 @@ class Fill:
     commission: int     # KRW
     tax: int            # KRW
     filled_at: dt.datetime
+    # the broker's identity of this fill within its order, the same however often it is reported
+    # (KIS: the order's cumulative executed quantity after it), so a re-reported fill is journaled once
+    fill_id: str
 
     @property
     def cash_flow(self) -> int:
@@ -130,6 +135,10 @@ class Broker(ABC):
     @abstractmethod
     def cash(self) -> int:
         """Cash in KRW available for orders."""
+
+    def confirm_fills(self, fills: list[Fill]) -> None:
+        """The journal has these fills: a venue that reports fills from its own bookkeeping stops
+        reporting them only now, so a crash before the journal write loses none."""
 
     def account(self) -> AccountSnapshot:
         return AccountSnapshot(cash=self.cash(), positions=self.positions())

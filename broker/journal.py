@@ -4,6 +4,12 @@ Write-ahead rule: an order is journaled (state `intent`) and committed *before* 
 its broker answer is written right after. A client order id is unique, so the same decision can
 never be journaled, and therefore never sent, twice. After a crash, `unacknowledged()` lists the
 intents whose fate is unknown; the caller asks the broker (`find_order`) before doing anything.
+
+Every row carries the run id it belongs to, so runs sharing a file never overwrite each other.
+A fill is identified by its run, its client order id and the broker's fill id (stable however
+often the broker reports it): a re-reported fill is journaled once, and two genuine partial fills
+of equal size and price are two rows. `transaction()` makes the writes of one step (order states,
+fills, the account row) land together or not at all.
 """
 from __future__ import annotations
 
@@ -11,20 +17,24 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from broker.base import Fill, Order, OrderRequest
 
+SCHEMA_VERSION = 2   # 2: run_id on every row, fill identity (run, client order id, broker fill id)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     client_order_id TEXT PRIMARY KEY,
+    run_id          TEXT NOT NULL,
     decided_at      TEXT NOT NULL,
     symbol          TEXT NOT NULL,
     side            TEXT NOT NULL,
     qty             INTEGER NOT NULL,
     order_type      TEXT NOT NULL,
     limit_price     INTEGER,
-    state           TEXT NOT NULL,      -- intent | open | filled | partial | cancelled | expired | rejected
+    state           TEXT NOT NULL,      -- intent | open | unknown | filled | partial | cancelled | expired | rejected
     broker_order_id TEXT,
     filled_qty      INTEGER NOT NULL DEFAULT 0,
     reason          TEXT NOT NULL DEFAULT '',
@@ -32,8 +42,10 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE TABLE IF NOT EXISTS fills (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id          TEXT NOT NULL,
     client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
     broker_order_id TEXT NOT NULL,
+    fill_id         TEXT NOT NULL,      -- the broker's identity of the fill within its order
     symbol          TEXT NOT NULL,
     side            TEXT NOT NULL,
     qty             INTEGER NOT NULL,
@@ -41,20 +53,28 @@ CREATE TABLE IF NOT EXISTS fills (
     commission      INTEGER NOT NULL,
     tax             INTEGER NOT NULL,
     filled_at       TEXT NOT NULL,
-    UNIQUE (broker_order_id, filled_at, qty, price)
+    UNIQUE (run_id, client_order_id, fill_id)
 );
 CREATE TABLE IF NOT EXISTS account (
-    day        TEXT PRIMARY KEY,
+    run_id     TEXT NOT NULL,
+    day        TEXT NOT NULL,
     cash       INTEGER NOT NULL,
     equity     REAL NOT NULL,
     positions  TEXT NOT NULL,           -- JSON {symbol: shares}
-    benchmark  REAL                     -- benchmark index close that day, if known
+    benchmark  REAL,                    -- benchmark index close that day, if known
+    PRIMARY KEY (run_id, day)
 );
 CREATE TABLE IF NOT EXISTS decisions (
-    day      TEXT PRIMARY KEY,
-    payload  TEXT NOT NULL              -- JSON: targets, agent weights, regime, risk
+    run_id   TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    payload  TEXT NOT NULL,             -- JSON: targets, agent weights, regime, risk
+    PRIMARY KEY (run_id, day)
 );
 """
+
+
+class JournalError(RuntimeError):
+    """The journal file cannot be used as it is (e.g. written by an older version)."""
 
 
 class DuplicateOrder(RuntimeError):
@@ -62,75 +82,160 @@ class DuplicateOrder(RuntimeError):
 
 
 class Journal:
-    def __init__(self, path: Path | str):
+    """`run_id`: the run every write belongs to and every read is narrowed to (None: read all runs,
+    write nothing)."""
+
+    def __init__(self, path: Path | str, run_id: str | None = None):
         self.path = Path(path)
+        self.run_id = run_id
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # one connection, serialised by a lock: the journal is written by one execution actor
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._check_schema()
         self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._lock = threading.RLock()
+        self._depth = 0   # nesting of transaction()
+
+    def _check_schema(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables & {"orders", "fills", "account", "decisions"} and version != SCHEMA_VERSION:
+            self._db.close()
+            raise JournalError(f"journal {self.path} was written by an earlier version of kis-ray-trader "
+                               f"(schema {version}, this one writes {SCHEMA_VERSION}: run ids and fill ids): "
+                               "move it away or choose another journal path")
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside land in one SQLite transaction (nested calls join the outer one)."""
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outer:
+                self._db.execute("COMMIT")
 
     def _write(self, sql: str, args: tuple) -> None:
         with self._lock:
             self._db.execute(sql, args)
 
+    def _run(self) -> str:
+        if not self.run_id:
+            raise JournalError("this journal was opened without a run id: it can be read, not written")
+        return self.run_id
+
     def record_intent(self, request: OrderRequest, decided_at: dt.datetime) -> None:
         """Journal an order before sending it. Raises DuplicateOrder if its id is already here."""
+        if self._depth:
+            raise JournalError("an order intent is committed on its own, before it is sent, never inside a "
+                               "transaction that could still roll it back")
         try:
             self._write(
-                "INSERT INTO orders (client_order_id, decided_at, symbol, side, qty, order_type, limit_price,"
-                " state, updated_at) VALUES (?,?,?,?,?,?,?,'intent',?)",
-                (request.client_order_id, decided_at.isoformat(), request.symbol, request.side.value, request.qty,
-                 request.order_type.value, request.limit_price, _now()))
+                "INSERT INTO orders (client_order_id, run_id, decided_at, symbol, side, qty, order_type, limit_price,"
+                " state, updated_at) VALUES (?,?,?,?,?,?,?,?,'intent',?)",
+                (request.client_order_id, self._run(), decided_at.isoformat(), request.symbol, request.side.value,
+                 request.qty, request.order_type.value, request.limit_price, _now()))
         except sqlite3.IntegrityError as exc:
             raise DuplicateOrder(f"order {request.client_order_id} is already journaled") from exc
 
     def record_order(self, order: Order) -> None:
         """The broker's answer, or a later state change, for a journaled order."""
         self._write(
-            "UPDATE orders SET state=?, broker_order_id=?, filled_qty=?, reason=?, updated_at=? WHERE client_order_id=?",
-            (order.status.value, order.broker_order_id, order.filled_qty, order.reason, _now(), order.client_order_id))
+            "UPDATE orders SET state=?, broker_order_id=?, filled_qty=?, reason=?, updated_at=?"
+            " WHERE client_order_id=? AND run_id=?",
+            (order.status.value, order.broker_order_id, order.filled_qty, order.reason, _now(), order.client_order_id,
+             self._run()))
 
-    def record_fill(self, fill: Fill) -> None:
-        self._write(
-            "INSERT OR IGNORE INTO fills (client_order_id, broker_order_id, symbol, side, qty, price, commission, tax,"
-            " filled_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (fill.client_order_id, fill.broker_order_id, fill.symbol, fill.side.value, fill.qty, fill.price,
-             fill.commission, fill.tax, fill.filled_at.isoformat()))
+    def record_fill(self, fill: Fill) -> bool:
+        """Journal a fill once; False if this fill (same order, same broker fill id) is already here."""
+        if not fill.fill_id:
+            raise ValueError(f"fill of {fill.client_order_id} has no broker fill id")
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO fills (run_id, client_order_id, broker_order_id, fill_id, symbol, side, qty,"
+                " price, commission, tax, filled_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (self._run(), fill.client_order_id, fill.broker_order_id, fill.fill_id, fill.symbol, fill.side.value,
+                 fill.qty, fill.price, fill.commission, fill.tax, fill.filled_at.isoformat()))
+            return cur.rowcount == 1
 
     def record_account(self, day: dt.date, cash: int, equity: float, positions: dict[str, int],
                        benchmark: float | None = None) -> None:
-        self._write("INSERT OR REPLACE INTO account (day, cash, equity, positions, benchmark) VALUES (?,?,?,?,?)",
-                    (day.isoformat(), cash, equity, json.dumps(positions, sort_keys=True), benchmark))
+        self._write("INSERT OR REPLACE INTO account (run_id, day, cash, equity, positions, benchmark)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (self._run(), day.isoformat(), cash, equity, json.dumps(positions, sort_keys=True), benchmark))
 
     def record_decision(self, day: dt.date, payload: dict) -> None:
-        self._write("INSERT OR REPLACE INTO decisions (day, payload) VALUES (?,?)",
-                    (day.isoformat(), json.dumps(payload, sort_keys=True)))
+        self._write("INSERT OR REPLACE INTO decisions (run_id, day, payload) VALUES (?,?,?)",
+                    (self._run(), day.isoformat(), json.dumps(payload, sort_keys=True)))
 
     # --- reading back --------------------------------------------------------------------
-    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: tuple = ()) -> list[dict]:
         with self._lock:
             cur = self._db.execute(sql, args)
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, row)) for row in cur.fetchall()]
 
+    def _mine(self, table: str, where: str = "", args: tuple = (), columns: str = "*", order: str = "",
+              group: str = "") -> list[dict]:
+        """Rows of `table` for this journal's run (every run when opened without one)."""
+        clauses = [where] if where else []
+        if self.run_id is not None:
+            clauses.append("run_id = ?")
+            args = (*args, self.run_id)
+        sql = f"SELECT {columns} FROM {table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql += f" GROUP BY {group}" if group else ""
+        return self.query(sql + (f" ORDER BY {order}" if order else ""), args)
+
+    def runs(self) -> list[str]:
+        """Run ids in the journal, the one with the latest account row last."""
+        return [r["run_id"] for r in self.query("SELECT run_id, MAX(day) AS last FROM account GROUP BY run_id"
+                                                 " ORDER BY last, run_id")]
+
+    def orders(self, state: str | None = None) -> list[dict]:
+        return self._mine("orders", "state = ?" if state else "", (state,) if state else (),
+                          order="decided_at, client_order_id")
+
+    def fills(self) -> list[dict]:
+        return self._mine("fills", order="id")
+
+    def accounts(self) -> list[dict]:
+        return self._mine("account", order="day")
+
+    def decisions(self) -> list[dict]:
+        return self._mine("decisions", order="day")
+
     def unacknowledged(self) -> list[dict]:
         """Intents with no broker answer: their fate must be checked with the broker first."""
-        return self.query("SELECT * FROM orders WHERE state='intent' ORDER BY decided_at")
+        return self._mine("orders", "state='intent'", order="decided_at")
+
+    def unsettled(self) -> list[dict]:
+        """Orders whose fate the venue has not told yet: intents with no answer, and orders sent
+        whose outcome is unknown. Nothing more is sent for their symbols until they are settled."""
+        return self._mine("orders", "state IN ('intent', 'unknown')", order="decided_at")
 
     def positions_from_fills(self) -> dict[str, int]:
-        rows = self.query("SELECT symbol, SUM(CASE side WHEN 'buy' THEN qty ELSE -qty END) AS q FROM fills"
-                          " GROUP BY symbol")
+        rows = self._mine("fills", columns="symbol, SUM(CASE side WHEN 'buy' THEN qty ELSE -qty END) AS q",
+                          group="symbol")
         return {r["symbol"]: int(r["q"]) for r in rows if r["q"]}
 
     def cash_from_fills(self, starting_cash: int) -> int:
-        row = self.query("SELECT COALESCE(SUM(CASE side WHEN 'sell' THEN qty*price - commission - tax"
-                         " ELSE -(qty*price + commission) END), 0) AS flow FROM fills")[0]
+        row = self._mine("fills", columns="COALESCE(SUM(CASE side WHEN 'sell' THEN qty*price - commission - tax"
+                         " ELSE -(qty*price + commission) END), 0) AS flow")[0]
         return starting_cash + int(row["flow"])
 
 

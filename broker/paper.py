@@ -163,6 +163,6 @@ class PaperBroker(Broker):
             if q:
                 fills.append(Fill(order.client_order_id, order.broker_order_id, order.request.symbol,
                                   order.request.side, q, int(result.price[i]), int(result.commission[i]),
-                                  int(result.tax[i]), at))
+                                  int(result.tax[i]), at, fill_id="all"))  # a paper order fills once, at the open
         self._fills.extend(fills)
         return fills

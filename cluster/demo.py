@@ -180,9 +180,9 @@ def write_report(journal_path: Path, out: Path, stats: dict) -> dict:
 
     journal = Journal(journal_path)
     try:
-        rows = journal.query("SELECT day, equity, benchmark FROM account ORDER BY day")
-        traded = journal.query("SELECT COALESCE(SUM(qty * price), 0) AS v FROM fills")[0]["v"]
-        orders = journal.query("SELECT COUNT(*) AS n FROM orders")[0]["n"]
+        rows = journal.accounts()   # the demo writes one run per journal (stale ones are removed first)
+        traded = sum(f["qty"] * f["price"] for f in journal.fills())
+        orders = len(journal.orders())
     finally:
         journal.close()
     days = np.array([r["day"] for r in rows], dtype="datetime64[D]")

@@ -52,15 +52,21 @@ class Snapshot:
         return self.decisions[-1] if self.decisions else None
 
 
+# a journal can hold several runs (each row carries its run id): the dashboard shows the latest
+LATEST_RUN = "(SELECT run_id FROM account ORDER BY day DESC, rowid DESC LIMIT 1)"
+
+
 def read_snapshot(path: Path, max_rows: int = 200) -> Snapshot:
-    acct = _frame(path, "SELECT day, cash, equity, positions, benchmark FROM account ORDER BY day")
+    acct = _frame(path, f"SELECT day, cash, equity, positions, benchmark FROM account WHERE run_id = {LATEST_RUN}"
+                        " ORDER BY day")
     acct = equity_curve(acct)
     orders = _frame(path, "SELECT client_order_id, decided_at, symbol, side, qty, order_type, limit_price, state,"
-                          " filled_qty, reason FROM orders ORDER BY decided_at DESC, client_order_id LIMIT ?",
+                          f" filled_qty, reason FROM orders WHERE run_id = {LATEST_RUN}"
+                          " ORDER BY decided_at DESC, client_order_id LIMIT ?",
                     (max_rows,))
     fills = _frame(path, "SELECT filled_at, symbol, side, qty, price, commission, tax, client_order_id FROM fills"
-                         " ORDER BY filled_at DESC, id DESC LIMIT ?", (max_rows,))
-    dec = _frame(path, "SELECT day, payload FROM decisions ORDER BY day")
+                         f" WHERE run_id = {LATEST_RUN} ORDER BY filled_at DESC, id DESC LIMIT ?", (max_rows,))
+    dec = _frame(path, f"SELECT day, payload FROM decisions WHERE run_id = {LATEST_RUN} ORDER BY day")
     decisions = []
     for day, payload in zip(dec["day"], dec["payload"]):
         try:

@@ -4,15 +4,19 @@
 * No double orders: when an order's outcome is unknown (timeout, dropped connection, 5xx after
   sending, malformed answer), the day's orders are read first; an order with the same symbol,
   side, quantity, type and price whose ODNO is not already ours is taken as this one. Only when
-  two looks (separated by `unknown_check_delay_s`) find nothing is the order sent again, once.
-  (Assumes nobody else places identical orders on the account the same day — documented.)
+  two looks (separated by `unknown_check_delay_s`) both read the day's orders and find nothing is
+  the order sent again, once. When a look fails the order is UNKNOWN: never sent again, looked up
+  by later `find_order` calls. (Assumes nobody else places identical orders on the account the
+  same day — documented.) Rate-limit and token refusals were never processed: `not_sent`.
 * Fills come from the day's executions (inquire-daily-ccld): `sync()` turns any new executed
-  quantity of our orders into Fill objects. Commission and tax are computed with the account's
+  quantity of our orders into Fill objects; `confirm_fills()`, called once the journal has them,
+  marks them reported. Commission and tax are computed with the account's
   CostModel and the dated tax table (KIS reports them only as a daily total).
 """
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import time
 from pathlib import Path
@@ -20,12 +24,19 @@ from typing import Callable
 
 from broker.base import Broker, Fill, Order, OrderRequest, OrderStatus, OrderType, Side
 from broker.kis import orders as tr
-from broker.kis.errors import KisBusinessError, KisTransportError
+from broker.kis.errors import KisAuthError, KisBusinessError, KisRateLimited, KisTokenError, KisTransportError
 from broker.kis.ids import OrderIdMap
 from broker.kis.rest import KisRest
 from market import krx
 from market.accounting import CostModel
 from market.calendar import SEOUL, TradingCalendar, open_time
+
+
+class Lookup(enum.Enum):
+    """What a look at the day's orders for a lost answer found."""
+    FOUND = "found"
+    ABSENT = "absent"              # two clean looks, not there: KIS never processed it
+    UNREACHABLE = "unreachable"    # a look failed: nothing is known
 
 
 def today_kst() -> dt.date:
@@ -48,6 +59,7 @@ class KisBroker(Broker):
         self.lookback_days = lookback_days
         self._sleep = sleep
         self._fills: list[Fill] = []
+        self._pending_totals: dict[str, tuple[int, int]] = {}  # reported by sync, not yet confirmed
         self.resends = 0
 
     def __repr__(self) -> str:
@@ -55,15 +67,17 @@ class KisBroker(Broker):
 
     # --- Broker interface ---------------------------------------------------------------
     def submit(self, request: OrderRequest) -> Order:
+        """Send an order once. A transport failure never raises: the day's orders are read, and
+        the answer is the order found there, a REJECTED order whose reason says it was never sent,
+        or an UNKNOWN order when the venue could not be asked (never sent again, only looked up)."""
         if self.ids.get(request.client_order_id):
-            found = self.find_order(request.client_order_id)   # already sent: never send it twice
-            if found is not None:
-                return found
-            raise KisTransportError(tr_id="order-cash", detail=f"order {request.client_order_id} was sent before "
-                                    "but cannot be found; refusing to send it again")
+            found = self.find_order(request.client_order_id)   # already journaled: never send it twice
+            assert found is not None
+            return found
         day = self.clock().strftime("%Y%m%d")
         now = dt.datetime.now(SEOUL)
-        self.ids.intent(request.client_order_id, day, request.symbol, request.side.value, request.qty,
+        cid = request.client_order_id
+        self.ids.intent(cid, day, request.symbol, request.side.value, request.qty,
                         request.order_type.value, request.limit_price, now.isoformat())
         for attempt in range(2):
             try:
@@ -71,18 +85,28 @@ class KisBroker(Broker):
                                     request.limit_price if request.order_type is OrderType.LIMIT else None)
             except KisBusinessError as exc:
                 reason = f"[{exc.msg_cd}] {exc.msg1}"
-                self.ids.rejected(request.client_order_id, reason)
+                self.ids.rejected(cid, reason)
+                return Order(request, "", OrderStatus.REJECTED, now, reason=reason)
+            except (KisRateLimited, KisTokenError, KisAuthError) as exc:
+                # refused at KIS's gateway before the order was processed: not sent, and the
+                # session goes on (the next decision trades what is still wanted)
+                reason = f"not sent: [{exc.msg_cd}] {exc.msg1}".strip()
+                self.ids.not_sent(cid, reason)
                 return Order(request, "", OrderStatus.REJECTED, now, reason=reason)
             except KisTransportError:
-                self.ids.unknown(request.client_order_id)
-                row = self._reconcile(request.client_order_id)
-                if row is not None:
-                    return self._order_from(self.ids.get(request.client_order_id), row)
+                self.ids.unknown(cid)
+                lookup, row = self._reconcile(cid)
+                if lookup is Lookup.FOUND:
+                    return self._order_from(self.ids.get(cid), row)
+                if lookup is Lookup.UNREACHABLE:
+                    return self._unknown(cid)
                 if attempt == 0:
                     self.resends += 1
                     continue       # looked twice, the venue never got it: one more send is safe
-                raise
-            self.ids.sent(request.client_order_id, out.get("ODNO", ""), out.get("KRX_FWDG_ORD_ORGNO", ""))
+                reason = "not sent: the venue has no such order after two sends and two looks each"
+                self.ids.not_sent(cid, reason)
+                return Order(request, "", OrderStatus.REJECTED, now, reason=reason)
+            self.ids.sent(cid, out.get("ODNO", ""), out.get("KRX_FWDG_ORD_ORGNO", ""))
             return Order(request, out.get("ODNO", ""), OrderStatus.OPEN, now)
         raise AssertionError("unreachable")
 
@@ -98,21 +122,34 @@ class KisBroker(Broker):
                 pass       # already filled/cancelled meanwhile: the state read below tells
             except KisTransportError:
                 pass       # outcome unknown: read the state instead of cancelling again
-        return self.find_order(row["client_order_id"])
+        found = self.find_order(row["client_order_id"])
+        assert found is not None
+        return found
 
     def find_order(self, client_order_id: str) -> Order | None:
+        """The order's state at the venue; None only for an id this broker never journaled.
+        Never sends anything. An order whose answer was lost is matched against the day's orders:
+        found, it gets its ODNO; absent from two clean looks, it is settled as never sent; the
+        day's orders unreadable, it stays UNKNOWN."""
         row = self.ids.get(client_order_id)
         if row is None:
             return None
-        if row["state"] == "rejected":
+        if row["state"] in ("rejected", "not_sent"):
             return Order(_request(row), "", OrderStatus.REJECTED, _ts(row), reason=row["reason"])
         if not row["odno"]:
-            venue_row = self._reconcile(client_order_id)   # answer lost (crash/timeout): match the day's orders
-            if venue_row is None:
-                return None
-            row = self.ids.get(client_order_id)
-            return self._order_from(row, venue_row)
-        return self._order_from(row, self._day_row(row))
+            lookup, venue_row = self._reconcile(client_order_id)   # answer lost (crash/timeout)
+            if lookup is Lookup.UNREACHABLE:
+                return self._unknown(client_order_id)
+            if lookup is Lookup.ABSENT:
+                reason = "not sent: the venue has no such order (the answer was lost before it was processed)"
+                self.ids.not_sent(client_order_id, reason)
+                return Order(_request(row), "", OrderStatus.REJECTED, _ts(row), reason=reason)
+            return self._order_from(self.ids.get(client_order_id), venue_row)
+        try:
+            venue_row = self._day_row(row)
+        except KisTransportError:
+            venue_row = None   # it was sent (ODNO known): open as far as anyone can tell now
+        return self._order_from(row, venue_row)
 
     def open_orders(self) -> list[Order]:
         orders = [self.find_order(r["client_order_id"]) for r in self.ids.all(self.clock().strftime("%Y%m%d"))
@@ -133,7 +170,10 @@ class KisBroker(Broker):
 
     # --- fills ----------------------------------------------------------------------------
     def sync(self) -> list[Fill]:
-        """Turn executions reported by the venue into new Fill objects (each executed share once)."""
+        """Executions the venue reports that the journal has not confirmed yet, as Fill objects.
+
+        Nothing is marked here: `confirm_fills` does that after the journal has the fills, so a
+        crash in between reports them again (with the same fill_id) instead of losing them."""
         rows = self._venue_rows()
         by_odno = {r["odno"]: r for r in rows}
         new: list[Fill] = []
@@ -156,10 +196,16 @@ class KisBroker(Broker):
                 settle = self.calendar.settlement_date(fill_day) if self.calendar else _busday(fill_day, 2)
                 tax = krx.sell_tax(dq * price, krx.sell_tax_rate(settle, self.costs.market))
             new.append(Fill(mine["client_order_id"], mine["odno"], mine["symbol"], side, dq, int(price),
-                            int(commission), int(tax), open_time(fill_day)))
-            self.ids.filled(mine["client_order_id"], qty, amt)
-        self._fills.extend(new)
+                            int(commission), int(tax), open_time(fill_day), fill_id=f"ccld{qty}"))
+            self._pending_totals[mine["client_order_id"]] = (qty, amt)
         return new
+
+    def confirm_fills(self, fills: list[Fill]) -> None:
+        for fill in fills:
+            totals = self._pending_totals.pop(fill.client_order_id, None)
+            if totals is not None:
+                self.ids.filled(fill.client_order_id, *totals)
+        self._fills.extend(fills)
 
     # --- internals ------------------------------------------------------------------------
     def _window(self) -> tuple[dt.date, dt.date]:
@@ -177,15 +223,19 @@ class KisBroker(Broker):
         rows, _ = tr.daily_orders(self.rest, day, day, odno=row["odno"], older=older)
         return next((r for r in rows if r["odno"] == row["odno"]), None)
 
-    def _reconcile(self, client_order_id: str) -> dict | None:
-        """Look for an order whose answer was lost; records its ODNO if found."""
+    def _reconcile(self, client_order_id: str) -> tuple[Lookup, dict | None]:
+        """Look for an order whose answer was lost; records its ODNO if found. ABSENT only when
+        both looks (separated by `unknown_check_delay_s`) read the day's orders and it was not
+        there: a look that fails proves nothing, and "could not look" is never "not sent"."""
         row = self.ids.get(client_order_id)
-        for look in range(2):
+        clean_looks = 0
+        for _ in range(2):
             self._sleep(self.rest.env.unknown_check_delay_s)
             try:
                 venue_rows = [r for r in self._venue_rows() if r.get("ord_dt", row["day"]) == row["day"]]
             except KisTransportError:
                 continue
+            clean_looks += 1
             ours = self.ids.known_odnos()
             for r in venue_rows:
                 if r["odno"] in ours or r.get("orgn_odno", "").strip("0"):
@@ -196,8 +246,14 @@ class KisBroker(Broker):
                         == ("00" if row["order_type"] == "limit" else "01")
                         and (row["order_type"] != "limit" or int(float(r.get("ord_unpr") or 0)) == row["limit_price"])):
                     self.ids.sent(client_order_id, r["odno"], r.get("ord_gno_brno", ""))
-                    return r
-        return None
+                    return Lookup.FOUND, r
+        return (Lookup.ABSENT if clean_looks == 2 else Lookup.UNREACHABLE), None
+
+    def _unknown(self, client_order_id: str) -> Order:
+        row = self.ids.get(client_order_id)
+        self.ids.unknown(client_order_id)
+        return Order(_request(row), "", OrderStatus.UNKNOWN, _ts(row),
+                     reason="outcome unknown: the day's orders could not be read; it will not be sent again")
 
     def _order_from(self, row: dict, venue: dict | None) -> Order:
         req = _request(row)

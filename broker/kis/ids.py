@@ -3,9 +3,17 @@
 KIS orders have no client-id field, so this map is how the project finds its orders again
 after a restart. A row is written (state 'sending') BEFORE the order goes out; the ODNO is
 filled in from the answer, or from matching the day's orders when the answer was lost.
+
+States: sending (written, answer not yet read) → sent (ODNO known) | rejected (KIS refused it) |
+not_sent (KIS never processed it: rate limit, token refusal, or two clean looks at the day's
+orders found nothing) | unknown (the answer was lost and the day's orders could not be read:
+it may be at the venue; it is never sent again, only looked up).
+
+The file holds account numbers and order history: it is created readable by its owner only.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -19,7 +27,7 @@ CREATE TABLE IF NOT EXISTS kis_orders (
     qty             INTEGER NOT NULL,
     order_type      TEXT NOT NULL,
     limit_price     INTEGER,
-    state           TEXT NOT NULL,     -- sending | sent | rejected | unknown
+    state           TEXT NOT NULL,     -- sending | sent | rejected | not_sent | unknown
     odno            TEXT UNIQUE,
     orgno           TEXT,
     reason          TEXT NOT NULL DEFAULT '',
@@ -34,6 +42,7 @@ class OrderIdMap:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
@@ -79,8 +88,18 @@ class OrderIdMap:
     def rejected(self, cid: str, reason: str) -> None:
         self._exec("UPDATE kis_orders SET state='rejected', reason=? WHERE client_order_id=?", (reason, cid))
 
+    def not_sent(self, cid: str, reason: str) -> None:
+        self._exec("UPDATE kis_orders SET state='not_sent', reason=? WHERE client_order_id=?", (reason, cid))
+
     def unknown(self, cid: str) -> None:
         self._exec("UPDATE kis_orders SET state='unknown' WHERE client_order_id=?", (cid,))
 
     def filled(self, cid: str, qty: int, amt: int) -> None:
         self._exec("UPDATE kis_orders SET filled_qty=?, filled_amt=? WHERE client_order_id=?", (qty, amt, cid))
+
+
+def _create_private(path: Path) -> None:
+    """Create `path` as 0600 before SQLite opens it (SQLite gives its -wal/-shm files the database
+    file's mode): a umask of 022 would leave the account's order history readable by every user."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)

@@ -85,13 +85,19 @@ def journal_status(path: Path, n: int) -> dict:
     # read-only: never takes a write lock on the trading loop's journal
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
+        # the latest run of the journal (every row carries its run id)
+        latest = db.execute("SELECT run_id FROM account ORDER BY day DESC, rowid DESC LIMIT 1").fetchone()
+        run = latest[0] if latest else ""
         decisions = [{"day": d, **json.loads(p)} for d, p in
-                     db.execute("SELECT day, payload FROM decisions ORDER BY day DESC LIMIT ?", (n,))]
-        acct = db.execute("SELECT day, cash, equity FROM account ORDER BY day DESC LIMIT 1").fetchone()
-        counts = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("orders", "fills")}
+                     db.execute("SELECT day, payload FROM decisions WHERE run_id = ? ORDER BY day DESC LIMIT ?",
+                                (run, n))]
+        acct = db.execute("SELECT day, cash, equity FROM account WHERE run_id = ? ORDER BY day DESC LIMIT 1",
+                          (run,)).fetchone()
+        counts = {t: db.execute(f"SELECT COUNT(*) FROM {t} WHERE run_id = ?", (run,)).fetchone()[0]
+                  for t in ("orders", "fills")}
     finally:
         db.close()
-    return {"path": str(path), "decisions": decisions, **counts,
+    return {"path": str(path), "run_id": run, "decisions": decisions, **counts,
             "account": None if acct is None else {"day": acct[0], "cash": acct[1], "equity": acct[2]}}
 
 

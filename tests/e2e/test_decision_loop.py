@@ -47,7 +47,7 @@ def test_journal_rejects_a_second_send_of_the_same_decision(tmp_path):
     from broker.base import OrderRequest, Side
     import datetime as dt
 
-    j = Journal(tmp_path / "j.sqlite")
+    j = Journal(tmp_path / "j.sqlite", run_id="t")
     req = OrderRequest("run-20231228-005930-B", "005930", Side.BUY, 3)
     j.record_intent(req, dt.datetime(2023, 12, 28, 15, 30))
     with pytest.raises(Exception, match="already journaled"):

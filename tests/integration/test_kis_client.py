@@ -202,7 +202,9 @@ def test_wrong_environment_tr_is_refused(sim, tmp_path):
 
 def _advance(sim, broker):
     sim.advance()
-    return broker.sync()
+    fills = broker.sync()
+    broker.confirm_fills(fills)  # what the loop does once the journal has them
+    return fills
 
 
 def test_hashkey_option_is_sent_and_checked(sim, tmp_path):

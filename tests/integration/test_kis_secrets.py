@@ -39,7 +39,7 @@ def test_no_secret_in_files_logs_or_errors(tmp_path, caplog, capsys, monkeypatch
     cred = venue.credentials
     try:
         broker, sim = venue.broker, venue.server
-        journal = Journal(tmp_path / "journal.sqlite")
+        journal = Journal(tmp_path / "journal.sqlite", run_id="t")
         rep = replay().sort("date")
         days = rep["date"].unique().sort().to_list()[:3]
         for i, day in enumerate(days):
@@ -57,9 +57,11 @@ def test_no_secret_in_files_logs_or_errors(tmp_path, caplog, capsys, monkeypatch
                 texts += [repr(order), order.reason]
             part = rep.filter(rep["date"] == day)
             bars = {s: (o, h, lo, c) for s, o, h, lo, c in part.select("symbol", "open", "high", "low", "close").rows()}
-            for f in venue.advance(day.date() if isinstance(day, dt.datetime) else day, bars):
+            new = venue.advance(day.date() if isinstance(day, dt.datetime) else day, bars)
+            for f in new:
                 journal.record_fill(f)
                 texts.append(repr(f))
+            broker.confirm_fills(new)
             journal.record_account(venue._clock(), broker.cash(), float(broker.cash()), broker.positions())
         # errors carry KIS codes, never keys
         bad = Credentials("PS" + "x" * 30, cred.app_secret, cred.account)
@@ -67,9 +69,8 @@ def test_no_secret_in_files_logs_or_errors(tmp_path, caplog, capsys, monkeypatch
             TokenCache(venue.env, bad, cache_dir=tmp_path / "bad").token()
         texts += [str(err.value), repr(err.value)]
         sim.faults.inject("drop_before", count=2, path="order-cash")
-        with pytest.raises(KisError) as err2:
-            broker.submit(OrderRequest("lost", "005930", "buy", 1))
-        texts += [str(err2.value), repr(err2.value)]
+        lost = broker.submit(OrderRequest("lost", "005930", "buy", 1))
+        texts += [repr(lost), lost.reason]
         # real-time notices over the WebSocket
         ws = KisWebSocket(venue.env.ws_url, lambda: approval_key(venue.rest.session, venue.env, cred)).start()
         try:

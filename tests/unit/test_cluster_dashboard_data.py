@@ -13,7 +13,7 @@ from dashboard import data
 
 
 def _journal(path):
-    j = Journal(path)
+    j = Journal(path, run_id="t")
     for day, eq, bench in [(dt.date(2023, 12, 26), 100.0, 300.0), (dt.date(2023, 12, 27), 110.0, 306.0),
                            (dt.date(2023, 12, 28), 99.0, 303.0)]:
         j.record_account(day, 10, eq, {"005930": 1}, bench)

@@ -95,7 +95,7 @@ def test_resubmitting_a_client_id_does_not_double_the_order(tmp_path):
     first = b.submit(OrderRequest("same", "005930", Side.BUY, 1))
     second = b.submit(OrderRequest("same", "005930", Side.BUY, 1))
     assert first is second and len(b.open_orders()) == 1
-    journal = Journal(tmp_path / "j.sqlite")
+    journal = Journal(tmp_path / "j.sqlite", run_id="t")
     journal.record_intent(first.request, dt.datetime(2024, 3, 4, 15, 30, tzinfo=dt.timezone.utc))
     with pytest.raises(DuplicateOrder):
         journal.record_intent(first.request, dt.datetime(2024, 3, 4, 15, 30, tzinfo=dt.timezone.utc))
