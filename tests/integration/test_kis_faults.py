@@ -7,7 +7,7 @@ from broker.base import OrderRequest, OrderStatus
 from broker.kis import orders as tr
 from broker.kis import quotes
 from broker.kis.broker import KisBroker
-from broker.kis.errors import KisRateLimited, KisTransportError
+from broker.kis.errors import KisRateLimited
 from broker.sim.exchange import SimConfig
 from broker.sim.server import SimServer
 from tests.integration.kis_helpers import client, history, replay
@@ -43,15 +43,15 @@ def test_order_faults_never_lose_or_duplicate(sim, tmp_path, kind):
     assert broker.resends == expected_resends
 
 
-def test_unknown_outcome_twice_raises_and_still_sends_at_most_once(sim, tmp_path):
+def test_unknown_outcome_twice_is_not_sent_and_never_sent_again(sim, tmp_path):
     rest, broker, cred = client(sim, tmp_path)
     sim.faults.inject("drop_before", count=2, path="order-cash")
-    with pytest.raises(KisTransportError):
-        broker.submit(OrderRequest("twice", "005930", "buy", 1))
+    order = broker.submit(OrderRequest("twice", "005930", "buy", 1))
+    # two sends, each followed by two clean looks that found nothing: KIS never processed it
+    assert order.status is OrderStatus.REJECTED and order.reason.startswith("not sent")
     assert len(_venue_orders(sim, cred)) == 0
-    # the id is journaled as unknown: a later submit looks it up instead of sending blindly
-    with pytest.raises(KisTransportError, match="refusing to send it again"):
-        broker.submit(OrderRequest("twice", "005930", "buy", 1))
+    # the id is journaled as not sent: a later submit answers that instead of sending blindly
+    assert broker.submit(OrderRequest("twice", "005930", "buy", 1)).status is OrderStatus.REJECTED
     assert len(_venue_orders(sim, cred)) == 0
 
 
