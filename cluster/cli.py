@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "cluster.commands.serve",
     "cluster.commands.run",
     "cluster.commands.status",
+    "cluster.commands.chaos",
     "cluster.commands.dashboard",
 ]
 

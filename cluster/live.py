@@ -45,11 +45,18 @@ class LiveConfig:
 
 def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
     """Trade `config.days` sessions (or until stopped) on the running Ray; returns the loop's summary."""
+    from cluster.demo import drive
+
+    loop, market = start_live_actors(config, decide_url, journal)
+    return drive(loop, market, total=config.days, desc=f"{config.mode} loop", progress=progress)
+
+
+def start_live_actors(config: LiveConfig, decide_url: str, journal: Path):
+    """The (ExecutionActor, LiveMarketStateActor) pair of a real-time loop, market bars loaded."""
     import ray
 
     from actors.execution import ExecutionActor, LoopConfig
     from actors.live_market import KisDailyBars, LiveMarketStateActor
-    from cluster.demo import drive
 
     need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
     lookback = max(config.lookback, int(need))
@@ -68,7 +75,7 @@ def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: 
                                                      "credentials": config.credentials, "clock": config.clock,
                                                      "cache_dir": config.cache_dir}),
         market)
-    return drive(loop, market, total=config.days, desc=f"{config.mode} loop", progress=progress)
+    return loop, market
 
 
 def kis_environment(mode: str, options: dict) -> Environment:
