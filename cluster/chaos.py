@@ -8,13 +8,14 @@ and the loop run as segments: each segment starts fresh ExecutionActor + LiveMar
 (the same run id, journal and order-id map, as a restarted `trader run --mode vts` would) and
 runs until the sessions are done or something kills it:
 
-* faults: before each segment, a seeded random set of the simulator's REST faults (rate limit,
-  expired token, HTTP 500 before/after processing, slow answer, dropped connection before/after
-  processing, malformed body) armed on random KIS paths (orders, order lookups, balance, bars,
-  quotes), each after letting a random number of calls pass;
-* kills: with probability `kill_rate` a segment is cut at a random wall-clock moment by
-  `ray.kill` (SIGKILL) of the ExecutionActor, of the market actor, or of a Serve replica of the
-  decision service (Serve restarts it).
+* faults: all the time (every `fault_every_s` on average), one of the simulator's REST faults
+  (rate limit, expired token, HTTP 500 before/after processing, slow answer, dropped connection
+  before/after processing, malformed body) armed on a random KIS path (orders, order lookups,
+  balance, bars, quotes), after letting a random number of calls pass;
+* kills: every `kill_every_s` on average (exponential waits), `ray.kill` (SIGKILL) of the
+  ExecutionActor, of the market actor, or of a Serve replica of the decision service (Serve
+  restarts it); a killed loop is restarted as a new segment.
+The schedule is drawn from `seed`; when each event lands inside the loop depends on wall time.
 
 At the end the faults are cleared and the journal catches up the way a restarted loop does on
 start (fills the venue reports, orders whose fate is unknown); then the comparison:
@@ -54,9 +55,8 @@ class ChaosConfig:
     symbols: list[str] = field(default_factory=lambda: list(SYMBOLS))
     agents: list[str] = field(default_factory=lambda: ["technical"])
     cash: int = 30_000_000
-    faults_per_segment: int = 3
-    kill_rate: float = 0.5           # chance that a segment is cut by a kill
-    kill_after_s: tuple[float, float] = (0.5, 8.0)   # wall-clock window of the kill after a segment starts
+    fault_every_s: float = 0.5       # mean wall-clock time between two armed faults
+    kill_every_s: float = 4.0        # mean wall-clock time between two kills (0: no kills)
     max_segments: int | None = None  # give up after this many segments (default 8 per session)
     paths: DataPaths = field(default_factory=DataPaths)
     progress: bool = True
@@ -114,6 +114,7 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
     from broker.sim.exchange import SimConfig
     from broker.sim.server import SimServer
     from cluster.demo import deploy_decision_service, drive, free_port
+    from cluster.fate import watch_driver
     from cluster.live import LiveConfig, start_live_actors
     from market.session import SessionTimes
 
@@ -144,6 +145,7 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
                           clock=clock, poll_s=60.0, days=config.sessions, cache_dir=out / "kis")
         journal = out / "journal.sqlite"
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        watch_driver()
         url = deploy_decision_service(config.agents, free_port(), rl_champions=False, name="chaos")
         limit = config.max_segments or 8 * config.sessions
         bar = tqdm(total=config.sessions, desc="chaos sessions", unit="session", disable=not config.progress)
@@ -154,27 +156,21 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
             if segments >= limit:
                 raise RuntimeError(f"{segments} segments and still {left} sessions to go: the loop cannot recover")
             segments += 1
-            for _ in range(config.faults_per_segment):
-                kind, path = str(rng.choice(FAULT_KINDS)), str(rng.choice(FAULT_PATHS))
-                server.faults.inject(kind, count=int(rng.integers(1, 3)), path=path, delay=3.0,
-                                     skip=int(rng.integers(0, 30)))
-                faults[kind] += 1
             live.days = left
-            killer = None
+            stop = threading.Event()
+            monkey = None
             try:
                 loop, market = start_live_actors(live, url, journal)
-                if rng.random() < config.kill_rate:
-                    target = str(rng.choice(KILL_TARGETS))
-                    killer = threading.Timer(float(rng.uniform(*config.kill_after_s)), _kill,
-                                             (target, loop, market, kills))
-                    killer.start()
+                monkey = threading.Thread(target=_monkey, args=(config, rng, server, loop, market, stop, kills,
+                                                                faults), daemon=True)
+                monkey.start()
                 drive(loop, market, total=left, desc="", progress=False)
             except Exception as exc:   # a kill or a fault the loop stops on: a restart follows
                 failures[_reason(exc)] += 1
             finally:
-                if killer is not None:
-                    killer.cancel()
-                    killer.join()
+                stop.set()
+                if monkey is not None:
+                    monkey.join()
             time.sleep(0.3)   # a killed actor's process is gone before the next one opens the journal
         bar.update(config.sessions - done)
         bar.close()
@@ -194,20 +190,37 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
     return result
 
 
-def _kill(target: str, loop, market, kills: Counter) -> None:
+def _monkey(config: ChaosConfig, rng: np.random.Generator, server, loop, market, stop: threading.Event,
+            kills: Counter, faults: Counter) -> None:
+    """Arm faults and kill actors at random moments until `stop` (the segment ended) or a kill."""
     import ray
 
-    if target == "execution":
-        ray.kill(loop)
-    elif target == "market":
-        ray.kill(market)
-    else:
-        replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                    if a["name"].startswith("SERVE_REPLICA::") and "Ensemble" in a["name"]]
-        if not replicas:
-            return
-        ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
-    kills[target] += 1
+    fault_rate = 1.0 / config.fault_every_s if config.fault_every_s > 0 else 0.0
+    kill_rate = 1.0 / config.kill_every_s if config.kill_every_s > 0 else 0.0
+    total = fault_rate + kill_rate
+    if total == 0:
+        return
+    while not stop.wait(float(rng.exponential(1.0 / total))):
+        if rng.random() < fault_rate / total:
+            kind, path = str(rng.choice(FAULT_KINDS)), str(rng.choice(FAULT_PATHS))
+            server.faults.inject(kind, count=int(rng.integers(1, 3)), path=path, delay=3.0,
+                                 skip=int(rng.integers(0, 10)))
+            faults[kind] += 1
+            continue
+        target = str(rng.choice(KILL_TARGETS))
+        if target == "execution":
+            ray.kill(loop)
+        elif target == "market":
+            ray.kill(market)
+        else:
+            replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                        if a["name"].startswith("SERVE_REPLICA::") and "Ensemble" in a["name"]]
+            if not replicas:
+                continue
+            ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
+        kills[target] += 1
+        if target != "serve":
+            return   # this segment's loop is dead; the next segment gets a monkey of its own
 
 
 def _reason(exc: BaseException) -> str:

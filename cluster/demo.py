@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from backtest.metrics import summary
+from cluster.fate import watch_driver
 from market.accounting import CostModel
 from market.data import DataPaths, Panel, index_close, load_index, load_panel
 
@@ -158,6 +159,7 @@ def run_demo(config: DemoConfig) -> dict:
     served = plan(config.agents, rl_champions=config.rl_champions, models=config.models)
     print(served.summary(), flush=True)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    watch_driver()  # a SIGKILLed demo takes its Ray processes with it
     try:
         url = deploy_decision_service(config.agents, config.port or free_port(), config.max_position,
                                       config.max_gross, served=served)

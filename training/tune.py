@@ -228,6 +228,9 @@ def _ray_init(address: str | None, num_cpus: int | None):
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": env_vars})
+        from cluster.fate import watch_driver
+
+        watch_driver()  # a SIGKILLed search takes its Ray processes with it
 
 
 def _cpus_per_trial(algo: str, preset: str) -> int:

@@ -16,11 +16,13 @@ def register(subparsers) -> None:
                     "`orders N, lost L, duplicated D, fills lost F, position diff P, cash diff C`; exit 0 only "
                     "when L, D, F, P and C are all 0.",
         example_lines=["trader chaos --sessions 5 --seed 1",
-                       "trader chaos --sessions 200 --seed 7 --kill-rate 0.7 --out reports/chaos"])
+                       "trader chaos --sessions 200 --seed 7 --kill-every 3 --fault-every 0.3 --out reports/chaos"])
     p.add_argument("--sessions", type=int, default=5, help="trading sessions to run (the last N days of the data)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault and kill schedule")
-    p.add_argument("--kill-rate", type=float, default=0.5, help="chance that a segment of the loop is killed")
-    p.add_argument("--faults", type=int, default=3, help="faults armed per segment")
+    p.add_argument("--kill-every", type=float, default=4.0,
+                   help="mean seconds between two kills of an actor (0: no kills)")
+    p.add_argument("--fault-every", type=float, default=0.5,
+                   help="mean seconds between two armed faults (0: no faults)")
     p.add_argument("--out", type=Path, default=Path("reports/chaos"), help="folder for journal, id map, result")
     p.set_defaults(func=main)
 
@@ -29,11 +31,12 @@ def register(subparsers) -> None:
 def main(args) -> int:
     from cluster.chaos import ChaosConfig, run_campaign
 
-    if not 0.0 <= args.kill_rate <= 1.0:
-        raise CommandError(f"--kill-rate must be between 0 and 1, got {args.kill_rate}")
+    for name in ("kill_every", "fault_every"):
+        if getattr(args, name) < 0:
+            raise CommandError(f"--{name.replace('_', '-')} must be >= 0 seconds, got {getattr(args, name)}")
     try:
         result = run_campaign(ChaosConfig(out=args.out, sessions=args.sessions, seed=args.seed,
-                                          kill_rate=args.kill_rate, faults_per_segment=args.faults))
+                                          kill_every_s=args.kill_every, fault_every_s=args.fault_every))
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     summary = {"sessions": result.sessions, "segments": result.segments, "kills": dict(result.kills),

@@ -70,6 +70,7 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
     from ray import serve
 
     from cluster.commands.serve import deploy
+    from cluster.fate import watch_driver
     from cluster.demo import DemoConfig, run_loop
     from cluster.live import run_live_loop
     from market.data import DataError, DataPaths
@@ -77,6 +78,7 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
     embedded = not settings.cluster.address
     if embedded:  # private local Ray: never attach to a cluster `ray start` recorded on this machine
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        watch_driver()  # a SIGKILLed driver takes its Ray processes with it
     else:
         ray.init(address=settings.cluster.address, log_to_driver=False, configure_logging=False)
     try:

@@ -1,0 +1,80 @@
+"""Fate sharing for an embedded local Ray: when the driver dies, even by SIGKILL, its Ray processes die too.
+
+Ray 2.60 ends most of a local cluster with its driver, but its dashboard agent and runtime-env
+agent outlive a SIGKILL of the driver (measured: still there 30 s later; tests/e2e/test_driver_kill.py),
+and a leftover agent keeps ports open and a stale session around. `watch_driver()` starts a small
+watchdog process that records the driver's descendants every half second (from /proc, so it needs
+nothing but Linux) and, once the driver is gone, SIGKILLs those that are still the same processes
+(same start time: a recycled pid is never hit). It only ever kills the driver's own descendants,
+never its process group (which may be the shell's or a test runner's).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+POLL_S = 0.5
+
+
+def watch_driver(pid: int | None = None) -> subprocess.Popen | None:
+    """Start the watchdog for `pid` (default: this process). No-op where /proc is missing."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    return subprocess.Popen([sys.executable, "-m", "cluster.fate", str(pid or os.getpid())],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)   # not in the driver's group: a group kill leaves it to clean up
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a live process, None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()   # the command name may hold spaces and parentheses
+    if fields[0] == "Z":
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """pid → start time of every live descendant of `root`."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) is not None:
+            children.setdefault(st[0], []).append(int(entry))
+            started[int(entry)] = st[1]
+    found: dict[int, int] = {}
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        if pid not in found and pid in started:
+            found[pid] = started[pid]
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def watch(driver: int) -> int:
+    me = os.getpid()
+    seen: dict[int, int] = {}
+    while _stat(driver) is not None:
+        seen.update(descendants(driver))
+        seen.pop(me, None)
+        time.sleep(POLL_S)
+    for pid, started in seen.items():
+        st = _stat(pid)
+        if st is not None and st[1] == started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(watch(int(sys.argv[1])))
