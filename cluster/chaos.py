@@ -45,6 +45,7 @@ FAULT_PATHS = ("order-cash", "inquire-daily-ccld", "inquire-balance", "inquire-d
                "inquire-price")
 KILL_TARGETS = ("execution", "market", "serve")
 SYMBOLS = ["000660", "005380", "005490", "005930", "035420"]
+STALL_S = 120.0   # a fast-time step or bar load that takes longer is stuck: the segment is restarted
 
 
 @dataclass
@@ -160,11 +161,11 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
             stop = threading.Event()
             monkey = None
             try:
-                loop, market = start_live_actors(live, url, journal)
+                loop, market = start_live_actors(live, url, journal, load_timeout_s=STALL_S)
                 monkey = threading.Thread(target=_monkey, args=(config, rng, server, loop, market, stop, kills,
                                                                 faults), daemon=True)
                 monkey.start()
-                drive(loop, market, total=left, desc="", progress=False)
+                drive(loop, market, total=left, desc="", progress=False, step_timeout_s=STALL_S)
             except Exception as exc:   # a kill or a fault the loop stops on: a restart follows
                 failures[_reason(exc)] += 1
             finally:
@@ -219,8 +220,7 @@ def _monkey(config: ChaosConfig, rng: np.random.Generator, server, loop, market,
                 continue
             ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
         kills[target] += 1
-        if target != "serve":
-            return   # this segment's loop is dead; the next segment gets a monkey of its own
+        return   # one kill a segment: the next segment gets a monkey of its own
 
 
 def _reason(exc: BaseException) -> str:

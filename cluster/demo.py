@@ -120,15 +120,18 @@ def run_loop(config: DemoConfig, decide_url: str, journal: Path, progress: bool 
     return drive(loop, market, total=len(panel) - 1 - first_row, desc=f"demo ({config.venue})", progress=progress)
 
 
-def drive(loop, market, total: int | None, desc: str, progress: bool = True) -> dict:
-    """Step the ExecutionActor until the market has no bar left; always close and kill both actors."""
+def drive(loop, market, total: int | None, desc: str, progress: bool = True,
+          step_timeout_s: float | None = None) -> dict:
+    """Step the ExecutionActor until the market has no bar left; always close and kill both actors.
+    `step_timeout_s`: a step taking longer raises GetTimeoutError (fast-time rehearsals only: in
+    real time a step sleeps until the next session)."""
     import ray
     from tqdm import tqdm
 
     try:
-        ray.get(loop.start.remote())
+        ray.get(loop.start.remote(), timeout=step_timeout_s)
         with tqdm(total=total, desc=desc, unit="bar", disable=not progress) as bar:
-            while (result := ray.get(loop.step.remote())) is not None:
+            while (result := ray.get(loop.step.remote(), timeout=step_timeout_s)) is not None:
                 bar.set_postfix(date=result["date"], equity=f"{result['equity'] / 1e6:,.1f}M")
                 bar.update(1)
         return ray.get(loop.summary.remote())

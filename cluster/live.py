@@ -51,8 +51,9 @@ def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: 
     return drive(loop, market, total=config.days, desc=f"{config.mode} loop", progress=progress)
 
 
-def start_live_actors(config: LiveConfig, decide_url: str, journal: Path):
-    """The (ExecutionActor, LiveMarketStateActor) pair of a real-time loop, market bars loaded."""
+def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_timeout_s: float | None = None):
+    """The (ExecutionActor, LiveMarketStateActor) pair of a real-time loop, market bars loaded
+    (within `load_timeout_s`, if given)."""
     import ray
 
     from actors.execution import ExecutionActor, LoopConfig
@@ -64,7 +65,10 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path):
                                          lookback, config.clock, config.session, poll_s=config.poll_s,
                                          days=config.days, load=False)
     try:
-        ray.get(market.load.remote())
+        ray.get(market.load.remote(), timeout=load_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.kill(market)
+        raise TimeoutError(f"the market state did not load its bars within {load_timeout_s} s") from None
     except ray.exceptions.RayTaskError as exc:
         ray.kill(market)
         raise ValueError(f"could not read the daily bars from KIS {config.environment.name} "
