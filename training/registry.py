@@ -12,6 +12,7 @@ to rebuild observations exactly as in training) and `meta.json` (algo, hyper-par
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +26,24 @@ DEFAULT_DIR = Path(os.environ.get("KRT_MLFLOW_DIR", PROJECT_ROOT / "runs" / "mlf
 EXPERIMENT = "rl-agents"
 CHALLENGER, CHAMPION = "challenger", "champion"
 AGENT_PATH = "agent"
+# sha256 of the agent folder, recorded at registration and checked before a model is loaded: an
+# RLlib module is restored by unpickling, so a file changed in the store would run code in Serve
+CHECKSUM_TAG = "krt.sha256"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A registered model's files are not the ones that were registered."""
+
+
+def folder_digest(path: str | Path) -> str:
+    """sha256 over every file's relative path and content, in path order."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def model_name(algo: str) -> str:
@@ -165,16 +184,11 @@ def load_agent(uri: str) -> LoadedAgent:
 
     source, version = resolve(uri)
     if source.startswith("models:/"):
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_registry_uri(tracking_uri())
-        # pin the version we resolved, so a concurrent promotion cannot mix two versions
         name = source[len("models:/"):].split("@")[0].split("/")[0]
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                                         dst_path=tempfile.mkdtemp(prefix="krt-agent-")))
+        # pin the version we resolved, so a concurrent promotion cannot mix two versions
+        local = download_verified(tracking_uri(), name, str(version))
     else:
-        local = Path(source)
+        local = Path(source)   # a folder the operator named in the settings (serve.models)
     if (local / AGENT_PATH / "module").exists():
         local = local / AGENT_PATH
     if not (local / "module").exists() or not (local / "env_spec.json").exists():
@@ -182,6 +196,25 @@ def load_agent(uri: str) -> LoadedAgent:
     return LoadedAgent(module=load_module(local / "module"), spec=json.loads((local / "env_spec.json").read_text()),
                        meta=json.loads((local / "meta.json").read_text()) if (local / "meta.json").exists() else {},
                        source=uri, version=version)
+
+
+def download_verified(uri: str, name: str, version: str) -> Path:
+    """Download version `version` of registered model `name` and check it against its checksum."""
+    import mlflow
+
+    expected = client(uri).get_model_version(name, version).tags.get(CHECKSUM_TAG)
+    if not expected:
+        raise ModelIntegrityError(f"models:/{name}/{version} has no {CHECKSUM_TAG} tag: it was not registered by "
+                                  "kis-ray-trader (training/registry.register), refusing to load it")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                     dst_path=tempfile.mkdtemp(prefix="krt-agent-")))
+    folder = local / AGENT_PATH if (local / AGENT_PATH).is_dir() else local
+    if folder_digest(folder) != expected:
+        raise ModelIntegrityError(f"models:/{name}/{version}: the files in the store differ from the ones registered "
+                                  f"(sha256 {folder_digest(folder)[:12]}… ≠ {expected[:12]}…); refusing to load it")
+    return local
 
 
 def register(uri: str, algo: str, run_id: str, description: str, tags: dict | None = None,
@@ -198,8 +231,14 @@ def register(uri: str, algo: str, run_id: str, description: str, tags: dict | No
             c.get_registered_model(name)  # created concurrently
     run = c.get_run(run_id)
     source = f"{run.info.artifact_uri}/{AGENT_PATH}"
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="krt-register-") as tmp:
+        files = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=AGENT_PATH, dst_path=tmp,
+                                                    tracking_uri=uri)
+        digest = folder_digest(files)
     mv = c.create_model_version(name, source=source, run_id=run_id, description=description,
-                                tags={k: str(v) for k, v in (tags or {}).items()})
+                                tags={**{k: str(v) for k, v in (tags or {}).items()}, CHECKSUM_TAG: digest})
     c.set_registered_model_alias(name, alias, mv.version)
     return str(mv.version)
 

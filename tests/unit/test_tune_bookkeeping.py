@@ -4,6 +4,7 @@ trial, a trial started again finds its run, a winner is registered once per sear
 tests/integration/test_tune_resume.py kills and resumes a real search."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -84,3 +85,26 @@ def test_version_registered_for_a_search_is_found(mlflow_store, tmp_path):
     R.register(m.uri, "dqn", run, "another search's", tags={"search_id": "s2"})
     assert R.version_with_tag(m.uri, "dqn", "search_id", "s1") == v1 == "1"
     assert R.version_with_tag(m.uri, "dqn", "search_id", "s3") is None
+
+
+def test_a_registered_model_is_loaded_only_as_registered(mlflow_store, tmp_path):
+    m = mlflow_store
+    run = m.run("t1")
+    agent = tmp_path / "agent"
+    (agent / "module").mkdir(parents=True)
+    (agent / "module" / "weights.pkl").write_bytes(b"trained weights")
+    (agent / "env_spec.json").write_text("{}")
+    m.c.log_artifacts(run, str(agent), R.AGENT_PATH)
+    v = R.register(m.uri, "dqn", run, "first")
+    assert m.c.get_model_version("agent-dqn", v).tags[R.CHECKSUM_TAG] == R.folder_digest(agent)
+    local = R.download_verified(m.uri, "agent-dqn", v)
+    assert (local / "module" / "weights.pkl").read_bytes() == b"trained weights"
+    # whoever can write to the store swaps the pickle: the load is refused before anything is unpickled
+    stored = next(Path(m.c.get_run(run).info.artifact_uri.removeprefix("file://")).rglob("weights.pkl"))
+    stored.write_bytes(b"import os; os.system('...')")
+    with pytest.raises(R.ModelIntegrityError, match="differ from the ones registered"):
+        R.download_verified(m.uri, "agent-dqn", v)
+    # a version registered outside the project (no checksum) is refused too
+    mv = m.c.create_model_version("agent-dqn", source=f"{m.c.get_run(run).info.artifact_uri}/agent", run_id=run)
+    with pytest.raises(R.ModelIntegrityError, match="no krt.sha256 tag"):
+        R.download_verified(m.uri, "agent-dqn", mv.version)
