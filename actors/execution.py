@@ -21,6 +21,7 @@ from broker.journal import DuplicateOrder, Journal
 from broker.venue import open_venue
 from market.accounting import BUY, CostModel, orders_for_targets
 from market.calendar import TradingCalendar, decision_time
+from serving.auth import auth_headers
 
 
 class DecisionError(RuntimeError):
@@ -41,6 +42,8 @@ class LoopConfig:
     # vts/live: environment, credentials and clock for KisVenue (passed as actor arguments, never
     # through the environment: a runtime_env shows in the dashboard)
     venue_options: dict = field(default_factory=dict, repr=False)
+    # the decision service's bearer token (serving/auth.py); empty: this machine's KRT_DECIDE_TOKEN / token file
+    decide_token: str = field(default="", repr=False)
 
 
 class TradingLoop:
@@ -53,6 +56,7 @@ class TradingLoop:
         self.broker = self.venue.broker
         self.journal = Journal(config.journal_path, run_id=config.run_id)
         self.http = requests.Session()
+        self.http.headers.update(auth_headers(config.decide_token or None))
         self.last_close: dict[str, float] = {}
         self.halted = ""
         self.stats = {"decisions": 0, "orders": 0, "fills": 0, "rejected": 0, "unknown": 0, "blocked": 0}
@@ -119,7 +123,7 @@ class TradingLoop:
 
     # --- internals ------------------------------------------------------------------------
     def _decide(self, today: dt.date, snap: dict, account) -> dict:
-        payload = {"as_of": today.isoformat(), "bars": snap,
+        payload = {"as_of": today.isoformat(), "bars": snap, "run_id": self.config.run_id,
                    "portfolio": {"cash": account.cash, "positions": account.positions}}
         started = time.perf_counter()
         try:

@@ -20,6 +20,7 @@ import numpy as np
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from serving.auth import auth_headers  # noqa: E402  (after the path insert)
 
 SYMBOLS = ["005930", "000660", "035420", "005380", "051910", "006400", "035720", "068270"]
 
@@ -82,7 +83,7 @@ def main() -> None:
                 update={"port": port, "replicas": replicas})})
             url = deploy(s) + "/v1/decide"
             for _ in range(20):  # warm-up: every replica answers
-                assert requests.post(url, json=payload, timeout=60).status_code == 200
+                assert requests.post(url, json=payload, headers=auth_headers(), timeout=60).status_code == 200
             r = load(url, payload, args.seconds, args.clients)
             results[replicas] = r
             print(f"Serve {replicas} replica(s): {r['n']} decisions, {r['per_s']:.1f}/s, p50 {r['p50']:.0f} ms, "

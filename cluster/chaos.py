@@ -198,10 +198,7 @@ def _monkey(config: ChaosConfig, rng: np.random.Generator, server, loop, market,
 
     fault_rate = 1.0 / config.fault_every_s if config.fault_every_s > 0 else 0.0
     kill_rate = 1.0 / config.kill_every_s if config.kill_every_s > 0 else 0.0
-    total = fault_rate + kill_rate
-    if total == 0:
-        return
-    while not stop.wait(float(rng.exponential(1.0 / total))):
+    while (total := fault_rate + kill_rate) > 0 and not stop.wait(float(rng.exponential(1.0 / total))):
         if rng.random() < fault_rate / total:
             kind, path = str(rng.choice(FAULT_KINDS)), str(rng.choice(FAULT_PATHS))
             server.faults.inject(kind, count=int(rng.integers(1, 3)), path=path, delay=3.0,
@@ -220,7 +217,9 @@ def _monkey(config: ChaosConfig, rng: np.random.Generator, server, loop, market,
                 continue
             ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=False)
         kills[target] += 1
-        return   # one kill a segment: the next segment gets a monkey of its own
+        if target != "serve":
+            return   # the segment's loop is dead: the next segment gets a monkey of its own
+        kill_rate = 0.0   # one kill a segment; faults go on while Serve brings the replica back
 
 
 def _reason(exc: BaseException) -> str:

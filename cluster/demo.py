@@ -108,6 +108,7 @@ def run_loop(config: DemoConfig, decide_url: str, journal: Path, progress: bool 
 
     from actors.execution import ExecutionActor, LoopConfig
     from actors.market_state import MarketStateActor
+    from serving.auth import decide_token
 
     need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
     config.lookback = max(config.lookback, int(need))
@@ -115,7 +116,7 @@ def run_loop(config: DemoConfig, decide_url: str, journal: Path, progress: bool 
     market = MarketStateActor.remote(panel, first_row, bench)
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=f"demo{uuid.uuid4().hex[:6]}",
-                   cash=config.cash, venue=config.venue, lookback=config.lookback),
+                   cash=config.cash, venue=config.venue, lookback=config.lookback, decide_token=decide_token()),
         market, panel.dates)
     return drive(loop, market, total=len(panel) - 1 - first_row, desc=f"demo ({config.venue})", progress=progress)
 

@@ -58,6 +58,7 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
 
     from actors.execution import ExecutionActor, LoopConfig
     from actors.live_market import KisDailyBars, LiveMarketStateActor
+    from serving.auth import decide_token
 
     need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
     lookback = max(config.lookback, int(need))
@@ -75,7 +76,7 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
                          f"({config.environment.rest_url}): {type(exc.cause).__name__}: {exc.cause}") from None
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=config.run_id(), venue=config.mode,
-                   lookback=lookback, venue_options={"environment": config.environment,
+                   lookback=lookback, decide_token=decide_token(), venue_options={"environment": config.environment,
                                                      "credentials": config.credentials, "clock": config.clock,
                                                      "cache_dir": config.cache_dir}),
         market)

@@ -1,19 +1,39 @@
-"""Request and response of POST /v1/decide. Validation errors become HTTP 422 (FastAPI)."""
+"""Request and response of POST /v1/decide. Validation errors become HTTP 422 (FastAPI).
+
+Bounds are part of the contract: a request outside them is refused with 422 naming the field,
+before any agent or risk state sees it (a huge cash figure or a zero price would otherwise move
+the drawdown state or crash the risk model).
+"""
 from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 FIELDS = ("open", "high", "low", "close", "volume")
+PRICES = ("open", "high", "low", "close")
+MAX_SYMBOLS = 500          # KOSPI 200 + KOSDAQ 150 with room to spare
+MAX_BARS = 5_000           # 20 years of daily bars
+MAX_CASH = 10 ** 15        # KRW 1,000 trillion: more than any account
+MAX_SHARES = 10 ** 12
+MAX_BODY_BYTES = 64 * 1024 * 1024
+Symbol = Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{6}$")]   # KRX short code, e.g. 005930
+RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+def seoul_today() -> dt.date:
+    from market.calendar import SEOUL
+
+    return dt.datetime.now(SEOUL).date()
 
 
 class Bars(BaseModel):
     """A market snapshot: daily bars (rows = dates, columns = symbols); null = no bar."""
 
-    dates: list[dt.date] = Field(min_length=1)
-    symbols: list[str] = Field(min_length=1)
+    dates: list[dt.date] = Field(min_length=1, max_length=MAX_BARS)
+    symbols: list[Symbol] = Field(min_length=1, max_length=MAX_SYMBOLS)
     open: list[list[float | None]]
     high: list[list[float | None]]
     low: list[list[float | None]]
@@ -31,14 +51,22 @@ class Bars(BaseModel):
             rows = getattr(self, name)
             if len(rows) != shape[0] or any(len(r) != shape[1] for r in rows):
                 raise ValueError(f"{name} must be {shape[0]} rows × {shape[1]} symbols")
-            if any(v is not None and (math.isnan(v) or v < 0) for r in rows for v in r):
-                raise ValueError(f"{name} holds a negative or NaN value (use null for no bar)")
+            if name in PRICES:
+                if any(v is not None and not (math.isfinite(v) and v > 0) for r in rows for v in r):
+                    raise ValueError(f"{name} holds a price that is not a finite number > 0 (use null for no bar)")
+            elif any(v is not None and not (math.isfinite(v) and v >= 0) for r in rows for v in r):
+                raise ValueError(f"{name} holds a value that is not a finite number >= 0 (use null for no bar)")
+        for i, (hi, lo) in enumerate(zip(self.high, self.low)):
+            for j, (h, lo_) in enumerate(zip(hi, lo)):
+                if h is not None and lo_ is not None and h < lo_:
+                    raise ValueError(f"high < low for {self.symbols[j]} on {self.dates[i]}")
         return self
 
 
 class Portfolio(BaseModel):
-    cash: int = Field(ge=0, description="KRW")
-    positions: dict[str, int] = Field(default_factory=dict, description="shares per symbol")
+    cash: int = Field(ge=0, le=MAX_CASH, description="KRW")
+    positions: dict[Symbol, Annotated[int, Field(le=MAX_SHARES)]] = Field(
+        default_factory=dict, max_length=MAX_SYMBOLS, description="shares per symbol")
 
     @model_validator(mode="after")
     def _long_only(self) -> "Portfolio":
@@ -52,9 +80,13 @@ class DecideRequest(BaseModel):
     as_of: dt.date
     bars: Bars
     portfolio: Portfolio | None = None
+    run_id: RunId = Field("default", description="the run whose decision state (online agent scores, "
+                                                 "drawdown state) this decision reads and updates")
 
     @model_validator(mode="after")
     def _as_of_is_last_bar(self) -> "DecideRequest":
+        if self.as_of > seoul_today():
+            raise ValueError(f"as_of {self.as_of} is in the future (today in Seoul is {seoul_today()})")
         if self.bars.dates[-1] != self.as_of:
             raise ValueError(f"as_of {self.as_of} must be the last bar date {self.bars.dates[-1]}: "
                              "a decision sees no bar after its decision time")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from urllib.parse import urlparse
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 import requests
 
 from market.data import load_panel
+from serving.auth import auth_headers
 from training.env import DEFAULT_UNIVERSE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -98,7 +100,8 @@ def _cleanup(name, *served):
 
 def _post(url, window):
     d = window.to_dict()
-    resp = requests.post(url, json={"as_of": d["dates"][-1], "bars": d}, timeout=180)
+    resp = requests.post(url, json={"as_of": d["dates"][-1], "bars": d, "run_id": uuid.uuid4().hex},
+                         headers=auth_headers(), timeout=180)
     assert resp.status_code == 200, resp.text
     return resp.json()
 

@@ -4,6 +4,7 @@ import pytest
 import requests
 
 from market.data import load_panel
+from serving.auth import auth_headers
 from serving.schema import DecideResponse
 
 pytestmark = pytest.mark.ray
@@ -31,7 +32,7 @@ def snapshot(panel, lookback):
 def test_valid_request_gets_a_valid_decision(decide_url, snapshot):
     body = {"as_of": snapshot["dates"][-1], "bars": snapshot,
             "portfolio": {"cash": 100_000_000, "positions": {"005930": 10}}}
-    resp = requests.post(decide_url, json=body, timeout=60)
+    resp = requests.post(decide_url, json=body, headers=auth_headers(), timeout=60)
     assert resp.status_code == 200, resp.text
     decision = DecideResponse.model_validate(resp.json())
     assert decision.as_of.isoformat() == snapshot["dates"][-1]
@@ -49,7 +50,8 @@ def test_consecutive_decisions_score_the_agents_online(decide_url, panel, lookba
     scores = []
     for end in (-3, -2, -1):
         window = panel.rows(len(panel) + end - lookback + 1, len(panel) + end + 1).to_dict()
-        resp = requests.post(decide_url, json={"as_of": window["dates"][-1], "bars": window}, timeout=120)
+        resp = requests.post(decide_url, json={"as_of": window["dates"][-1], "bars": window, "run_id": "consecutive"},
+                             headers=auth_headers(), timeout=120)
         assert resp.status_code == 200, resp.text
         scores.append(resp.json()["risk"]["ensemble"]["performance_score"])
     # after the first decision each agent's targets are scored on the returns that followed
@@ -59,7 +61,7 @@ def test_consecutive_decisions_score_the_agents_online(decide_url, panel, lookba
 @pytest.mark.parametrize("mutate,needle", [
     (lambda b: b.pop("as_of"), "as_of"),
     (lambda b: b["bars"]["close"].pop(), "close"),
-    (lambda b: b.update(as_of="2099-01-01"), "last bar date"),
+    (lambda b: b.update(as_of="2099-01-01"), "in the future"),
     (lambda b: b["bars"]["dates"].reverse(), "increasing"),
     (lambda b: b.update(portfolio={"cash": -1, "positions": {}}), "cash"),
     (lambda b: b["bars"].update(symbols="005930"), "symbols"),
@@ -70,11 +72,12 @@ def test_malformed_request_is_422_naming_the_problem(decide_url, snapshot, mutat
     body["bars"] = {k: [list(r) if isinstance(r, list) else r for r in v] if isinstance(v, list) else v
                     for k, v in body["bars"].items()}
     mutate(body)
-    resp = requests.post(decide_url, json=body, timeout=60)
+    resp = requests.post(decide_url, json=body, headers=auth_headers(), timeout=60)
     assert resp.status_code == 422, resp.text
     assert needle in resp.text
 
 
 def test_not_json_is_422(decide_url):
-    resp = requests.post(decide_url, data=b"{not json", headers={"content-type": "application/json"}, timeout=60)
+    resp = requests.post(decide_url, data=b"{not json", headers={"content-type": "application/json", **auth_headers()},
+                         timeout=60)
     assert resp.status_code == 422
