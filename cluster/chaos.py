@@ -155,7 +155,9 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
             bar.update(config.sessions - left - done)
             done = config.sessions - left
             if segments >= limit:
-                raise RuntimeError(f"{segments} segments and still {left} sessions to go: the loop cannot recover")
+                raise RuntimeError(f"{segments} segments and still {left} sessions to go: the loop cannot recover "
+                                   f"(segments ended by {dict(failures)})")
+            _wait_healthy(url)   # a killed Serve replica is back before the loop starts again
             segments += 1
             live.days = left
             stop = threading.Event()
@@ -220,6 +222,21 @@ def _monkey(config: ChaosConfig, rng: np.random.Generator, server, loop, market,
         if target != "serve":
             return   # the segment's loop is dead: the next segment gets a monkey of its own
         kill_rate = 0.0   # one kill a segment; faults go on while Serve brings the replica back
+
+
+def _wait_healthy(url: str, timeout_s: float = STALL_S) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(url.replace("/v1/decide", "/healthz"), timeout=10).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the decision service at {url} stayed unhealthy for {timeout_s:.0f} s")
+        time.sleep(0.5)
 
 
 def _reason(exc: BaseException) -> str:
