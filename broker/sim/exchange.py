@@ -379,7 +379,7 @@ class Exchange:
     def _daily_snapshot(self, sym: str) -> dict:
         s = self._snapshot(sym)
         ins = self.instrument(sym)
-        _, po, ph, pl_, pc, pv = s["prev_bar"]
+        _, po, ph, pl_, _, pv = s["prev_bar"]
         c, v = s["c"], s["v"]
         listed = int(ins["lstn_stcn"] or 0)
         return {"s": s, "output1": shaped(DAILY_SNAPSHOT, {

@@ -2,7 +2,6 @@
 plus the admin endpoints (fault injection, advancing the replay) guarded by a per-run secret."""
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import secrets

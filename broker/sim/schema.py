@@ -117,7 +117,7 @@ def won(x) -> str:
     """An amount or price as KIS sends it: whole KRW, half up; unknown → "0"."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "0"
-    return str(int(math.floor(float(x) + 0.5)))
+    return str(math.floor(float(x) + 0.5))
 
 
 def dec(x, places: int = 2) -> str:

@@ -35,7 +35,7 @@ from tests.integration.kis_helpers import history, replay
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kis"
 Q = "/uapi/domestic-stock/v1/quotations/"
 T = "/uapi/domestic-stock/v1/trading/"
-FAST = dict(rate_per_s=500, burst=50, token_throttle_s=0.2)
+FAST = {"rate_per_s": 500, "burst": 50, "token_throttle_s": 0.2}
 
 # The reference's endpoint table (KIS_API.md §4), transcribed: name, method, path, real TR ids
 # (old ids after the new), VTS ids ("" = not supported on VTS).
@@ -192,7 +192,7 @@ def traded():
             for sym in ("005930", "000660"):
                 status, _, data = raw.call("POST", T + "order-cash", "VTTC0012U" if v else "TTTC0012U", body={
                     **raw.cano, "PDNO": sym, "ORD_DVSN": "01", "ORD_QTY": "3", "ORD_UNPR": "0", "EXCG_ID_DVSN_CD": "KRX"})
-                assert data["rt_cd"] == "0", data
+                assert status == 200 and data["rt_cd"] == "0", data
             sim.advance()
             last = int(raw.call("GET", Q + "inquire-price", "FHKST01010100",
                                 {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"})[2]["output"]["stck_prpr"])
@@ -358,6 +358,7 @@ def test_order_failure_tokens_and_errors_match_their_fixtures():
         body = {"grant_type": "client_credentials", "appkey": creds["KIS_APP_KEY"], "appsecret": creds["KIS_APP_SECRET"]}
         status, headers, tok = raw.call("POST", "/oauth2/tokenP", token=False, body=body)
         fx = load("token_issue.json")
+        assert headers["Content-Type"] == "application/json; charset=UTF-8"      # fixture README
         assert status == 200 and set(tok) == set(fx) and tok["token_type"] == "Bearer"
         assert isinstance(tok["expires_in"], int) and abs(tok["expires_in"] - 86400) <= 1
         assert dt.datetime.strptime(tok["access_token_token_expired"], "%Y-%m-%d %H:%M:%S")
