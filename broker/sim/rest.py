@@ -2,7 +2,6 @@
 plus the admin endpoints (fault injection, advancing the replay) guarded by a per-run secret."""
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import secrets
@@ -14,32 +13,19 @@ from urllib.parse import parse_qs, urlsplit
 from broker.base import Side
 from broker.sim.exchange import Exchange, GatewayError, Reject
 from broker.sim.faults import BEFORE, Faults
+from broker.sim.schema import ENDPOINTS, NO_SERVICE, unserved, vts_tr
 
-Q = "/uapi/domestic-stock/v1/quotations/"
-T = "/uapi/domestic-stock/v1/trading/"
 OK = {"quote": ("MCA00000", "정상처리 되었습니다."),
-      "query_real": ("KIOK0510", "조회가 완료되었습니다                                                           "),
+      "query_real": ("KIOK0510", "조회가 완료되었습니다                                                                 "),
       "query_vts": ("20310000", "모의투자 조회가 완료되었습니다.                                                  "),
       "buy_real": ("APBK0013", "주문 전송 완료 되었습니다."), "sell_real": ("APBK0013", "주문 전송 완료 되었습니다."),
       "rvse_real": ("APBK0013", "주문 전송 완료 되었습니다."),
       "buy_vts": ("40600000", "모의투자 매수주문이 완료 되었습니다."), "sell_vts": ("40590000", "모의투자 매도주문이 완료 되었습니다."),
       "rvse_vts": ("40620000", "모의투자 정정주문이 완료 되었습니다."), "cncl_vts": ("40630000", "모의투자 취소주문이 완료 되었습니다.")}
 
-# (method, path) → {real tr_id: action}; VTS uses the V-prefixed ids of account/order TRs
-ROUTES = {
-    ("GET", Q + "inquire-price"): {"FHKST01010100": "price"},
-    ("GET", Q + "inquire-daily-itemchartprice"): {"FHKST03010100": "daily"},
-    ("GET", Q + "inquire-time-itemchartprice"): {"FHKST03010200": "minute"},
-    ("POST", T + "order-cash"): {"TTTC0012U": "buy", "TTTC0802U": "buy", "TTTC0011U": "sell", "TTTC0801U": "sell"},
-    ("POST", T + "order-rvsecncl"): {"TTTC0013U": "rvsecncl", "TTTC0803U": "rvsecncl"},
-    ("GET", T + "inquire-psbl-order"): {"TTTC8908R": "psbl"},
-    ("GET", T + "inquire-balance"): {"TTTC8434R": "balance"},
-    ("GET", T + "inquire-daily-ccld"): {"TTTC0081R": "ccld", "TTTC8001R": "ccld", "CTSC9215R": "ccld", "CTSC9115R": "ccld"},
-}
-
-
-def _vts(tr_id: str) -> str:
-    return "V" + tr_id[1:] if tr_id[:1] in ("T", "J", "C") else tr_id
+# (method, path) → {real tr_id: action} of every reference endpoint (broker/sim/schema.py ENDPOINTS)
+ROUTES = {(e.method, e.path): dict(e.tr_ids) for e in ENDPOINTS}
+_vts = vts_tr
 
 
 class _Drop(Exception):
@@ -59,6 +45,7 @@ class SimHTTPServer(ThreadingHTTPServer):
         self.routes = {k: ({_vts(t): a for t, a in v.items()} if virtual else dict(v)) for k, v in ROUTES.items()}
         self.other_env = {k: ({t: a for t, a in v.items()} if virtual else {_vts(t): a for t, a in v.items()})
                           for k, v in ROUTES.items()}
+        self.unserved = {(e.method, e.path) for e in unserved(virtual)}   # answered OPSQ0002
         super().__init__(("127.0.0.1", 0), Handler)
 
 
@@ -129,10 +116,13 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, data, extra)
 
     def _send(self, status: int, data: bytes, extra: dict, ctype: str = "application/json; charset=UTF-8"):
+        """Header names as KIS sends them: the standard HTTP ones capitalised (Content-Type, ...), KIS's
+        own all lower-case (tr_id, tr_cont, gt_uid) — KIS's sample code turns exactly the all-lower-case
+        names into Python identifiers, so a `content-type` would break it."""
         try:
             self.send_response(status)
-            self.send_header("content-type", ctype)
-            self.send_header("content-length", str(len(data)))
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
             self.send_header("gt_uid", secrets.token_hex(16))
             for k, v in extra.items():
                 self.send_header(k, v)
@@ -175,23 +165,26 @@ class Handler(BaseHTTPRequestHandler):
             digest = hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
             return 200, {"JsonBody": body, "HASH": digest}, {}
         table = self.server.routes.get((method, path))
-        if table is None:
+        if table is None:      # not a KIS path at all (not in the reference): the gateway's 404
             raise GatewayError(404, "EGW00001", f"없는 서비스입니다: {method} {path}")
         acct = ex.authenticate(headers)
+        ex.take_quota(acct.app_key)
         tr_id = headers.get("tr_id", "")
+        if (method, path) in self.server.unserved:    # a reference TR this environment does not offer
+            raise GatewayError(500, *NO_SERVICE)
         action = table.get(tr_id)
         if action is None:
-            env = "실전" if not ex.config.virtual else "모의투자"
-            wrong = tr_id in self.server.other_env.get((method, path), {})
-            raise GatewayError(500, "EGW00202", f"{'다른 환경의 TR입니다' if wrong else '없는 TR입니다'} ({env}): {tr_id}")
-        ex.take_quota(acct.app_key)
+            if tr_id in self.server.other_env.get((method, path), {}):
+                env = "실전" if not ex.config.virtual else "모의투자"
+                raise GatewayError(500, "EGW00202", f"다른 환경의 TR입니다 ({env}): {tr_id}")
+            raise GatewayError(500, *NO_SERVICE)
         if "hashkey" in headers and method == "POST":
             expect = hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
             if headers["hashkey"] != expect:
                 raise Reject("SIMR0014", "hashkey가 본문과 일치하지 않습니다.")
             ex.counts["hashkey_checked"] = ex.counts.get("hashkey_checked", 0) + 1
         suffix = "vts" if ex.config.virtual else "real"
-        extra = {"tr_id": tr_id, "tr_cont": ""}
+        extra = {"tr_id": tr_id, "tr_cont": ""}   # KIS echoes tr_id; tr_cont blank on single answers
         if action == "price":
             out, kind = ex.price(query), "quote"
         elif action == "daily":
@@ -215,11 +208,11 @@ class Handler(BaseHTTPRequestHandler):
             ex._check_account(acct, query)
             rows = ex.ccld_rows(acct, query)
             out, tr_cont = self._page(rows, query, headers, ex.config.page("ccld"), acct)
-            filled = sum(int(r["tot_ccld_qty"]) for r in rows)
-            amt = sum(int(r["tot_ccld_amt"]) for r in rows)
-            out["output2"] = {"tot_ord_qty": str(sum(int(r["ord_qty"]) for r in rows)), "tot_ccld_qty": str(filled),
-                              "tot_ccld_amt": str(amt), "prsm_tlex_smtl": "0",
-                              "pchs_avg_pric": f"{amt / filled:.4f}" if filled else "0.0000"}
+            out["output2"] = ex.ccld_totals(acct, rows)
+            extra["tr_cont"], kind = tr_cont, f"query_{suffix}"
+        elif action == "psbl_rvsecncl":
+            rows = ex.psbl_rvsecncl_rows(acct, query)
+            out, tr_cont = self._page(rows, query, headers, ex.config.page("rvsecncl"), acct, key="output")
             extra["tr_cont"], kind = tr_cont, f"query_{suffix}"
         else:  # pragma: no cover - every action is listed above
             raise GatewayError(500, "EGW00202", tr_id)
@@ -227,7 +220,7 @@ class Handler(BaseHTTPRequestHandler):
         return 200, {"rt_cd": "0", "msg_cd": code, "msg1": text, **out}, extra
 
     @staticmethod
-    def _page(rows: list[dict], query: dict, headers: dict, size: int, acct) -> tuple[dict, str]:
+    def _page(rows: list[dict], query: dict, headers: dict, size: int, acct, key: str = "output1") -> tuple[dict, str]:
         """Continuation (§3.3): offset kept in ctx_area_nk100; tr_cont F/M = more, D = last."""
         nk = (query.get("CTX_AREA_NK100") or "").strip()
         cont = headers.get("tr_cont", "")
@@ -237,4 +230,4 @@ class Handler(BaseHTTPRequestHandler):
         fk = f"{acct.cano}^{acct.product}^N^N^01^01^N^".ljust(100)
         nk_out = (str(start + size) if more else "").ljust(100)
         tr_cont = ("M" if start else "F") if more else "D"
-        return {"ctx_area_fk100": fk, "ctx_area_nk100": nk_out, "output1": page}, tr_cont
+        return {"ctx_area_fk100": fk, "ctx_area_nk100": nk_out, key: page}, tr_cont

@@ -28,15 +28,17 @@ Bars = dict[str, tuple[float, float, float, float]]
 class SimVenue:
     def __init__(self, cash: int, costs: CostModel = CostModel(), calendar: TradingCalendar | None = None,
                  workdir: Path | str | None = None, history=None, rate_per_s: float = 200.0, burst: int = 20,
-                 **options):
+                 token_throttle_s: float = 1.0, **options):
         """`workdir` holds the token cache and the order-id map (a temporary folder by default).
         `history`: a long bar frame the server already knows (quotes, `data fetch`).
-        Other `options` go to SimConfig (page sizes, token window, ping timing ...)."""
+        The venue runs the simulator faster than KIS's own limits (rate, burst, token window), so
+        that tests and demos are quick; other `options` go to SimConfig (page sizes, ping timing ...)."""
         if not isinstance(cash, int) or cash < 0:
             raise ValueError(f"starting cash must be a non-negative whole number of KRW, got {cash!r}")
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kis-sim-"))
-        config = SimConfig(costs=costs, calendar=calendar, rate_per_s=rate_per_s, burst=burst, **options)
+        config = SimConfig(costs=costs, calendar=calendar, rate_per_s=rate_per_s, burst=burst,
+                           token_throttle_s=token_throttle_s, **options)
         self.server = SimServer(config, history=history).start()
         try:
             creds = self.server.add_account(cash)        # dummy credentials generated for this run

@@ -1,7 +1,8 @@
 """The simulator's WebSocket front (websockets, own asyncio loop in a thread).
 
 Subscribe/unsubscribe with the KIS acks (OPSP0000/0001/0002/0003/0008, INVALID APPROVAL KEY),
-one session per app key (OPSP8996), the registration cap, PINGPONG with a timeout, the
+one session per app key (OPSP8996), the registration cap (40 by default, summed over all TRs),
+PINGPONG answered by a text echo or a pong frame, with a timeout, the
 H0STCNT0/H0STASP0 feed when a bar trades (one multi-record frame per TR per session), and
 H0STCNI0/9 execution notices encrypted with the per-subscription key/iv.
 """
@@ -17,7 +18,8 @@ import threading
 import time
 
 from broker.kis.ws import aes_encrypt
-from broker.sim.exchange import Exchange, fmt
+from broker.sim.exchange import Exchange
+from broker.sim.schema import won
 from market import krx
 from market.calendar import SEOUL
 
@@ -32,6 +34,24 @@ class Session:
         self.keys: dict[str, tuple[str, str]] = {}
         self.last_pong = time.monotonic()
         self.ping_text = ""
+        self.echoes = 0   # PINGPONG answered by a text echo
+        self.pongs = 0    # ... by a pong frame
+
+
+def _connection_class():
+    """A ServerConnection that tells its session about every pong frame: KIS's own sample answers
+    PINGPONG with a WebSocket pong frame carrying the text, others echo the text (both count)."""
+    from websockets.asyncio.server import ServerConnection
+
+    class PongAwareConnection(ServerConnection):
+        on_pong = None
+
+        def acknowledge_pings(self, data: bytes) -> None:
+            if self.on_pong is not None:
+                self.on_pong(bytes(data))
+            super().acknowledge_pings(data)
+
+    return PongAwareConnection
 
 
 class SimWebSocket:
@@ -74,7 +94,8 @@ class SimWebSocket:
         from websockets.asyncio.server import serve
 
         self._stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0, ping_interval=None, max_size=2 ** 20) as server:
+        async with serve(self._handler, "127.0.0.1", 0, ping_interval=None, max_size=2 ** 20,
+                         create_connection=_connection_class()) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             pinger = asyncio.create_task(self._pinger())
@@ -103,12 +124,21 @@ class SimWebSocket:
 
     async def _handler(self, ws):
         session: Session | None = None
+
+        def pong(data: bytes):
+            # a pong frame answers an outstanding PINGPONG (its payload is the text, or empty)
+            if session and session.ping_text and data in (session.ping_text.encode("utf-8"), b""):
+                session.last_pong, session.ping_text = time.monotonic(), ""
+                session.pongs += 1
+
+        ws.on_pong = pong
         try:
             async for message in ws:
                 if isinstance(message, bytes):
                     message = message.decode("utf-8", "replace")
                 if session and session.ping_text and message == session.ping_text:
                     session.last_pong, session.ping_text = time.monotonic(), ""
+                    session.echoes += 1
                     continue
                 try:
                     msg = json.loads(message)
@@ -202,8 +232,9 @@ def _trade_record(sym: str, day: dt.date, bar, ex: Exchange) -> str:
     chg = c - prev
     sign = "2" if chg > 0 else "5" if chg < 0 else "3"
     tick = krx.tick_size(c, day)
-    f = [sym, "153000", fmt(c), sign, fmt(chg), f"{(chg / prev * 100 if prev else 0):.2f}", fmt(c), fmt(o), fmt(h),
-         fmt(lo), fmt(c + tick), fmt(c), fmt(v) or "0", fmt(v) or "0", "0", "0", "0", "0", "0.00", "0", "0", "1",
+    value = ex._value(sym, hist[-1]) if hist and hist[-1][0] == day else 0
+    f = [sym, "153000", won(c), sign, won(chg), f"{(chg / prev * 100 if prev else 0):.2f}", won(c), won(o), won(h),
+         won(lo), won(c + tick), won(c), won(v), won(v), won(value), "0", "0", "0", "0.00", "0", "0", "1",
          "0.00", "0.00", "090000", "3", "0", "090000", "3", "0", "090000", "3", "0", day.strftime("%Y%m%d"), "20", "N",
          "0", "0", "0", "0", "0.00", "0", "0.00", "0", "0", "0"]
     return "^".join(f)
@@ -213,8 +244,8 @@ def _book_record(sym: str, day: dt.date, bar, ex: Exchange) -> str:
     c = float(bar[3])
     tick = krx.tick_size(c, day)
     base = krx.round_to_tick(c, day, direction="down")
-    asks = [fmt(base + tick * (i + 1)) for i in range(10)]
-    bids = [fmt(base - tick * i) for i in range(10)]
-    f = [sym, "153000", "0", *asks, *bids, *["100"] * 20, "1000", "1000", "0", "0", fmt(c), "0", "0", "0", "3",
+    asks = [won(base + tick * (i + 1)) for i in range(10)]
+    bids = [won(base - tick * i) for i in range(10)]
+    f = [sym, "153000", "0", *asks, *bids, *["100"] * 20, "1000", "1000", "0", "0", won(c), "0", "0", "0", "3",
          "0.00", "0", "0", "0", "0", "0", "0"]
     return "^".join(f)

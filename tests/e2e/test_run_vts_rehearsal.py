@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def simulator(tmp_path):
     env_file = tmp_path / ".env.sim"
+    # faster than KIS's VTS limits (1 call/s, tokenP once a minute), which are the simulator's defaults
     proc = subprocess.Popen([sys.executable, "-m", "broker.sim", "--env-file", str(env_file), "--today", "2023-06-30",
-                             "--cash", "20000000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--cash", "20000000", "--rate-per-s", "50", "--burst", "5", "--token-throttle-s", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         deadline = time.time() + 120

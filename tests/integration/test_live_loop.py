@@ -40,7 +40,8 @@ def rehearsal_setup(base):
     # weekday holidays of the replay span (Children's Day 2023-05-05, ...), as a user would list them
     holidays = frozenset(d for d in (CUT + dt.timedelta(days=i) for i in range(1, 60))
                          if d.weekday() < 5 and d not in replay_dates and d <= replay_dates[-1])
-    server = SimServer(SimConfig(virtual=True, rate_per_s=500.0, burst=50), history=history, replay=replay).start()
+    server = SimServer(SimConfig(virtual=True, rate_per_s=500.0, burst=50, token_throttle_s=1.0), history=history,
+                       replay=replay).start()
     keys = server.add_account(30_000_000)
     creds = Credentials(keys["KIS_APP_KEY"], keys["KIS_APP_SECRET"], keys["KIS_ACCOUNT"], keys["KIS_HTS_ID"])
     env = environment("vts", rest_url=server.rest_url, ws_url=server.ws_url, rate_per_s=500.0, burst=50,

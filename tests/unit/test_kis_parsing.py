@@ -5,6 +5,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from broker.kis import quotes
@@ -170,3 +171,56 @@ def test_token_bucket_spaces_requests_at_the_configured_rate():
     assert now[0] == pytest.approx(2.0)
     with pytest.raises(ValueError):
         TokenBucket(0)
+
+
+# --- the client's readers on KIS-shaped answers (the fixtures), not on the simulator's -------------------
+class FixtureRest:
+    """Stands in for KisRest: answers each TR with a fixture body, records what was asked."""
+
+    def __init__(self, answers: dict[str, list[dict]], env=VTS):
+        from broker.kis.config import Credentials
+
+        self.answers, self.env, self.calls = answers, env, []
+        self.credentials = Credentials("PSfixturekey", "fixture-secret", "12345678-01")
+
+    def request(self, method, path, tr_id, *, params=None, body=None, tr_cont="", idempotent=True, extra_headers=None):
+        from broker.kis.rest import Reply
+
+        self.calls.append((method, path, tr_id, params or body))
+        queue = self.answers[tr_id]
+        data = queue.pop(0) if len(queue) > 1 else queue[0]
+        return Reply(data=data, tr_cont="D", status=200)
+
+    def pages(self, path, tr_id, params, max_pages=100, pause_s=0.0):
+        yield self.request("GET", path, tr_id, params=params)
+
+
+def test_client_reads_the_daily_chart_fixture_page_by_page():
+    page = load("daily_itemchartprice_005930_page1.json")
+    rest = FixtureRest({"FHKST03010100": [page, dict(page, output2=[{}])]})   # KIS pads an empty answer with {}
+    df = quotes.daily_bars(rest, "005930", dt.date(2024, 1, 1), dt.date(2024, 7, 10), with_name=True)
+    assert len(df) == 100 and set(df["name"]) == {"삼성전자"}
+    assert [c[3]["FID_INPUT_DATE_2"] for c in rest.calls] == ["20240710", "20240213"]   # fixture README's next page
+    row = page["output2"][0]
+    assert df.filter(pl.col("date") == dt.date(2024, 7, 10)).row(0)[2:7] == tuple(
+        float(row[k]) for k in ("stck_oprc", "stck_hgpr", "stck_lwpr", "stck_clpr", "acml_vol"))
+
+
+def test_client_reads_the_price_balance_and_order_fixtures():
+    from broker.kis import orders
+
+    price = load("inquire_price_005930.json")
+    bal = load("inquire_balance_real.json")
+    ok = load("order_cash_success_real.json")
+    lower = {"rt_cd": "0", "msg_cd": "APBK0013", "msg1": "", "output": {k.lower(): v for k, v in ok["output"].items()}}
+    rest = FixtureRest({"FHKST01010100": [price], "TTTC8434R": [bal], "TTTC0012U": [ok], "TTTC0013U": [lower]},
+                       env=REAL)
+    out = quotes.current_price(rest, "005930")
+    assert len(out) == 82 and quotes.num(out["stck_prpr"]) - quotes.num(out["stck_sdpr"]) == quotes.num(out["prdy_vrss"])
+    holdings, summary = orders.balance(rest)
+    assert [(h["pdno"], int(h["hldg_qty"])) for h in holdings] == [("005930", 25), ("000660", 3)]
+    assert int(summary["tot_evlu_amt"]) == int(summary["scts_evlu_amt"]) + int(summary["prvs_rcdl_excc_amt"])
+    assert orders.cash_order(rest, "buy", "005930", 10, 87600) == ok["output"]
+    assert orders.revise_cancel(rest, "06071", "0000184523") == ok["output"]     # lower-case spec spelling too
+    sent = rest.calls[2][3]
+    assert sent["ORD_QTY"] == "10" and sent["ORD_UNPR"] == "87600" and all(isinstance(v, str) for v in sent.values())
