@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -162,8 +163,9 @@ def decide_request() -> dict:
     return {"as_of": str(window.date(len(window) - 1)), "bars": window.to_dict()}
 
 
-def post(url: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+def post(url: str, body: dict, token: str) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=60) as r:
         return r.status, json.loads(r.read())
 
@@ -194,11 +196,13 @@ def test_ray_up_submit_serve_decide_down(sshd):
         assert {"gcs_server", "raylet"} <= names, names
 
         # Serve: deployed by a job running `trader serve` on the cluster, then queried over HTTP
-        r = trader("submit", "--timeout", "300", "--env", f"KRT_SERVE__PORT={ports['serve']}", "--",
+        token = secrets.token_urlsafe(24)   # the decision endpoint's bearer token, given to the job
+        r = trader("submit", "--timeout", "300", "--env", f"KRT_SERVE__PORT={ports['serve']}",
+                   "--env", f"KRT_DECIDE_TOKEN={token}", "--",
                    "python", "-m", "cluster.cli", "serve", "--address", "auto", env=env, timeout=360)
         assert r.returncode == 0 and "Serve app 'trader' is running" in r.stdout
         body = decide_request()
-        status, answer = post(f"http://127.0.0.1:{ports['serve']}/v1/decide", body)
+        status, answer = post(f"http://127.0.0.1:{ports['serve']}/v1/decide", body, token)
         assert status == 200 and answer["as_of"] == body["as_of"]
         assert set(answer["targets"]) == set(body["bars"]["symbols"])
         assert 0 <= sum(answer["targets"].values()) <= 1 + 1e-9
