@@ -58,7 +58,7 @@ class ChaosConfig:
     cash: int = 30_000_000
     fault_every_s: float = 0.5       # mean wall-clock time between two armed faults
     kill_every_s: float = 4.0        # mean wall-clock time between two kills (0: no kills)
-    max_segments: int | None = None  # give up after this many segments (default 8 per session)
+    max_segments: int | None = None  # segments with faults and kills (default 8 per session); the rest runs calm
     paths: DataPaths = field(default_factory=DataPaths)
     progress: bool = True
 
@@ -77,6 +77,7 @@ class ChaosResult:
     faults: Counter
     failures: Counter                 # why segments ended early (exception types)
     details: dict = field(default_factory=dict)
+    calm_segments: int = 0            # segments run without faults after the budget of segments was spent
 
     @property
     def ok(self) -> bool:
@@ -135,7 +136,7 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
     kills: Counter = Counter()
     faults: Counter = Counter()
     failures: Counter = Counter()
-    segments = 0
+    segments = calm_segments = 0
     try:
         keys = server.add_account(config.cash)
         creds = Credentials(keys["KIS_APP_KEY"], keys["KIS_APP_SECRET"], keys["KIS_ACCOUNT"], keys["KIS_HTS_ID"])
@@ -156,19 +157,24 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
         while (left := sessions_left(clock.now(), replay_dates, session.bar_final)) > 0:
             bar.update(config.sessions - left - done)
             done = config.sessions - left
-            if segments >= limit:
-                raise RuntimeError(f"{segments} segments and still {left} sessions to go: the loop cannot recover "
-                                   f"(segments ended by {dict(failures)})")
+            calm = segments >= limit   # past the budget the rest runs without faults, so it can end
+            if segments >= limit + 3:
+                raise RuntimeError(f"{segments} segments and still {left} sessions to go, the last 3 without any "
+                                   f"fault: the loop cannot recover (segments ended by {dict(failures)})")
             _wait_healthy(url)   # a killed Serve replica is back before the loop starts again
             segments += 1
+            if calm:
+                server.faults.clear()
+                calm_segments += 1
             live.days = left
             stop = threading.Event()
             monkey = None
             try:
                 loop, market = start_live_actors(live, url, journal, load_timeout_s=STALL_S)
-                monkey = threading.Thread(target=_monkey, args=(config, rng, server, loop, market, stop, kills,
-                                                                faults), daemon=True)
-                monkey.start()
+                if not calm:
+                    monkey = threading.Thread(target=_monkey, args=(config, rng, server, loop, market, stop, kills,
+                                                                    faults), daemon=True)
+                    monkey.start()
                 drive(loop, market, total=left, desc="", progress=False, step_timeout_s=STALL_S)
             except Exception as exc:   # a kill or a fault the loop stops on: a restart follows
                 failures[_reason(exc)] += 1
@@ -190,7 +196,7 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
             pass
         ray.shutdown()
         server.stop()
-    result.sessions, result.segments = config.sessions, segments
+    result.sessions, result.segments, result.calm_segments = config.sessions, segments, calm_segments
     result.kills, result.faults, result.failures = kills, faults, failures
     return result
 

@@ -39,10 +39,12 @@ def main(args) -> int:
                                           kill_every_s=args.kill_every, fault_every_s=args.fault_every))
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    summary = {"sessions": result.sessions, "segments": result.segments, "kills": dict(result.kills),
+    summary = {"sessions": result.sessions, "segments": result.segments, "calm_segments": result.calm_segments,
+               "kills": dict(result.kills),
                "faults": dict(result.faults), "segment_failures": dict(result.failures), **result.details}
     (Path(args.out) / "chaos.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-    print(f"{result.sessions} sessions in {result.segments} segments; kills {dict(result.kills)}; "
+    calm = f" ({result.calm_segments} calm, after the fault budget)" if result.calm_segments else ""
+    print(f"{result.sessions} sessions in {result.segments} segments{calm}; kills {dict(result.kills)}; "
           f"faults armed {sum(result.faults.values())}; segments cut by {dict(result.failures)}")
     print(result.line())
     return 0 if result.ok else 1
