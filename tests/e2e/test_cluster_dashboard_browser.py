@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.journal import Journal
 from cluster.commands.dashboard import streamlit_command
 
 pytestmark = pytest.mark.slow
@@ -163,11 +165,10 @@ async def _drive(url: str, tmp: Path, journal: Path, expect: list[str], later: d
             png = out / "dashboard.png"
             png.write_bytes(base64.b64decode(shot["data"]))
             # the loop goes on: a new day in the journal shows up without reloading the page
-            db = sqlite3.connect(journal)
-            db.execute("INSERT INTO account (day, cash, equity, positions, benchmark) VALUES (?,?,?,?,?)",
-                       (later["day"], later["cash"], later["equity"], "{}", None))
-            db.commit()
-            db.close()
+            run = Journal(journal).runs()[-1]
+            j = Journal(journal, run_id=run)
+            j.record_account(dt.date.fromisoformat(later["day"]), later["cash"], later["equity"], {})
+            j.close()
             second = await page.wait_for([later["day"], f"₩{later['equity']:,.0f}"], 60)
             return first, second, png
     finally:
