@@ -9,6 +9,8 @@ from broker.kis.auth import TokenCache
 from broker.kis.broker import KisBroker
 from broker.kis.config import Credentials
 from broker.kis.rest import KisRest
+from broker.sim.exchange import SimConfig
+from broker.sim.server import SimServer
 from market.data import DataPaths, load_prices
 
 SYMBOLS = ["005930", "000660", "035420", "051910", "005380", "000270"]
@@ -40,3 +42,13 @@ def client(sim, tmp_path, cash: int = 50_000_000, **env_options):
     broker = KisBroker(rest, id_map=tmp_path / f"ids-{cred.cano}.sqlite", clock=lambda: sim.exchange.today,
                        calendar=None)
     return rest, broker, cred
+
+
+def fast_sim() -> SimServer:
+    """A simulator with quotas and a token window far above what fault tests send (a context manager)."""
+    return SimServer(SimConfig(rate_per_s=500, burst=50, token_throttle_s=0.2), history=history(), replay=replay())
+
+
+def venue_orders(sim, cred) -> list:
+    """The orders the venue holds for this account (each order the client's sends reached)."""
+    return [so for so in sim.exchange.accounts[cred.app_key].orders.values() if so.paper_id]

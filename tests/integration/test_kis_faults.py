@@ -10,19 +10,19 @@ from broker.kis.broker import KisBroker
 from broker.kis.errors import KisRateLimited
 from broker.sim.exchange import SimConfig
 from broker.sim.server import SimServer
-from tests.integration.kis_helpers import client, history, replay
+from tests.integration.kis_helpers import (
+    client,
+    fast_sim,
+    history,
+    venue_orders,
+)
 
 
 @pytest.fixture(scope="module")
 def sim():
-    with SimServer(SimConfig(rate_per_s=500, burst=50, token_throttle_s=0.2), history=history(),
-                   replay=replay()) as s:
+    with fast_sim() as s:
         yield s
 
-
-def _venue_orders(sim, cred):
-    acct = sim.exchange.accounts[cred.app_key]
-    return [so for so in acct.orders.values() if so.paper_id]
 
 
 @pytest.mark.parametrize("kind", ["rate_limit", "expired_token", "http_500", "drop_before",
@@ -31,14 +31,14 @@ def test_order_faults_never_lose_or_duplicate(sim, tmp_path, kind):
     rest, broker, cred = client(sim, tmp_path, timeout_s=1.0)
     sim.faults.inject(kind, path="order-cash", delay=2.0)
     order = broker.submit(OrderRequest(f"f-{kind}", "005930", "buy", 7))
-    venue = _venue_orders(sim, cred)
+    venue = venue_orders(sim, cred)
     assert len(venue) == 1, f"{kind}: {len(venue)} orders at the venue"
     assert order.status is OrderStatus.OPEN and order.broker_order_id == venue[0].odno
     assert broker.find_order(f"f-{kind}").broker_order_id == venue[0].odno
     assert sim.faults.fired.get(kind, 0) >= 1 and not sim.faults.pending()
     # resubmitting the same client id after the fault still sends nothing
     assert broker.submit(OrderRequest(f"f-{kind}", "005930", "buy", 7)).broker_order_id == venue[0].odno
-    assert len(_venue_orders(sim, cred)) == 1
+    assert len(venue_orders(sim, cred)) == 1
     expected_resends = 1 if kind in ("http_500", "drop_before") else 0
     assert broker.resends == expected_resends
 
@@ -49,10 +49,10 @@ def test_unknown_outcome_twice_is_not_sent_and_never_sent_again(sim, tmp_path):
     order = broker.submit(OrderRequest("twice", "005930", "buy", 1))
     # two sends, each followed by two clean looks that found nothing: KIS never processed it
     assert order.status is OrderStatus.REJECTED and order.reason.startswith("not sent")
-    assert len(_venue_orders(sim, cred)) == 0
+    assert len(venue_orders(sim, cred)) == 0
     # the id is journaled as not sent: a later submit answers that instead of sending blindly
     assert broker.submit(OrderRequest("twice", "005930", "buy", 1)).status is OrderStatus.REJECTED
-    assert len(_venue_orders(sim, cred)) == 0
+    assert len(venue_orders(sim, cred)) == 0
 
 
 def test_find_order_after_a_crash_matches_the_days_orders(sim, tmp_path):

@@ -12,28 +12,27 @@ import pytest
 from broker.base import OrderRequest, OrderStatus
 from broker.journal import Journal
 from broker.kis.broker import KisBroker
-from broker.sim.exchange import SimConfig
-from broker.sim.server import SimServer
-from tests.integration.kis_helpers import SYMBOLS, client, history, replay
+from tests.integration.kis_helpers import (
+    SYMBOLS,
+    client,
+    fast_sim,
+    venue_orders,
+)
 
 LOOKUP = "inquire-daily-ccld"   # the day's orders: where a lost answer is looked up
 
 
 @pytest.fixture(scope="module")
 def sim():
-    with SimServer(SimConfig(rate_per_s=500, burst=50, token_throttle_s=0.2), history=history(),
-                   replay=replay()) as s:
+    with fast_sim() as s:
         yield s
 
-
-def _venue_orders(sim, cred):
-    return [so for so in sim.exchange.accounts[cred.app_key].orders.values() if so.paper_id]
 
 
 def _symbols(sim, cred) -> dict[str, str]:
     """symbol → order number of the orders the venue holds for this account."""
     book = sim.exchange.accounts[cred.app_key].book
-    return {book._orders[so.paper_id].request.symbol: so.odno for so in _venue_orders(sim, cred)}
+    return {book._orders[so.paper_id].request.symbol: so.odno for so in venue_orders(sim, cred)}
 
 
 @pytest.mark.parametrize("kind", ["drop", "http_500_after", "malformed", "slow"])
@@ -50,14 +49,14 @@ def test_processed_order_whose_lookup_fails_stays_unknown_and_is_never_resent(si
         assert order.status is OrderStatus.UNKNOWN and not order.status.done, order
         assert "unknown" in order.reason
         sim.faults.clear()
-    venue = _venue_orders(sim, cred)
+    venue = venue_orders(sim, cred)
     assert len(venue) == n, f"{kind}: {len(venue)} orders at the venue for {n} sent"   # was 2n
     assert broker.resends == 0
     # resubmitting while still unknown sends nothing
     sim.faults.inject("http_500", count=50, path=LOOKUP)
     assert broker.submit(OrderRequest(f"u-{kind}-0", SYMBOLS[0], "buy", 1)).status is OrderStatus.UNKNOWN
     sim.faults.clear()
-    assert len(_venue_orders(sim, cred)) == n
+    assert len(venue_orders(sim, cred)) == n
     # once the day's orders can be read, each unknown order is found and gets its order number
     by_symbol = _symbols(sim, cred)
     for i in range(n):
@@ -65,7 +64,7 @@ def test_processed_order_whose_lookup_fails_stays_unknown_and_is_never_resent(si
         assert found.status is OrderStatus.OPEN and found.broker_order_id == by_symbol[SYMBOLS[i]]
         assert broker.submit(OrderRequest(f"u-{kind}-{i}", SYMBOLS[i], "buy", 1 + i)).broker_order_id == \
             by_symbol[SYMBOLS[i]]
-    assert len(_venue_orders(sim, cred)) == n
+    assert len(venue_orders(sim, cred)) == n
 
 
 def test_unprocessed_order_whose_lookup_fails_is_settled_as_not_sent_later(sim, tmp_path):
@@ -76,11 +75,11 @@ def test_unprocessed_order_whose_lookup_fails_is_settled_as_not_sent_later(sim, 
     order = broker.submit(OrderRequest("never", "005930", "buy", 3))
     assert order.status is OrderStatus.UNKNOWN          # could not look: not "not sent"
     sim.faults.clear()
-    assert _venue_orders(sim, cred) == []
+    assert venue_orders(sim, cred) == []
     settled = broker.find_order("never")                # two clean looks: KIS never had it
     assert settled.status is OrderStatus.REJECTED and settled.reason.startswith("not sent")
     assert broker.submit(OrderRequest("never", "005930", "buy", 3)).status is OrderStatus.REJECTED
-    assert _venue_orders(sim, cred) == []
+    assert venue_orders(sim, cred) == []
 
 
 def test_rate_limited_order_is_not_sent_and_the_session_goes_on(sim, tmp_path):
