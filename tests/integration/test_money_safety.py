@@ -28,7 +28,6 @@ def sim():
         yield s
 
 
-
 def _symbols(sim, cred) -> dict[str, str]:
     """symbol → order number of the orders the venue holds for this account."""
     book = sim.exchange.accounts[cred.app_key].book
