@@ -25,6 +25,7 @@ from dataclasses import asdict
 import numpy as np
 import ray
 
+import training.strategies  # noqa: F401  (the RL agents join the registry this host builds from)
 from actors import NAMESPACE
 from market.data import Panel
 from strategies.base import AgentAbstains, check_weights

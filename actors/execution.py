@@ -22,6 +22,7 @@ from broker.venue import open_venue
 from market.accounting import BUY, CostModel, orders_for_targets
 from market.calendar import TradingCalendar, decision_time
 from serving.auth import auth_headers
+from strategies import defaults as D
 
 
 class DecisionError(RuntimeError):
@@ -33,16 +34,18 @@ class LoopConfig:
     decide_url: str
     journal_path: str
     run_id: str
-    cash: int = 100_000_000
+    cash: int = D.STARTING_CASH
     venue: str = "paper"
-    lookback: int = 61
-    rebalance_band: float = 0.01  # skip trades smaller than this fraction of equity (churn costs)
+    lookback: int = D.MIN_LOOKBACK
+    rebalance_band: float = D.REBALANCE_BAND  # skip trades smaller than this fraction of equity (churn costs)
     costs: CostModel = CostModel()
     timeout_s: float = 30.0
     # vts/live: environment, credentials and clock for KisVenue (passed as actor arguments, never
     # through the environment: a runtime_env shows in the dashboard)
     venue_options: dict = field(default_factory=dict, repr=False)
-    # the decision service's bearer token (serving/auth.py); empty: this machine's KRT_DECIDE_TOKEN / token file
+    # the run's bearer token for /v1/decide (serving/auth.py run_token): the service keys this
+    # run's decision state by run_id and accepts it only with this token; never logged.
+    # Empty: this machine's service secret (stateless decisions only)
     decide_token: str = field(default="", repr=False)
 
 
@@ -102,7 +105,10 @@ class TradingLoop:
         self.stats["decisions"] += 1
 
         blocked = self._settle_unknown()
-        submitted = [] if self.halted else self._send_orders(today, snap, decision["targets"], account, blocked)
+        # between decisions the service answers rebalance: false (hold the book): nothing to send
+        hold = not decision.get("rebalance", True)
+        submitted = [] if self.halted or hold else self._send_orders(today, snap, decision["targets"], account,
+                                                                    blocked)
         nxt = ray.get(self.market.advance.remote())
         fills = self.venue.advance(nxt["date"], nxt["bars"])
         # read everything from the venue first, then write the step in one transaction; the venue

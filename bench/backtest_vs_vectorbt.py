@@ -97,10 +97,12 @@ def main(argv=None) -> int:
     for _ in range(args.repeat):
         t, c = time.perf_counter(), time.process_time()
         res = ours()
-        ours_t.append(time.perf_counter() - t); ours_cpu.append(time.process_time() - c)
+        ours_t.append(time.perf_counter() - t)
+        ours_cpu.append(time.process_time() - c)
         t, c = time.perf_counter(), time.process_time()
         vbt_eq = run_vectorbt(panel, w)
-        vbt_t.append(time.perf_counter() - t); vbt_cpu.append(time.process_time() - c)
+        vbt_t.append(time.perf_counter() - t)
+        vbt_cpu.append(time.process_time() - c)
     o, v = min(ours_t), min(vbt_t)
     print(f"data: {len(panel)} bars x {len(panel.symbols)} symbols "
           f"({panel.dates[0]}..{panel.dates[-1]}), loaded in {load_s:.2f}s; rebalance {args.rebalance}; "

@@ -20,7 +20,6 @@ import numpy as np
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from serving.auth import auth_headers  # noqa: E402  (after the path insert)
 
 SYMBOLS = ["005930", "000660", "035420", "005380", "051910", "006400", "035720", "068270"]
 
@@ -29,6 +28,15 @@ def body() -> dict:
     from market.data import load_panel
     w = load_panel(symbols=SYMBOLS, start="2023-06-01", end="2023-12-28").tail(61)
     return {"as_of": str(w.date(len(w) - 1)), "bars": w.to_dict()}
+
+
+def _auth() -> dict:
+    from serving.auth import load_secret
+
+    return {"Authorization": f"Bearer {load_secret().reveal()}"}  # stateless decisions: no run's state
+
+
+AUTH = _auth()
 
 
 def load(url: str, payload: dict, seconds: float, clients: int) -> dict:
@@ -41,7 +49,7 @@ def load(url: str, payload: dict, seconds: float, clients: int) -> dict:
         s = requests.Session()
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
-            r = s.post(url, json=payload, timeout=60)
+            r = s.post(url, json=payload, headers=AUTH, timeout=60)
             dt = time.perf_counter() - t0
             with lock:
                 (lat.append(dt) if r.status_code == 200 else errors.__setitem__(0, errors[0] + 1))
@@ -68,8 +76,8 @@ def main() -> None:
     from ray import serve
 
     from cluster.commands.serve import deploy
-    from cluster.demo import free_port
     from cluster.settings import load_settings
+    from cluster.trading_loop import free_port
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     payload = body()
@@ -83,7 +91,7 @@ def main() -> None:
                 update={"port": port, "replicas": replicas})})
             url = deploy(s) + "/v1/decide"
             for _ in range(20):  # warm-up: every replica answers
-                assert requests.post(url, json=payload, headers=auth_headers(), timeout=60).status_code == 200
+                assert requests.post(url, json=payload, headers=AUTH, timeout=60).status_code == 200
             r = load(url, payload, args.seconds, args.clients)
             results[replicas] = r
             print(f"Serve {replicas} replica(s): {r['n']} decisions, {r['per_s']:.1f}/s, p50 {r['p50']:.0f} ms, "

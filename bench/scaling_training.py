@@ -30,12 +30,12 @@ sys.path.insert(0, str(ROOT))
 def backtest_trial(config: dict) -> dict:
     import numpy as np
 
+    from backtest.metrics import summary
+    from broker.base import OrderRequest, Side
     from broker.paper import PaperBroker
     from market.accounting import BUY, orders_for_targets
-    from broker.base import OrderRequest, Side
     from market.data import load_panel
     from strategies.technical import TechnicalAgent
-    from backtest.metrics import summary
 
     panel = load_panel(symbols=["005930", "000660", "035420", "005380", "051910", "006400", "035720",
                                 "068270"], start="2021-01-01", end="2023-12-28")
@@ -60,7 +60,7 @@ def tune_run(cpus: int, trials: int) -> dict:
     from ray import tune
 
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    grid = [{"short": s, "long": l, "top_k": k} for s in (10, 20) for l in (60, 120) for k in (3, 5)][:trials]
+    grid = [{"short": s, "long": lg, "top_k": k} for s in (10, 20) for lg in (60, 120) for k in (3, 5)][:trials]
     space = {"cfg": tune.grid_search(grid)}
     trainable = tune.with_resources(lambda c: backtest_trial(c["cfg"]), {"cpu": 1})
     t0 = time.perf_counter()
@@ -116,7 +116,7 @@ def measure(kind: str, cpus: int, n: int) -> dict:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONWARNINGS": "ignore"}
     r = subprocess.run([sys.executable, __file__, "--child", kind, "--cpus", str(cpus), "--n", str(n)],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
-    line = next((l for l in r.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"{kind} with {cpus} CPU(s) failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     return json.loads(line[7:])

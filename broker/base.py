@@ -138,7 +138,9 @@ class Broker(ABC):
 
     def confirm_fills(self, fills: list[Fill]) -> None:
         """The journal has these fills: a venue that reports fills from its own bookkeeping stops
-        reporting them only now, so a crash before the journal write loses none."""
+        reporting them only now, so a crash before the journal write loses none. Default: nothing
+        to do (a venue that reports each fill once, like the paper broker)."""
+        return None
 
     def account(self) -> AccountSnapshot:
         return AccountSnapshot(cash=self.cash(), positions=self.positions())

@@ -115,15 +115,15 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
     from broker.sim.clock import SimClock
     from broker.sim.exchange import SimConfig
     from broker.sim.server import SimServer
-    from cluster.demo import deploy_decision_service, drive, free_port
     from cluster.fate import watch_driver
     from cluster.live import LiveConfig, start_live_actors
+    from cluster.trading_loop import deploy_decision_service, drive, free_port
     from market.session import SessionTimes
 
     rng = np.random.default_rng(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in list(out.glob("journal.sqlite*")) + list((out / "kis").glob("*")):
+    for stale in [*out.glob("journal.sqlite*"), *out.glob("decision_state.sqlite*"), *(out / "kis").glob("*")]:
         stale.unlink()
     history, replay, replay_dates = replay_frames(config)
     all_dates = sorted(set(replay["date"].to_list()))
@@ -150,7 +150,8 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
         journal = out / "journal.sqlite"
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
         watch_driver()
-        url = deploy_decision_service(config.agents, free_port(), rl_champions=False, name="chaos")
+        url = deploy_decision_service(config.agents, free_port(), rl_champions=False, name="chaos",
+                                      state_path=out / "decision_state.sqlite")
         limit = config.max_segments or 8 * config.sessions
         bar = tqdm(total=config.sessions, desc="chaos sessions", unit="session", disable=not config.progress)
         done = 0

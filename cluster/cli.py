@@ -9,11 +9,14 @@ import argparse
 import importlib
 import sys
 
+import training.strategies  # noqa: F401  (plugs the RL agents into the strategy registry)
+
 COMMAND_MODULES = [
     "cluster.commands.demo",
     "cluster.commands.backtest",
     "cluster.commands.strategies",
     "cluster.commands.lookahead",
+    "cluster.commands.parity",
     "cluster.commands.data",
     "cluster.commands.train",
     "cluster.commands.promote",

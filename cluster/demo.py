@@ -1,152 +1,25 @@
 """The embedded demo: local Ray + Serve + actors replay the last year of shipped data.
 
-Picks the most traded symbols (by traded value before the replay starts — nothing from the
-replay period chooses the universe), deploys the decision service, runs the ExecutionActor bar
-by bar against a venue (paper by default), then writes equity.png and metrics.json from the
-journal. The service runs the configured agents plus the RL champions the MLflow registry holds
+Starts an embedded local Ray, deploys the decision service and replays the bars through the
+trading loop (cluster/trading_loop.py) against a venue (paper by default), then writes
+equity.png and metrics.json from the journal. The service runs the configured agents plus the RL champions the MLflow registry holds
 (serving/champions.py); the demo prints them (with model versions) and records them in
 metrics.json. RL agents whose five-name universe is not in the replayed symbols abstain.
 """
 from __future__ import annotations
 
 import json
-import socket
 import time
-import uuid
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from backtest.metrics import summary
 from cluster.fate import watch_driver
-from market.accounting import CostModel
-from market.data import DataPaths, Panel, index_close, load_index, load_panel
+from cluster.trading_loop import ReplayConfig, deploy_decision_service, free_port, run_replay
 
 
-@dataclass
-class DemoConfig:
-    out: Path
-    days: int = 250
-    n_symbols: int = 20
-    symbols: list[str] | None = None
-    cash: int = 100_000_000
-    venue: str = "paper"
-    agents: list[str] = field(default_factory=lambda: ["technical", "factor"])
-    rl_champions: bool = True  # add dqn/appo when the MLflow registry has a champion for them
-    models: dict[str, str] = field(default_factory=dict)  # explicit RL model URIs (serve.models)
-    lookback: int = 61  # bars per snapshot; run_loop raises it to what the service's agents need
-    max_position: float = 0.2
-    max_gross: float = 1.0
-    port: int | None = None
-    paths: DataPaths = field(default_factory=DataPaths)
-    end: str | None = None
-    progress: bool = True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pick_universe(panel: Panel, start_row: int, n: int, history: int) -> list[str]:
-    """The n symbols with the largest mean traded value over `history` bars before `start_row`,
-    among those trading on every bar of the replay window's start (point in time)."""
-    lo = max(start_row - history, 0)
-    value = panel.close[lo:start_row] * panel.volume[lo:start_row]
-    with warnings.catch_warnings():  # a symbol with no volume at all gives an empty mean: excluded below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean_value = np.nanmean(np.where(value > 0, value, np.nan), axis=0)
-    complete = np.all(np.isfinite(panel.close[lo:start_row + 1]), axis=0)
-    score = np.where(complete & np.isfinite(mean_value), mean_value, -np.inf)
-    order = np.argsort(-score, kind="stable")
-    chosen = [panel.symbols[i] for i in order[:n] if np.isfinite(score[i])]
-    if len(chosen) < n:
-        raise ValueError(f"only {len(chosen)} symbols have complete data before the replay; asked for {n}")
-    return sorted(chosen)
-
-
-def prepare(config: DemoConfig) -> tuple[Panel, int, np.ndarray]:
-    """The replay panel, the row of the first decision, and KOSPI200 closes on its dates."""
-    full = load_panel(config.paths, end=config.end)
-    start_row = len(full) - config.days - 1
-    if start_row < config.lookback:
-        raise ValueError(f"not enough history for {config.days} days plus a {config.lookback}-bar lookback")
-    symbols = config.symbols or pick_universe(full, start_row, config.n_symbols, history=120)
-    panel = full.select(symbols).rows(start_row - config.lookback + 1, len(full))
-    bench = index_close(panel.dates, load_index(config.paths.path("index"), "KOSPI200"))
-    return panel, config.lookback - 1, bench
-
-
-def deploy_decision_service(agents: list[str], port: int, max_position: float = 0.2,
-                            max_gross: float = 1.0, *, rl_champions: bool = True,
-                            models: dict[str, str] | None = None, served=None, name: str = "trader",
-                            route_prefix: str = "/") -> str:
-    """Start Serve on 127.0.0.1:port (on the running Ray) and deploy the app; returns /v1/decide's URL.
-
-    The agents served are `served` (a serving.champions.ServedAgents), else planned here from
-    `agents`, `rl_champions` and `models` (RL champions join when the registry has them).
-    If Serve already runs, its HTTP port stays what it is: pass that port."""
-    from ray import serve
-
-    from serving.app import build_app
-    from serving.champions import plan
-
-    if served is None:
-        served = plan(agents, rl_champions=rl_champions, models=models)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(served.agents, max_position, max_gross, models=served.models,
-                        tracking_uri=served.tracking_uri), name=name, route_prefix=route_prefix)
-    return f"http://127.0.0.1:{port}{route_prefix.rstrip('/')}/v1/decide"
-
-
-def run_loop(config: DemoConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
-    """Replay the panel through MarketState and Execution actors on the running Ray."""
-    import requests
-
-    from actors.execution import ExecutionActor, LoopConfig
-    from actors.market_state import MarketStateActor
-    from serving.auth import decide_token
-
-    need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
-    config.lookback = max(config.lookback, int(need))
-    panel, first_row, bench = prepare(config)
-    market = MarketStateActor.remote(panel, first_row, bench)
-    loop = ExecutionActor.remote(
-        LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=f"demo{uuid.uuid4().hex[:6]}",
-                   cash=config.cash, venue=config.venue, lookback=config.lookback, decide_token=decide_token()),
-        market, panel.dates)
-    return drive(loop, market, total=len(panel) - 1 - first_row, desc=f"demo ({config.venue})", progress=progress)
-
-
-def drive(loop, market, total: int | None, desc: str, progress: bool = True,
-          step_timeout_s: float | None = None) -> dict:
-    """Step the ExecutionActor until the market has no bar left; always close and kill both actors.
-    `step_timeout_s`: a step taking longer raises GetTimeoutError (fast-time rehearsals only: in
-    real time a step sleeps until the next session)."""
-    import ray
-    from tqdm import tqdm
-
-    try:
-        ray.get(loop.start.remote(), timeout=step_timeout_s)
-        with tqdm(total=total, desc=desc, unit="bar", disable=not progress) as bar:
-            while (result := ray.get(loop.step.remote(), timeout=step_timeout_s)) is not None:
-                bar.set_postfix(date=result["date"], equity=f"{result['equity'] / 1e6:,.1f}M")
-                bar.update(1)
-        return ray.get(loop.summary.remote())
-    finally:
-        try:  # a step still sleeping until the next session (vts/live, Ctrl-C) would hold close() back
-            ray.get(loop.close.remote(), timeout=30)
-        except ray.exceptions.GetTimeoutError:
-            pass  # killed below: SQLite keeps every committed journal row; an open write rolls back
-        finally:
-            ray.kill(loop)
-            ray.kill(market)
-
-
-def run_demo(config: DemoConfig) -> dict:
+def run_demo(config: ReplayConfig) -> dict:
     """The embedded demo: start local Ray, serve, replay, shut everything down, write the report."""
     import ray
     from ray import serve
@@ -154,7 +27,7 @@ def run_demo(config: DemoConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "journal.sqlite"
-    for stale in out.glob("journal.sqlite*"):
+    for stale in [*out.glob("journal.sqlite*"), *out.glob("decision_state.sqlite*")]:
         stale.unlink()
     t0 = time.time()
     # embedded and private: never attach to a cluster that `ray start` recorded on this machine
@@ -166,8 +39,8 @@ def run_demo(config: DemoConfig) -> dict:
     watch_driver()  # a SIGKILLed demo takes its Ray processes with it
     try:
         url = deploy_decision_service(config.agents, config.port or free_port(), config.max_position,
-                                      config.max_gross, served=served)
-        stats = run_loop(config, url, journal, progress=config.progress)
+                                      config.max_gross, served=served, state_path=out / "decision_state.sqlite")
+        stats = run_replay(config, url, journal, progress=config.progress)
     finally:
         try:
             serve.shutdown()

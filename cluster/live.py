@@ -1,6 +1,6 @@
 """The real-time loop (`trader run --mode vts|live`): KIS bars in, decisions from Serve, KIS orders out.
 
-Same actors and loop as the replay (cluster/demo.py), with two parts swapped: the market state is
+Same actors and loop as the replay (cluster/trading_loop.py), with two parts swapped: the market state is
 LiveMarketStateActor (KIS daily bars; it sleeps until each session's order time and until each
 bar is final) and the venue is KisVenue (orders through KisBroker, fills from KIS's execution
 list). The run id is stable per environment and account, so a loop restarted on the same day
@@ -16,6 +16,7 @@ import requests
 
 from broker.kis.config import Credentials, Environment, environment
 from market.session import Clock, SessionTimes, WallClock
+from strategies import defaults as D
 
 
 @dataclass
@@ -28,7 +29,7 @@ class LiveConfig:
     clock: Clock = field(default_factory=WallClock)
     poll_s: float = 60.0
     days: int | None = None        # stop after this many sessions (None: run until stopped)
-    lookback: int = 61             # raised to what the decision service's agents need
+    lookback: int = D.MIN_LOOKBACK  # raised to what the decision service's agents need
     cache_dir: Path | None = None  # KIS token cache and order-id map (default ~/.cache/kis-ray-trader)
 
     def __post_init__(self):
@@ -45,7 +46,7 @@ class LiveConfig:
 
 def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
     """Trade `config.days` sessions (or until stopped) on the running Ray; returns the loop's summary."""
-    from cluster.demo import drive
+    from cluster.trading_loop import drive
 
     loop, market = start_live_actors(config, decide_url, journal)
     return drive(loop, market, total=config.days, desc=f"{config.mode} loop", progress=progress)
@@ -58,7 +59,7 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
 
     from actors.execution import ExecutionActor, LoopConfig
     from actors.live_market import KisDailyBars, LiveMarketStateActor
-    from serving.auth import decide_token
+    from serving.auth import load_secret, run_token
 
     need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
     lookback = max(config.lookback, int(need))
@@ -76,7 +77,8 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
                          f"({config.environment.rest_url}): {type(exc.cause).__name__}: {exc.cause}") from None
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=config.run_id(), venue=config.mode,
-                   lookback=lookback, decide_token=decide_token(), venue_options={"environment": config.environment,
+                   decide_token=run_token(load_secret(), config.run_id()),
+                   lookback=lookback, venue_options={"environment": config.environment,
                                                      "credentials": config.credentials, "clock": config.clock,
                                                      "cache_dir": config.cache_dir}),
         market)

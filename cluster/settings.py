@@ -19,9 +19,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from strategies import defaults as D
+
 ENV_PREFIX = "KRT_"
 SECRET_ENV = {"kis_app_key": "KIS_APP_KEY", "kis_app_secret": "KIS_APP_SECRET", "kis_account": "KIS_ACCOUNT"}
 DEFAULT_FILE = "trader.yaml"
+
 
 
 class SettingsError(ValueError):
@@ -76,11 +79,12 @@ class DashboardSettings(_Section):
 
 
 class TradingSettings(_Section):
-    starting_cash: int = Field(100_000_000, gt=0)   # KRW
+    # defaults: strategies/defaults.py, the one place the backtester and the service read them
+    starting_cash: int = Field(D.STARTING_CASH, gt=0)   # KRW
     symbols: list[str] = Field(default_factory=list)  # empty: the shipped universe
-    cvar_budget: float = Field(0.03, gt=0, lt=1)    # one-day 99% CVaR budget, fraction of equity
-    max_position: float = Field(0.2, gt=0, le=1)    # cap per symbol, fraction of equity
-    max_gross: float = Field(1.0, gt=0, le=1)       # cap on the sum of weights (no leverage)
+    cvar_budget: float = Field(D.CVAR_BUDGET, gt=0, lt=1)    # one-day 99% CVaR budget, fraction of equity
+    max_position: float = Field(D.MAX_POSITION, gt=0, le=1)  # cap per symbol, fraction of equity
+    max_gross: float = Field(D.MAX_GROSS, gt=0, le=1)        # cap on the sum of weights (no leverage)
     replay_days: int = Field(250, ge=2)             # paper/sim: stored bars replayed by `trader run`
     benchmark: str = "KOSPI200"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 
+import training.strategies  # noqa: F401  (RL members join the ensemble when a champion exists)
 from backtest.engine import BacktestConfig, run_backtest
 from market.data import DataPaths, load_panel
 from strategies.registry import build

@@ -49,7 +49,7 @@ def main(argv=None):
     panel = load_panel(paths, end=args.end)
     engine = FactorEngine(Fundamentals.load(paths), MarketCaps.load(paths))
     regime = RegimeSource.load(paths, "KOSPI200", RegimeDetector(seed=0), end=args.end)
-    regime.path  # fit the walk-forward HMM once (causal: row t uses index data <= t only)
+    _ = regime.path  # fit the walk-forward HMM once (causal: row t uses index data <= t only)
     kospi = index_close(panel.dates, load_index(paths.path("index"), "KOSPI200"))
 
     factories = {
@@ -78,7 +78,7 @@ def main(argv=None):
     windows = walk_forward_windows(len(panel), train=first - 5, test=args.test_bars, gap=5, first_test=first,
                                    expanding=True)
     config = BacktestConfig(min_trade_value=200_000)
-    rows, curves, extras = {}, {}, {}
+    rows, curves = {}, {}
     for name, fac in factories.items():
         t = time.time()
         res = walk_forward(fac, panel, windows, seeds=(0,), config=config, benchmark=kospi)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def plan(agents: list[str], *, rl_champions: bool = True, models: dict[str, str]
     """The agents to serve and the model each RL agent loads. ValueError for a bad configuration."""
     from training import registry as R
 
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     models = {k: v for k, v in (models or {}).items() if v}
     unknown = sorted(set(models) - set(RL_ALGOS))
     if unknown:
@@ -81,7 +82,7 @@ def plan(agents: list[str], *, rl_champions: bool = True, models: dict[str, str]
         listed = algo in out.agents
         if not (listed or rl_champions):
             continue
-        model = models.get(algo) or environ.get(f"KRT_MODEL_{algo.upper()}") or None
+        model: str | None = models.get(algo) or env.get(f"KRT_MODEL_{algo.upper()}") or None
         explicit = model is not None
         if not explicit:
             if tracking is None:
@@ -104,8 +105,10 @@ def plan(agents: list[str], *, rl_champions: bool = True, models: dict[str, str]
                                      f"(`trader promote --algo {algo}`)")
                 out.notes.append(f"{algo} not served: {why}")
                 continue
-        else:
+        elif model is not None:
             out.versions[algo] = _explicit_version(model, tracking)
+        if model is None:  # unreachable: a missing model either raised or continued above
+            continue
         out.models[algo] = model
         if not listed:
             out.agents.append(algo)

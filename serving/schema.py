@@ -1,44 +1,43 @@
-"""Request and response of POST /v1/decide. Validation errors become HTTP 422 (FastAPI).
+"""Request and response of POST /v1/decide. Validation errors become HTTP 422 naming the field.
 
-Bounds are part of the contract: a request outside them is refused with 422 naming the field,
-before any agent or risk state sees it (a huge cash figure or a zero price would otherwise move
-the drawdown state or crash the risk model).
+Bounds (issue 17, "bad input"): prices finite and > 0 (null = no bar), volumes finite and >= 0,
+high >= low, strictly increasing dates ending at as_of, as_of not after today in Seoul, cash and
+share counts below what any account holds, and sizes of the universe, the history and each
+symbol limited (the body size is limited in serving/http.py).
 """
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 FIELDS = ("open", "high", "low", "close", "volume")
-PRICES = ("open", "high", "low", "close")
-MAX_SYMBOLS = 500          # KOSPI 200 + KOSDAQ 150 with room to spare
-MAX_BARS = 5_000           # 20 years of daily bars
-MAX_CASH = 10 ** 15        # KRW 1,000 trillion: more than any account
+MAX_SYMBOLS = 500
+MAX_DATES = 5000          # 20 years of daily bars
+MAX_CASH = 10 ** 15       # KRW: a thousand trillion, far above any account
 MAX_SHARES = 10 ** 12
-MAX_BODY_BYTES = 64 * 1024 * 1024
-Symbol = Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{6}$")]   # KRX short code, e.g. 005930
-RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+SEOUL = ZoneInfo("Asia/Seoul")
 
-
-def seoul_today() -> dt.date:
-    from market.calendar import SEOUL
-
-    return dt.datetime.now(SEOUL).date()
+Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,12}$")]
+RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Volume = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PriceRow = Annotated[list[Price | None], Field(max_length=MAX_SYMBOLS)]
+VolumeRow = Annotated[list[Volume | None], Field(max_length=MAX_SYMBOLS)]
 
 
 class Bars(BaseModel):
     """A market snapshot: daily bars (rows = dates, columns = symbols); null = no bar."""
 
-    dates: list[dt.date] = Field(min_length=1, max_length=MAX_BARS)
+    dates: list[dt.date] = Field(min_length=1, max_length=MAX_DATES)
     symbols: list[Symbol] = Field(min_length=1, max_length=MAX_SYMBOLS)
-    open: list[list[float | None]]
-    high: list[list[float | None]]
-    low: list[list[float | None]]
-    close: list[list[float | None]]
-    volume: list[list[float | None]]
+    open: list[PriceRow] = Field(max_length=MAX_DATES)
+    high: list[PriceRow] = Field(max_length=MAX_DATES)
+    low: list[PriceRow] = Field(max_length=MAX_DATES)
+    close: list[PriceRow] = Field(max_length=MAX_DATES)
+    volume: list[VolumeRow] = Field(max_length=MAX_DATES)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Bars":
@@ -51,42 +50,33 @@ class Bars(BaseModel):
             rows = getattr(self, name)
             if len(rows) != shape[0] or any(len(r) != shape[1] for r in rows):
                 raise ValueError(f"{name} must be {shape[0]} rows × {shape[1]} symbols")
-            if name in PRICES:
-                if any(v is not None and not (math.isfinite(v) and v > 0) for r in rows for v in r):
-                    raise ValueError(f"{name} holds a price that is not a finite number > 0 (use null for no bar)")
-            elif any(v is not None and not (math.isfinite(v) and v >= 0) for r in rows for v in r):
-                raise ValueError(f"{name} holds a value that is not a finite number >= 0 (use null for no bar)")
         for i, (hi, lo) in enumerate(zip(self.high, self.low)):
-            for j, (h, lo_) in enumerate(zip(hi, lo)):
-                if h is not None and lo_ is not None and h < lo_:
+            for j, (h, lw) in enumerate(zip(hi, lo)):
+                if h is not None and lw is not None and h < lw:
                     raise ValueError(f"high < low for {self.symbols[j]} on {self.dates[i]}")
+        if all(v is None for v in self.close[-1]):
+            raise ValueError("close: the last bar has no close for any symbol")
         return self
 
 
 class Portfolio(BaseModel):
     cash: int = Field(ge=0, le=MAX_CASH, description="KRW")
-    positions: dict[Symbol, Annotated[int, Field(le=MAX_SHARES)]] = Field(
-        default_factory=dict, max_length=MAX_SYMBOLS, description="shares per symbol")
-
-    @model_validator(mode="after")
-    def _long_only(self) -> "Portfolio":
-        bad = {s: q for s, q in self.positions.items() if q < 0}
-        if bad:
-            raise ValueError(f"negative positions are not allowed: {bad}")
-        return self
+    positions: dict[Symbol, Annotated[int, Field(ge=0, le=MAX_SHARES)]] = Field(
+        default_factory=dict, max_length=MAX_SYMBOLS, description="shares per symbol (long only)")
 
 
 class DecideRequest(BaseModel):
     as_of: dt.date
     bars: Bars
     portfolio: Portfolio | None = None
-    run_id: RunId = Field("default", description="the run whose decision state (online agent scores, "
-                                                 "drawdown state) this decision reads and updates")
+    run_id: RunId | None = Field(None, description="the trading run whose decision state this continues; "
+                                                   "needs that run's bearer token. Absent: a stateless decision")
 
     @model_validator(mode="after")
     def _as_of_is_last_bar(self) -> "DecideRequest":
-        if self.as_of > seoul_today():
-            raise ValueError(f"as_of {self.as_of} is in the future (today in Seoul is {seoul_today()})")
+        today = dt.datetime.now(SEOUL).date()
+        if self.as_of > today:
+            raise ValueError(f"as_of {self.as_of} is in the future (today in Seoul is {today})")
         if self.bars.dates[-1] != self.as_of:
             raise ValueError(f"as_of {self.as_of} must be the last bar date {self.bars.dates[-1]}: "
                              "a decision sees no bar after its decision time")
@@ -102,6 +92,8 @@ class AgentDecision(BaseModel):
 
 class DecideResponse(BaseModel):
     as_of: dt.date
+    run_id: str | None = None
+    rebalance: bool = Field(True, description="false on a bar between decisions: hold the book, send nothing")
     targets: dict[str, float] = Field(description="sized target weights of equity, long-only, sum <= 1")
     agents: dict[str, AgentDecision]
     regime: dict[str, float] | None = None

@@ -6,7 +6,12 @@ import os
 
 import pytest
 
+import training.strategies  # noqa: F401  (the RL agents in the registry, as the trader command line has them)
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# the decision service's secret for the whole session (serving/auth.py): the deployed app and the
+# loops and tests that call it agree on it, and no token file is written under the home folder
+os.environ.setdefault("KRT_DECIDE_TOKEN", "test-secret-" + os.urandom(12).hex())
 
 
 @pytest.fixture(autouse=True)
@@ -38,10 +43,21 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
-def decide_url(ray_local):
+def decide_url(ray_local, tmp_path_factory):
     """The decision service (Serve app: technical + factor agents) on a free loopback port."""
-    from cluster.demo import deploy_decision_service, free_port
+    from cluster.trading_loop import deploy_decision_service, free_port
 
     # only the listed agents: a champion in whatever MLflow store the environment names must not
     # change what the session-wide app serves
-    return deploy_decision_service(["technical", "factor"], free_port(), rl_champions=False)
+    return deploy_decision_service(["technical", "factor"], free_port(), rl_champions=False,
+                                   state_path=tmp_path_factory.mktemp("decision-state") / "state.sqlite")
+
+
+@pytest.fixture(scope="session")
+def auth():
+    """Authorization headers: `auth()` the service secret (stateless), `auth(run_id)` a run's token."""
+    from serving.auth import auth_headers, load_secret, run_token
+
+    def headers(run_id: str | None = None) -> dict:
+        return auth_headers(None if run_id is None else run_token(load_secret(create=False), run_id))
+    return headers

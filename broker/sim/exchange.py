@@ -27,13 +27,28 @@ import polars as pl
 
 from broker.base import Fill, OrderRequest, OrderStatus, OrderType, Side
 from broker.paper import PaperBroker
-from broker.sim.schema import (BALANCE_ROW, BALANCE_SUMMARY, CCLD_ROW, CCLD_TOTALS, DAILY_ROW, DAILY_SNAPSHOT,
-                               LOAN_RATIO_ODD, MINUTE_ROW, MINUTE_SNAPSHOT, PRICE, PSBL_ORDER, RVSECNCL_ROW, dec, pct,
-                               shaped, sign, won)
+from broker.sim.schema import (
+    BALANCE_ROW,
+    BALANCE_SUMMARY,
+    CCLD_ROW,
+    CCLD_TOTALS,
+    DAILY_ROW,
+    DAILY_SNAPSHOT,
+    LOAN_RATIO_ODD,
+    MINUTE_ROW,
+    MINUTE_SNAPSHOT,
+    PRICE,
+    PSBL_ORDER,
+    RVSECNCL_ROW,
+    dec,
+    pct,
+    shaped,
+    sign,
+    won,
+)
 from market import krx
 from market.accounting import CostModel
 from market.calendar import SEOUL, TradingCalendar
-
 
 # Per-environment limits (KIS_API.md §6.1, notice of 2026-04-20): REST 18 calls/s real, 1/s VTS, per
 # app key, counted over one second (a burst of up to that many calls inside a second is accepted).

@@ -5,8 +5,7 @@ import os
 import subprocess
 import sys
 
-from cluster.commands._common import (PROJECT_ROOT, add_settings_arg, new_parser, reports_errors,
-                                      settings_from)
+from cluster.commands._common import PROJECT_ROOT, add_settings_arg, new_parser, reports_errors, settings_from
 
 APP = PROJECT_ROOT / "dashboard" / "app.py"
 

@@ -33,7 +33,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cluster.demo import DemoConfig, run_demo
+    from cluster.demo import run_demo
+    from cluster.trading_loop import ReplayConfig
     from market.data import DataError, DataPaths
 
     if args.days < 2:
@@ -42,7 +43,7 @@ def run(args) -> int:
     if args.cash <= 0:
         print("trader demo: --cash must be a positive number of KRW", file=sys.stderr)
         return 2
-    config = DemoConfig(
+    config = ReplayConfig(
         out=args.out, days=args.days, n_symbols=args.n_symbols, cash=args.cash, venue=args.broker,
         symbols=[s.strip() for s in args.symbols.split(",")] if args.symbols else None,
         paths=DataPaths(root=args.data_dir) if args.data_dir else DataPaths(), end=args.end,

@@ -1,8 +1,7 @@
 """`trader down`: stop the MLflow server on the head, then tear the cluster down (`ray down`)."""
 from __future__ import annotations
 
-from cluster.commands._common import (add_settings_arg, cluster_yaml, new_parser, ray_cli, ray_env,
-                                      reports_errors, run, settings_from)
+from cluster.commands._common import add_settings_arg, cluster_yaml, new_parser, ray_cli, ray_env, reports_errors, run, settings_from
 
 STOP_MLFLOW = "test -f ~/kis-ray-trader/cluster/mlflow_server.sh && bash ~/kis-ray-trader/cluster/mlflow_server.sh stop || true"
 

@@ -6,7 +6,7 @@ number typed back).
 """
 from __future__ import annotations
 
-from cluster.commands._common import (CommandError, add_settings_arg, new_parser, reports_errors, settings_from)
+from cluster.commands._common import CommandError, add_settings_arg, new_parser, reports_errors, settings_from
 from cluster.settings import Mode
 
 
@@ -71,8 +71,8 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
 
     from cluster.commands.serve import deploy
     from cluster.fate import watch_driver
-    from cluster.demo import DemoConfig, run_loop
     from cluster.live import run_live_loop
+    from cluster.trading_loop import ReplayConfig, run_replay
     from market.data import DataError, DataPaths
 
     embedded = not settings.cluster.address
@@ -92,12 +92,12 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
                       f"{live.session.bar_final}; {days or 'unlimited'} sessions", flush=True)
                 stats = run_live_loop(live, url, settings.journal)
             else:
-                config = DemoConfig(out=settings.journal.parent, days=days or settings.trading.replay_days,
+                config = ReplayConfig(out=settings.journal.parent, days=days or settings.trading.replay_days,
                                     symbols=settings.trading.symbols or None, cash=settings.trading.starting_cash,
                                     venue=mode.value, agents=settings.serve.agents,
                                     max_position=settings.trading.max_position, max_gross=settings.trading.max_gross,
                                     paths=DataPaths(root=settings.data_dir) if settings.data_dir else DataPaths())
-                stats = run_loop(config, url, settings.journal, progress=True)
+                stats = run_replay(config, url, settings.journal, progress=True)
         except ray.exceptions.RayTaskError as exc:  # the loop's actors failed: the cause, not Ray's wrapping
             raise CommandError(f"the trading loop stopped: {type(exc.cause).__name__}: {exc.cause}") from None
         except (DataError, ValueError) as exc:

@@ -6,8 +6,7 @@ champion (serving/champions.py). The command prints the agents and model version
 """
 from __future__ import annotations
 
-from cluster.commands._common import (CommandError, add_settings_arg, apply_ray_env, new_parser, reports_errors,
-                                      settings_from)
+from cluster.commands._common import CommandError, add_settings_arg, apply_ray_env, new_parser, reports_errors, settings_from
 
 
 def register(subparsers) -> None:
@@ -72,7 +71,12 @@ def deploy(settings, address: str = "auto") -> str:
                                "(or `ray start --head`), or pass --address.") from None
     serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
     t = settings.trading
-    app = build_app(served.agents, t.max_position, t.max_gross, t.cvar_budget, models=served.models,
-                    tracking_uri=served.tracking_uri, replicas=settings.serve.replicas)
+    from serving.auth import load_secret
+    from strategies.pipeline import DecisionConfig
+
+    config = DecisionConfig(max_position=t.max_position, max_gross=t.max_gross, cvar_budget=t.cvar_budget)
+    app = build_app(served.agents, config, secret=load_secret(), models=served.models,
+                    tracking_uri=served.tracking_uri, replicas=settings.serve.replicas,
+                    state_path=settings.journal.parent / "decision_state.sqlite")
     serve.run(app, name=settings.serve.app_name, route_prefix=settings.serve.route_prefix, blocking=False)
     return settings.serve.url

@@ -4,8 +4,16 @@ from __future__ import annotations
 import shlex
 import time
 
-from cluster.commands._common import (JOB_EXCLUDES, PROJECT_ROOT, CommandError, add_settings_arg, apply_ray_env,
-                                      new_parser, reports_errors, settings_from)
+from cluster.commands._common import (
+    JOB_EXCLUDES,
+    PROJECT_ROOT,
+    CommandError,
+    add_settings_arg,
+    apply_ray_env,
+    new_parser,
+    reports_errors,
+    settings_from,
+)
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.commands._common import (add_settings_arg, cluster_yaml, new_parser, ray_cli, ray_env,
-                                      reports_errors, run, settings_from)
+from cluster.commands._common import add_settings_arg, cluster_yaml, new_parser, ray_cli, ray_env, reports_errors, run, settings_from
 
 
 def register(subparsers) -> None:

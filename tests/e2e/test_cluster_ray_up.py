@@ -14,7 +14,6 @@ interpreter on the login PATH. Ray's ports are all picked free (no 6379/8265/800
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import secrets

@@ -3,8 +3,10 @@ import sqlite3
 
 import pytest
 
+from broker.base import OrderRequest, Side
 from broker.journal import Journal
-from cluster.demo import DemoConfig, run_loop, write_report
+from cluster.demo import write_report
+from cluster.trading_loop import ReplayConfig, run_replay
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -12,9 +14,9 @@ CASH = 50_000_000
 
 
 def test_loop_over_30_bars_journal_agrees_with_broker_to_the_won(decide_url, tmp_path):
-    config = DemoConfig(out=tmp_path, days=30, n_symbols=8, cash=CASH)
+    config = ReplayConfig(out=tmp_path, days=30, n_symbols=8, cash=CASH)
     journal_path = tmp_path / "journal.sqlite"
-    stats = run_loop(config, decide_url, journal_path, progress=False)
+    stats = run_replay(config, decide_url, journal_path, progress=False)
 
     journal = Journal(journal_path)
     assert stats["orders"] > 0 and stats["fills"] > 0
@@ -44,7 +46,6 @@ def test_loop_over_30_bars_journal_agrees_with_broker_to_the_won(decide_url, tmp
 
 
 def test_journal_rejects_a_second_send_of_the_same_decision(tmp_path):
-    from broker.base import OrderRequest, Side
     import datetime as dt
 
     j = Journal(tmp_path / "j.sqlite", run_id="t")

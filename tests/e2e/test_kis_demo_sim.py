@@ -4,7 +4,8 @@ and the local KIS-protocol server inside the execution actor."""
 import pytest
 
 from broker.journal import Journal
-from cluster.demo import DemoConfig, run_loop, write_report
+from cluster.demo import write_report
+from cluster.trading_loop import ReplayConfig, run_replay
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -26,8 +27,8 @@ def test_demo_sim_equals_demo_paper(decide_url, tmp_path):
     for venue in ("paper", "sim"):
         out = tmp_path / venue
         out.mkdir()
-        config = DemoConfig(out=out, days=12, n_symbols=6, cash=30_000_000, venue=venue)
-        stats = run_loop(config, decide_url, out / "journal.sqlite", progress=False)
+        config = ReplayConfig(out=out, days=12, n_symbols=6, cash=30_000_000, venue=venue)
+        stats = run_replay(config, decide_url, out / "journal.sqlite", progress=False)
         metrics = write_report(out / "journal.sqlite", out, stats)
         results[venue] = (stats, metrics, out / "journal.sqlite")
     (ps, pm, pj), (ss, sm, sj) = results["paper"], results["sim"]

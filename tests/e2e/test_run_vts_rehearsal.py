@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from broker.journal import Journal
-from cluster.demo import free_port
+from cluster.trading_loop import free_port
 
 pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -83,9 +83,9 @@ def test_trading_loop_and_serve_export_their_metrics(decide_url, tmp_path):
     """The real loop (ExecutionActor → Serve → PaperBroker) exports decisions, orders, fills, equity."""
     import ray
 
-    from cluster.demo import DemoConfig, run_loop
+    from cluster.trading_loop import ReplayConfig, run_replay
 
-    stats = run_loop(DemoConfig(out=tmp_path, days=5, n_symbols=4, cash=50_000_000), decide_url,
+    stats = run_replay(ReplayConfig(out=tmp_path, days=5, n_symbols=4, cash=50_000_000), decide_url,
                      tmp_path / "journal.sqlite", progress=False)
     assert stats["decisions"] == 5 and stats["orders"] > 0
     port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])

@@ -231,7 +231,7 @@ def test_headers_are_named_as_kis_names_them(traded):
     """KIS's sample keeps the all-lower-case response headers (KIS's own: tr_id, tr_cont, gt_uid)
     and makes them identifiers of a namedtuple; a lower-case `content-type` crashed it."""
     raw = traded["real"]["raw"]
-    for status, headers, _ in (raw.call("GET", Q + "inquire-price", "FHKST01010100",
+    for _status, headers, _ in (raw.call("GET", Q + "inquire-price", "FHKST01010100",
                                         {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}),
                                raw.call("GET", T + "inquire-balance", "TTTC8434R", {**raw.cano}),
                                raw.call("GET", Q + "inquire-price", "FHKST01010100", {}),      # a refusal
@@ -417,7 +417,7 @@ def test_every_served_tr_id_is_routed(traded):
     the reference says VTS lacks it, KIS's no-such-service answer)."""
     for env, t in traded.items():
         raw = t["raw"]
-        for name, method, path, real_ids, vts_ids in REFERENCE:
+        for _name, method, path, real_ids, vts_ids in REFERENCE:
             ids = vts_ids if env == "vts" else real_ids
             for tr_id in ids:
                 params = {**raw.cano, "FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930",

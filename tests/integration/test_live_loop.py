@@ -169,9 +169,19 @@ def test_a_loop_stopped_between_orders_and_fills_recovers_them_on_restart(ray_lo
     stops before journaling fills. The restarted loop collects those fills, settles the orders'
     state, trades on, and the journal equals the KIS account — no order sent twice."""
     from dataclasses import replace
+    from urllib.parse import urlparse
 
     from cluster.live import run_live_loop
+    from cluster.trading_loop import deploy_decision_service
+    from serving.champions import ServedAgents
+    from strategies.pipeline import DecisionConfig
 
+    # a decision on each of the two days (the default cadence would hold on day 2): one more app
+    # on the session's Serve, the agents the session app serves
+    decide_url = deploy_decision_service(["technical", "factor"], urlparse(decide_url).port,
+                                         served=ServedAgents(["technical", "factor"]),
+                                         name="daily", route_prefix="/daily", state_path=tmp_path / "state.sqlite",
+                                         config=DecisionConfig(rebalance_every=1))
     server, config, _, dates = rehearsal_setup(tmp_path)
     journal = tmp_path / "journal.sqlite"
     try:

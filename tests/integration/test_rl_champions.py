@@ -73,7 +73,7 @@ def registry(ray_local, tmp_path_factory):
 
 def _deploy(decide_url, served, name):
     """Deploy a second app next to the session's `trader` app, on the Serve HTTP port it runs."""
-    from cluster.demo import deploy_decision_service
+    from cluster.trading_loop import deploy_decision_service
 
     port = urlparse(decide_url).port
     url = deploy_decision_service(served.agents, port, served=served, name=name, route_prefix=f"/{name}")

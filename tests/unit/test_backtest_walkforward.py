@@ -141,3 +141,34 @@ def test_select_uses_the_validation_span_and_its_choice_is_traded(panel):
     res = walk_forward(lambda seed: Recorder([]), panel, ws, select=select)
     assert calls == ws
     assert len(res.runs[0].fills) == 0 and res.metrics[0]["total_return"] == 0.0
+
+
+def test_backtest_span_with_costs_keeps_every_other_setting():
+    import numpy as np
+
+    # it used to rebuild BacktestConfig field by field and dropped sell_tax (and would drop any new field)
+    from backtest.engine import BacktestConfig
+    from backtest.walkforward import backtest_span
+    from market.accounting import CostModel
+    from market.data import load_panel
+    panel = load_panel(symbols=["005930", "000660"], start="2023-01-02", end="2023-03-31")
+    flip = np.where(np.arange(len(panel))[:, None] % 2 == 0, [0.9, 0.0], [0.0, 0.9])  # sells every week
+    config = BacktestConfig(sell_tax=False, rebalance_band=0.02, rebalance="weekly")
+    res = backtest_span(flip, panel, "2023-01-03", "2023-03-31",
+                        costs=CostModel(commission_rate=0.0005), config=config)
+    assert (res.fills["side"] == "sell").sum() > 0 and res.tax.sum() == 0
+    assert res.commission.sum() > 0
+
+
+def test_one_helper_prepares_the_accounting_inputs():
+    import numpy as np
+
+    from market.accounting import AccountingInputs
+
+    dates = np.array(["2023-05-26", "2023-05-30", "2023-05-31", "2023-06-01"], dtype="datetime64[D]")
+    close = np.array([[100.0, np.nan], [np.nan, 50.0], [102.0, 51.0], [103.0, np.nan]])
+    a = AccountingInputs.build(dates, close)
+    np.testing.assert_array_equal(a.ref_price, [[100, np.nan], [100, 50], [102, 51], [103, 51]])
+    np.testing.assert_array_equal(a.prev_close[1:], a.ref_price[:-1])
+    assert np.isnan(a.prev_close[0]).all() and a.sell_tax.shape == (4,)
+    assert AccountingInputs.build(dates, close, sell_tax=False).sell_tax.tolist() == [0.0] * 4

@@ -86,8 +86,9 @@ def test_submit_rejects_malformed_env(capsys, tmp_path, monkeypatch):
 
 def test_status_without_cluster_still_reports_the_journal(tmp_path, monkeypatch, capsys):
     """No Ray at the address: the cluster part says so, the journal part still answers."""
-    from broker.journal import Journal
     import datetime as dt
+
+    from broker.journal import Journal
     j = Journal(tmp_path / "j.sqlite", run_id="t")
     j.record_account(dt.date(2023, 12, 28), 1_000, 2_500.0, {"005930": 1})
     j.record_decision(dt.date(2023, 12, 28), {"targets": {"005930": 0.6}, "regime": {"bull": 0.7}})

@@ -9,13 +9,12 @@ import polars as pl
 import pytest
 
 from broker.kis import quotes
-from broker.kis.config import (REAL, VTS, Credentials, LiveNotConfirmed, confirm_live, environment, mask,
-                               read_dotenv)
+from broker.kis.config import REAL, VTS, Credentials, LiveNotConfirmed, confirm_live, environment, mask, read_dotenv
 from broker.kis.errors import KisConfigError
 from broker.kis.orders import upper_keys
 from broker.kis.ratelimit import TokenBucket
 from broker.kis.rest import RATE_CODES, TOKEN_CODES
-from broker.kis.ws import (ASK_FIELDS, FrameError, aes_decrypt, aes_encrypt, fill_event, parse_frame)
+from broker.kis.ws import ASK_FIELDS, FrameError, aes_decrypt, aes_encrypt, fill_event, parse_frame
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "kis"
 TRADE = ("0|H0STCNT0|001|005930^101532^87600^2^200^0.23^87552.31^87500^88000^87100^87700^87600^35^9876543^"

@@ -5,9 +5,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from strategies.risk import (DrawdownProtection, RiskModel, TradingState, ewma_covariance, historical_var_cvar,
-                             kupiec_test, normal_var_cvar, parametric_var_cvar, portfolio_var_cvar,
-                             risk_contributions, risk_parity, var_backtest)
+from strategies.risk import (
+    DrawdownProtection,
+    RiskModel,
+    TradingState,
+    ewma_covariance,
+    historical_var_cvar,
+    kupiec_test,
+    normal_var_cvar,
+    parametric_var_cvar,
+    portfolio_var_cvar,
+    risk_contributions,
+    risk_parity,
+    var_backtest,
+)
 
 
 @pytest.mark.parametrize("alpha", [0.95, 0.99])

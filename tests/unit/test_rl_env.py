@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pytest
 
 from market import krx
 from market.accounting import Bar, execute, orders_for_targets
 from market.data import load_panel
-from training.env import (DEFAULT_UNIVERSE, LOOKBACK, MAX_GROSS, EnvSpec, TradingEnv, action_templates,
-                          features, run_greedy)
+from training.env import DEFAULT_UNIVERSE, LOOKBACK, MAX_GROSS, EnvSpec, TradingEnv, action_templates, features, run_greedy
 
 SPEC = EnvSpec(train_start="2010-01-01", train_end="2013-12-31", episode_len=40)
 
