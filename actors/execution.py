@@ -1,7 +1,9 @@
 """ExecutionActor: the trading loop. Per bar: snapshot → POST /v1/decide → orders → venue → journal.
 
-Every order is journaled (intent) before it is sent and its broker answer right after; fills and
-the end-of-day account follow. A failed decision call stops the loop before any order of that
+Every order passes the risk engine (broker/risk_engine.py: trading state, order value, position
+and gross caps, price collar, daily loss, order rate) first: a denied order is journaled with its
+reason and never sent. An allowed order is journaled (intent) before it is sent and its broker
+answer right after; fills and the end-of-day account follow. A failed decision call stops the loop before any order of that
 bar is sent, so a bar is either fully traded or not traded at all.
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +21,7 @@ import requests
 from actors import metrics
 from broker.base import Order, OrderRequest, OrderStatus, Side
 from broker.journal import DuplicateOrder, Journal
+from broker.risk_engine import DEFAULT_PROTECTIONS, Book, RiskEngine, TradingState, build_protections
 from broker.venue import open_venue
 from market.accounting import BUY, CostModel, orders_for_targets
 from market.calendar import TradingCalendar, decision_time
@@ -47,6 +51,8 @@ class LoopConfig:
     # run's decision state by run_id and accepts it only with this token; never logged.
     # Empty: this machine's service secret (stateless decisions only)
     decide_token: str = field(default="", repr=False)
+    # the risk engine's rules (broker/risk_engine.py), as the settings' risk_engine.protections list
+    protections: tuple[dict, ...] = DEFAULT_PROTECTIONS
 
 
 class TradingLoop:
@@ -60,9 +66,12 @@ class TradingLoop:
         self.journal = Journal(config.journal_path, run_id=config.run_id)
         self.http = requests.Session()
         self.http.headers.update(auth_headers(config.decide_token or None))
+        self.risk = RiskEngine(build_protections(config.protections))
         self.last_close: dict[str, float] = {}
+        self.equities: deque[float] = deque(maxlen=2)   # the last two closes' equity: the daily loss
         self.halted = ""
-        self.stats = {"decisions": 0, "orders": 0, "fills": 0, "rejected": 0, "unknown": 0, "blocked": 0}
+        self.stats = {"decisions": 0, "orders": 0, "fills": 0, "rejected": 0, "unknown": 0, "blocked": 0,
+                      "denied": 0}
         self.peak_equity = 0.0  # for the drawdown metric
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -107,8 +116,9 @@ class TradingLoop:
         blocked = self._settle_unknown()
         # between decisions the service answers rebalance: false (hold the book): nothing to send
         hold = not decision.get("rebalance", True)
+        state = self._trading_state(decision)
         submitted = [] if self.halted or hold else self._send_orders(today, snap, decision["targets"], account,
-                                                                    blocked)
+                                                                    blocked, state)
         nxt = ray.get(self.market.advance.remote())
         fills = self.venue.advance(nxt["date"], nxt["bars"])
         # read everything from the venue first, then write the step in one transaction; the venue
@@ -170,10 +180,16 @@ class TradingLoop:
                 blocked.add(row["symbol"])
         return blocked
 
+    def _trading_state(self, decision: dict) -> TradingState:
+        """The stricter of the operator's (`trader halt`, read from the journal each bar) and the decision's."""
+        operator = TradingState(self.journal.control()["state"])
+        return TradingState.stricter(operator, TradingState.from_decision((decision.get("risk") or {}).get("state")))
+
     def _send_orders(self, today: dt.date, snap: dict, targets: dict[str, float], account,
-                     blocked: set[str] = frozenset()) -> list:
+                     blocked: set[str] = frozenset(), state: TradingState = TradingState.ACTIVE) -> list:
         symbols = snap["symbols"]
         closes = np.array([np.nan if v is None else v for v in snap["close"][-1]], dtype=float)
+        previous = snap["close"][-2] if len(snap["close"]) > 1 else [None] * len(symbols)
         weights = np.array([targets.get(s, 0.0) for s in symbols])
         holdings = np.array([account.positions.get(s, 0) for s in symbols])
         # holdings outside the snapshot's symbols stay untouched: they are not in this decision
@@ -183,11 +199,25 @@ class TradingLoop:
                                             min_trade_value=self.config.rebalance_band * equity)
         submitted = []
         stamp = decision_time(today)
+        book = Book(day=today, cash=float(account.cash), positions=dict(account.positions),
+                    last_close={s: float(c) for s, c in zip(symbols, closes) if np.isfinite(c)},
+                    previous_close={s: float(c) for s, c in zip(symbols, previous) if c is not None and c == c},
+                    day_start_equity=self.equities[0] if len(self.equities) == 2 else equity, state=state)
         for i, sd, q in zip(idx, side, qty):
             symbol = symbols[i]
             request = OrderRequest(
                 client_order_id=f"{self.config.run_id}-{today:%Y%m%d}-{symbol}-{'B' if sd == BUY else 'S'}",
                 symbol=symbol, side=Side.BUY if sd == BUY else Side.SELL, qty=int(q))
+            verdict = self.risk.check(request, book, stamp)
+            if not verdict.allowed:
+                try:   # journaled with its reason, never sent
+                    self.journal.record_denied(request, stamp, f"risk {verdict.rule}: {verdict.reason}")
+                except DuplicateOrder:
+                    if self.config.venue not in ("vts", "live"):
+                        raise
+                self.stats["denied"] += 1
+                metrics.record_rejection("risk", self.config.venue)
+                continue
             try:
                 self.journal.record_intent(request, stamp)  # journaled before it is sent
             except DuplicateOrder:
@@ -224,6 +254,7 @@ class TradingLoop:
         cash = self.broker.cash()
         equity = cash + sum(q * self.last_close.get(s, 0.0) for s, q in positions.items())
         self.journal.record_account(bar["date"], cash, equity, positions, bar.get("benchmark"))
+        self.equities.append(equity)
         self.peak_equity = max(self.peak_equity, equity)
         if self.peak_equity > 0:
             metrics.record_account(equity, self.peak_equity, self.config.venue)

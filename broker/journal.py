@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS orders (
     qty             INTEGER NOT NULL,
     order_type      TEXT NOT NULL,
     limit_price     INTEGER,
-    state           TEXT NOT NULL,      -- intent | open | unknown | filled | partial | cancelled | expired | rejected
+    state           TEXT NOT NULL,      -- intent | open | unknown | filled | partial | cancelled | expired
+                                        -- | rejected | denied (by the risk engine: never sent)
     broker_order_id TEXT,
     filled_qty      INTEGER NOT NULL DEFAULT 0,
     reason          TEXT NOT NULL DEFAULT '',
@@ -70,6 +71,13 @@ CREATE TABLE IF NOT EXISTS decisions (
     payload  TEXT NOT NULL,             -- JSON: targets, agent weights, regime, risk
     PRIMARY KEY (run_id, day)
 );
+CREATE TABLE IF NOT EXISTS controls (       -- the operator's trading state (`trader halt` / `resume`)
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id  TEXT NOT NULL,                  -- '*': every run in this journal
+    state   TEXT NOT NULL,                  -- ACTIVE | REDUCING | HALTED
+    reason  TEXT NOT NULL,
+    at      TEXT NOT NULL
+);
 """
 
 
@@ -85,17 +93,26 @@ class Journal:
     """`run_id`: the run every write belongs to and every read is narrowed to (None: read all runs,
     write nothing)."""
 
-    def __init__(self, path: Path | str, run_id: str | None = None):
+    def __init__(self, path: Path | str, run_id: str | None = None, readonly: bool = False):
+        """`readonly`: for watchers (dashboard, `trader status`): opened `mode=ro`, never takes a
+        write lock, so it never holds the trading loop up (WAL readers do not block the writer)."""
         self.path = Path(path)
         self.run_id = run_id
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # one connection, serialised by a lock: the journal is written by one execution actor
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._check_schema()
-        self._db.executescript(SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if readonly:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no journal at {self.path}: start the loop (`trader run` or `trader demo`) first")
+            self._db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, check_same_thread=False,
+                                       isolation_level=None, timeout=2.0)
+            self._check_schema()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # one connection, serialised by a lock: the journal is written by one execution actor
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._check_schema()
+            self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._lock = threading.RLock()
         self._depth = 0   # nesting of transaction()
 
@@ -153,6 +170,32 @@ class Journal:
         except sqlite3.IntegrityError as exc:
             raise DuplicateOrder(f"order {request.client_order_id} is already journaled") from exc
 
+    def record_denied(self, request: OrderRequest, decided_at: dt.datetime, reason: str) -> None:
+        """An order the risk engine refused: journaled with its reason, never sent."""
+        try:
+            self._write(
+                "INSERT INTO orders (client_order_id, run_id, decided_at, symbol, side, qty, order_type, limit_price,"
+                " state, reason, updated_at) VALUES (?,?,?,?,?,?,?,?,'denied',?,?)",
+                (request.client_order_id, self._run(), decided_at.isoformat(), request.symbol, request.side.value,
+                 request.qty, request.order_type.value, request.limit_price, reason, _now()))
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateOrder(f"order {request.client_order_id} is already journaled") from exc
+
+    def set_control(self, state: str, reason: str, run_id: str = "*") -> None:
+        """The operator's trading state for one run (or '*': all); the loop reads it before each bar's
+        orders, so it acts on a running loop and survives a restart. Needs no run id of its own."""
+        if state not in ("ACTIVE", "REDUCING", "HALTED"):
+            raise ValueError(f"trading state must be ACTIVE, REDUCING or HALTED, got {state!r}")
+        self._write("INSERT INTO controls (run_id, state, reason, at) VALUES (?,?,?,?)",
+                    (run_id, state, reason, _now()))
+
+    def control(self, run_id: str | None = None) -> dict:
+        """The operator's latest word for `run_id` (default: this journal's run): state, reason, at."""
+        run = run_id or self.run_id or "*"
+        rows = self.query("SELECT state, reason, at, run_id FROM controls WHERE run_id IN ('*', ?)"
+                          " ORDER BY id DESC LIMIT 1", (run,))
+        return rows[0] if rows else {"state": "ACTIVE", "reason": "", "at": None, "run_id": "*"}
+
     def record_order(self, order: Order) -> None:
         """The broker's answer, or a later state change, for a journaled order."""
         self._write(
@@ -206,12 +249,19 @@ class Journal:
         return [r["run_id"] for r in self.query("SELECT run_id, MAX(day) AS last FROM account GROUP BY run_id"
                                                  " ORDER BY last, run_id")]
 
-    def orders(self, state: str | None = None) -> list[dict]:
-        return self._mine("orders", "state = ?" if state else "", (state,) if state else (),
-                          order="decided_at, client_order_id")
+    def latest_run(self) -> str | None:
+        """The run with the latest account row (what a watcher shows), None in an empty journal."""
+        rows = self.query("SELECT run_id FROM account ORDER BY day DESC, rowid DESC LIMIT 1")
+        return rows[0]["run_id"] if rows else None
 
-    def fills(self) -> list[dict]:
-        return self._mine("fills", order="id")
+    def orders(self, state: str | None = None, newest: int | None = None) -> list[dict]:
+        """Oldest first; `newest`: only the latest N, newest first."""
+        order = "decided_at, client_order_id" if newest is None else f"decided_at DESC, client_order_id LIMIT {int(newest)}"
+        return self._mine("orders", "state = ?" if state else "", (state,) if state else (), order=order)
+
+    def fills(self, newest: int | None = None) -> list[dict]:
+        """Oldest first; `newest`: only the latest N, newest first."""
+        return self._mine("fills", order="id" if newest is None else f"filled_at DESC, id DESC LIMIT {int(newest)}")
 
     def accounts(self) -> list[dict]:
         return self._mine("account", order="day")

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "cluster.commands.submit",
     "cluster.commands.serve",
     "cluster.commands.run",
+    "cluster.commands.halt",
     "cluster.commands.status",
     "cluster.commands.chaos",
     "cluster.commands.dashboard",

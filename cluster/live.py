@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 
 from broker.kis.config import Credentials, Environment, environment
+from broker.risk_engine import DEFAULT_PROTECTIONS
 from market.session import Clock, SessionTimes, WallClock
 from strategies import defaults as D
 
@@ -31,6 +32,7 @@ class LiveConfig:
     days: int | None = None        # stop after this many sessions (None: run until stopped)
     lookback: int = D.MIN_LOOKBACK  # raised to what the decision service's agents need
     cache_dir: Path | None = None  # KIS token cache and order-id map (default ~/.cache/kis-ray-trader)
+    protections: tuple[dict, ...] = DEFAULT_PROTECTIONS  # the risk engine's rules (settings risk_engine)
 
     def __post_init__(self):
         if self.mode not in ("vts", "live"):
@@ -77,7 +79,7 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
                          f"({config.environment.rest_url}): {type(exc.cause).__name__}: {exc.cause}") from None
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=config.run_id(), venue=config.mode,
-                   decide_token=run_token(load_secret(), config.run_id()),
+                   decide_token=run_token(load_secret(), config.run_id()), protections=tuple(config.protections),
                    lookback=lookback, venue_options={"environment": config.environment,
                                                      "credentials": config.credentials, "clock": config.clock,
                                                      "cache_dir": config.cache_dir}),

@@ -19,12 +19,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from broker.risk_engine import DEFAULT_PROTECTIONS, build_protections
 from strategies import defaults as D
 
 ENV_PREFIX = "KRT_"
 SECRET_ENV = {"kis_app_key": "KIS_APP_KEY", "kis_app_secret": "KIS_APP_SECRET", "kis_account": "KIS_ACCOUNT"}
 DEFAULT_FILE = "trader.yaml"
-
 
 
 class SettingsError(ValueError):
@@ -102,6 +102,19 @@ class LiveSettings(_Section):
     kis: dict[str, Any] = Field(default_factory=dict)
 
 
+class RiskEngineSettings(_Section):
+    """The order-level rules every order passes before it is sent (broker/risk_engine.py). Each
+    entry names a protection and its parameters, e.g. {name: max_order_value, max_krw: 30000000};
+    the trading-state guard (operator halt, the decision's HALTED) is always on."""
+    protections: list[dict[str, Any]] = Field(default_factory=lambda: [dict(p) for p in DEFAULT_PROTECTIONS])
+
+    @field_validator("protections")
+    @classmethod
+    def _known(cls, v):
+        build_protections(v)   # unknown names or parameters fail when the settings load
+        return v
+
+
 class Settings(_Section):
     mode: Mode = Mode.PAPER
     journal: Path = Path("runs/journal.sqlite")
@@ -112,6 +125,7 @@ class Settings(_Section):
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     trading: TradingSettings = Field(default_factory=TradingSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
+    risk_engine: RiskEngineSettings = Field(default_factory=RiskEngineSettings)
     # secrets: environment / .env only
     kis_app_key: SecretStr | None = None
     kis_app_secret: SecretStr | None = None

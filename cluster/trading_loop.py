@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from broker.risk_engine import DEFAULT_PROTECTIONS
 from market.data import DataPaths, Panel, index_close, load_index, load_panel
 from strategies import defaults as D
 
@@ -40,6 +41,7 @@ class ReplayConfig:
     end: str | None = None
     progress: bool = True
     run_id: str | None = None  # default: a fresh one per replay
+    protections: tuple[dict, ...] = DEFAULT_PROTECTIONS  # the risk engine's rules (settings risk_engine)
 
 
 def free_port() -> int:
@@ -113,9 +115,8 @@ def service_lookback(decide_url: str) -> int:
     return int(requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"])
 
 
-def run_replay(config: ReplayConfig, decide_url: str, journal: Path, progress: bool = True,
-               panel_override: tuple | None = None) -> dict:
-    """Replay the panel through MarketState and Execution actors on the running Ray.
+def start_replay_actors(config: ReplayConfig, decide_url: str, journal: Path, panel_override: tuple | None = None):
+    """The (ExecutionActor, MarketStateActor) pair of a replay on the running Ray, and its bar count.
     `panel_override`: (panel, first decision row, benchmark) instead of `prepare(config)`."""
     from actors.execution import ExecutionActor, LoopConfig
     from actors.market_state import MarketStateActor
@@ -128,9 +129,16 @@ def run_replay(config: ReplayConfig, decide_url: str, journal: Path, progress: b
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=run_id,
                    cash=config.cash, venue=config.venue, lookback=config.lookback,
-                   decide_token=run_token(load_secret(), run_id)),
+                   decide_token=run_token(load_secret(), run_id), protections=tuple(config.protections)),
         market, panel.dates)
-    return drive(loop, market, total=len(panel) - 1 - first_row, desc=f"replay ({config.venue})", progress=progress)
+    return loop, market, len(panel) - 1 - first_row
+
+
+def run_replay(config: ReplayConfig, decide_url: str, journal: Path, progress: bool = True,
+               panel_override: tuple | None = None) -> dict:
+    """Replay the panel through MarketState and Execution actors on the running Ray."""
+    loop, market, total = start_replay_actors(config, decide_url, journal, panel_override)
+    return drive(loop, market, total=total, desc=f"replay ({config.venue})", progress=progress)
 
 
 def drive(loop, market, total: int | None, desc: str, progress: bool = True,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,21 +17,6 @@ import pandas as pd
 
 class JournalMissing(FileNotFoundError):
     """No journal at the configured path yet (the loop has not run)."""
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    path = Path(path)
-    if not path.exists():
-        raise JournalMissing(f"no journal at {path}: start the loop (`trader run` or `trader demo`) first")
-    return sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=2.0)
-
-
-def _frame(path: Path, sql: str, args: tuple = ()) -> pd.DataFrame:
-    db = _connect(path)
-    try:
-        return pd.read_sql_query(sql, db, params=args)
-    finally:
-        db.close()
 
 
 @dataclass
@@ -52,29 +36,35 @@ class Snapshot:
         return self.decisions[-1] if self.decisions else None
 
 
-# a journal can hold several runs (each row carries its run id): the dashboard shows the latest
-LATEST_RUN = "(SELECT run_id FROM account ORDER BY day DESC, rowid DESC LIMIT 1)"
-
-
 def read_snapshot(path: Path, max_rows: int = 200) -> Snapshot:
-    acct = _frame(path, f"SELECT day, cash, equity, positions, benchmark FROM account WHERE run_id = {LATEST_RUN}"
-                        " ORDER BY day")
-    acct = equity_curve(acct)
-    orders = _frame(path, "SELECT client_order_id, decided_at, symbol, side, qty, order_type, limit_price, state,"
-                          f" filled_qty, reason FROM orders WHERE run_id = {LATEST_RUN}"
-                          " ORDER BY decided_at DESC, client_order_id LIMIT ?",
-                    (max_rows,))
-    fills = _frame(path, "SELECT filled_at, symbol, side, qty, price, commission, tax, client_order_id FROM fills"
-                         f" WHERE run_id = {LATEST_RUN} ORDER BY filled_at DESC, id DESC LIMIT ?", (max_rows,))
-    dec = _frame(path, f"SELECT day, payload FROM decisions WHERE run_id = {LATEST_RUN} ORDER BY day")
+    """The latest run of the journal (a journal can hold several; each row carries its run id),
+    read through broker/journal.py, read-only."""
+    from broker.journal import Journal
+
+    path = Path(path)
+    if not path.exists():
+        raise JournalMissing(f"no journal at {path}: start the loop (`trader run` or `trader demo`) first")
+    journal = Journal(path, readonly=True)
+    try:
+        journal.run_id = journal.latest_run() or ""
+        acct = pd.DataFrame(journal.accounts(), columns=["day", "cash", "equity", "positions", "benchmark"])
+        orders = pd.DataFrame(journal.orders(newest=max_rows),
+                              columns=["client_order_id", "decided_at", "symbol", "side", "qty", "order_type",
+                                       "limit_price", "state", "filled_qty", "reason"])
+        fills = pd.DataFrame(journal.fills(newest=max_rows),
+                             columns=["filled_at", "symbol", "side", "qty", "price", "commission", "tax",
+                                      "client_order_id"])
+        rows = journal.decisions()
+    finally:
+        journal.close()
     decisions = []
-    for day, payload in zip(dec["day"], dec["payload"]):
+    for row in rows:
         try:
-            body = json.loads(payload)
+            body = json.loads(row["payload"])
         except json.JSONDecodeError:
             body = {"error": "unreadable payload"}
-        decisions.append({"day": day, **(body if isinstance(body, dict) else {"payload": body})})
-    return Snapshot(acct, orders, fills, decisions)
+        decisions.append({"day": row["day"], **(body if isinstance(body, dict) else {"payload": body})})
+    return Snapshot(equity_curve(acct), orders, fills, decisions)
 
 
 def equity_curve(acct: pd.DataFrame) -> pd.DataFrame:

@@ -96,7 +96,8 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
                                     symbols=settings.trading.symbols or None, cash=settings.trading.starting_cash,
                                     venue=mode.value, agents=settings.serve.agents,
                                     max_position=settings.trading.max_position, max_gross=settings.trading.max_gross,
-                                    paths=DataPaths(root=settings.data_dir) if settings.data_dir else DataPaths())
+                                    paths=DataPaths(root=settings.data_dir) if settings.data_dir else DataPaths(),
+                                    protections=tuple(settings.risk_engine.protections))
                 stats = run_replay(config, url, settings.journal, progress=True)
         except ray.exceptions.RayTaskError as exc:  # the loop's actors failed: the cause, not Ray's wrapping
             raise CommandError(f"the trading loop stopped: {type(exc.cause).__name__}: {exc.cause}") from None
@@ -136,6 +137,7 @@ def live_config(settings, mode: Mode, credentials, days: int | None):
         clock = SimClock(env.rest_url, secret)
     try:
         return LiveConfig(mode=mode.value, environment=env, credentials=credentials,
-                          symbols=settings.trading.symbols, session=session, clock=clock, poll_s=s.poll_s, days=days)
+                          symbols=settings.trading.symbols, session=session, clock=clock, poll_s=s.poll_s, days=days,
+                          protections=tuple(settings.risk_engine.protections))
     except ValueError as exc:
         raise CommandError(str(exc)) from None

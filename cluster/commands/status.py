@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 from cluster.commands._common import add_settings_arg, apply_ray_env, new_parser, reports_errors, settings_from
@@ -79,26 +78,24 @@ def actor_status(gcs_address: str) -> list[dict]:
 
 
 def journal_status(path: Path, n: int) -> dict:
+    from broker.journal import Journal
+
     path = Path(path)
     if not path.exists():
         return {"path": str(path), "error": "no journal yet"}
-    # read-only: never takes a write lock on the trading loop's journal
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # read-only: never takes a write lock on the trading loop's journal; the latest run's rows
+    journal = Journal(path, readonly=True)
     try:
-        # the latest run of the journal (every row carries its run id)
-        latest = db.execute("SELECT run_id FROM account ORDER BY day DESC, rowid DESC LIMIT 1").fetchone()
-        run = latest[0] if latest else ""
-        decisions = [{"day": d, **json.loads(p)} for d, p in
-                     db.execute("SELECT day, payload FROM decisions WHERE run_id = ? ORDER BY day DESC LIMIT ?",
-                                (run, n))]
-        acct = db.execute("SELECT day, cash, equity FROM account WHERE run_id = ? ORDER BY day DESC LIMIT 1",
-                          (run,)).fetchone()
-        counts = {t: db.execute(f"SELECT COUNT(*) FROM {t} WHERE run_id = ?", (run,)).fetchone()[0]
-                  for t in ("orders", "fills")}
+        journal.run_id = run = journal.latest_run() or ""
+        decisions = [{"day": r["day"], **json.loads(r["payload"])} for r in journal.decisions()[::-1][:n]]
+        accounts = journal.accounts()
+        counts = {"orders": len(journal.orders()), "fills": len(journal.fills())}
+        control = journal.control()
     finally:
-        db.close()
-    return {"path": str(path), "run_id": run, "decisions": decisions, **counts,
-            "account": None if acct is None else {"day": acct[0], "cash": acct[1], "equity": acct[2]}}
+        journal.close()
+    acct = accounts[-1] if accounts else None
+    return {"path": str(path), "run_id": run, "decisions": decisions, **counts, "control": control,
+            "account": None if acct is None else {k: acct[k] for k in ("day", "cash", "equity")}}
 
 
 def print_report(report: dict) -> None:
@@ -129,6 +126,9 @@ def print_report(report: dict) -> None:
     acct = j["account"]
     print(f"journal {j['path']}: {j['orders']} orders, {j['fills']} fills" +
           (f"; {acct['day']} equity {acct['equity']:,.0f} KRW, cash {acct['cash']:,} KRW" if acct else ""))
+    control = j.get("control") or {}
+    if control.get("state", "ACTIVE") != "ACTIVE":
+        print(f"  operator: {control['state']} since {control['at']} ({control['reason']}); `trader resume` lifts it")
     for d in j["decisions"]:
         regime = d.get("regime")
         regime_s = f" regime {regime}" if regime is not None else ""
