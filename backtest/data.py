@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from market.data import DataError, DataPaths, Panel, index_close, load_index, load_prices
+from market.data import DataError, Panel, index_close, load_index, load_prices
 
 
 def panel_for(agent: Any, panel: Panel) -> Panel:

@@ -24,14 +24,14 @@ bar on the execution day do not fill (the accounting reports NO_BAR), and the po
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import polars as pl
 
 from market import krx
-from market.accounting import BUY, SELL, CostModel, QuoteTable, execute, orders_for_targets
+from market.accounting import BUY, SELL, AccountingInputs, CostModel, QuoteTable, execute, ffill_close, orders_for_targets, tax_rates_by_bar  # noqa: F401
 from market.data import Panel
 from strategies.base import check_weights
 
@@ -52,6 +52,9 @@ class BacktestConfig:
     cash_buffer: float = 0.01        # buys sized so they fit the cash with this margin
     progress: bool = False           # tqdm bar over the decision bars
     sell_tax: bool = True            # False only to compare with tools that cannot charge a sell-side tax
+    # skip order deltas smaller than this fraction of the decision-time equity: the served loop's
+    # rule (actors/execution.py LoopConfig.rebalance_band), so `trader check-parity` can ask for it
+    rebalance_band: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.cash, (int, np.integer)) or self.cash <= 0:
@@ -62,6 +65,8 @@ class BacktestConfig:
                                  f"got {self.rebalance!r}")
         elif int(self.rebalance) < 1:
             raise ValueError(f"rebalance every n bars needs n >= 1, got {self.rebalance}")
+        if not 0 <= self.rebalance_band < 1:
+            raise ValueError(f"rebalance_band must be a fraction of equity in [0, 1), got {self.rebalance_band}")
 
 
 @dataclass
@@ -81,6 +86,7 @@ class BacktestResult:
     traded_value: np.ndarray   # KRW bought + sold per day
     fills: pl.DataFrame        # date, symbol, side, qty, price, commission, tax
     strategy: str = ""
+    orders: pl.DataFrame | None = None  # decided (date of the decision bar), symbol, side, qty
 
     @property
     def weights(self) -> np.ndarray:
@@ -122,9 +128,11 @@ def strategy_name(strategy: Any) -> str:
     return str(getattr(strategy, "name", getattr(strategy, "__name__", type(strategy).__name__)))
 
 
-def _decider(strategy: Any, panel: Panel) -> tuple[Callable[[int], np.ndarray], np.ndarray | None]:
-    """(t -> raw target weights decided at the close of bar t, the whole (T, N) matrix when the
-    strategy is one — validated once instead of bar by bar)."""
+def _decider(strategy: Any, panel: Panel) -> tuple[Callable[[int, int, np.ndarray], np.ndarray], np.ndarray | None]:
+    """((t, cash, holdings) -> raw target weights decided at the close of bar t, the whole (T, N)
+    matrix when the strategy is one — validated once instead of bar by bar). A strategy with
+    `needs_account` (the ensemble: its drawdown protection sizes against the real book) gets the
+    account at that close as a `strategies.pipeline.Account`."""
     if isinstance(strategy, np.ndarray) or hasattr(strategy, "weights_matrix"):
         if isinstance(strategy, np.ndarray):
             matrix, what = np.asarray(strategy, dtype=float), "weights matrix"
@@ -133,11 +141,20 @@ def _decider(strategy: Any, panel: Panel) -> tuple[Callable[[int], np.ndarray], 
             what = f"{strategy_name(strategy)}.weights_matrix"
         if matrix.shape != panel.close.shape:
             raise ValueError(f"{what} has shape {matrix.shape}, the panel {panel.close.shape}")
-        return (lambda t: matrix[t]), matrix
+        return (lambda t, cash, holdings: matrix[t]), matrix
+    if getattr(strategy, "needs_account", False):
+        from strategies.pipeline import Account
+
+        symbols = panel.symbols
+
+        def with_account(t, cash, holdings):
+            book = Account(int(cash), {s: int(q) for s, q in zip(symbols, holdings) if q})
+            return strategy.target_weights(panel.rows(0, t + 1), book)
+        return with_account, None
     if hasattr(strategy, "target_weights"):
-        return (lambda t: strategy.target_weights(panel.rows(0, t + 1))), None
+        return (lambda t, cash, holdings: strategy.target_weights(panel.rows(0, t + 1))), None
     if callable(strategy):
-        return (lambda t: strategy(panel.rows(0, t + 1))), None
+        return (lambda t, cash, holdings: strategy(panel.rows(0, t + 1))), None
     raise TypeError(f"not a strategy: {strategy!r} (want an Agent, a callable window -> weights, "
                     f"an object with weights_matrix(panel), or a (T, N) weights array)")
 
@@ -166,27 +183,6 @@ def rebalance_mask(dates: np.ndarray, rule: str | int, first: int) -> np.ndarray
         n = int(rule)
         mask[first::n] = True
     return mask
-
-
-def tax_rates_by_bar(dates: np.ndarray, market: krx.Market | str) -> np.ndarray:
-    """The sell-tax rate for a fill on each bar: the rate of its T+2 settlement date."""
-    d = np.asarray(dates, dtype="datetime64[D]")
-    pos = np.arange(len(d)) + krx.SETTLEMENT_LAG_DAYS
-    inside = pos < len(d)
-    settle = np.empty_like(d)
-    settle[inside] = d[pos[inside]]
-    # beyond the known calendar weekdays stand in for trading days (as TradingCalendar.offset)
-    if (~inside).any():
-        settle[~inside] = np.busday_offset(d[-1], pos[~inside] - (len(d) - 1), roll="forward")
-    return krx.sell_tax_rates(settle, market)
-
-
-def ffill_close(close: np.ndarray) -> np.ndarray:
-    """Last known close at each bar (NaN before a symbol's first bar)."""
-    t_idx = np.where(np.isnan(close), 0, np.arange(len(close))[:, None])
-    np.maximum.accumulate(t_idx, axis=0, out=t_idx)
-    out = close[t_idx, np.arange(close.shape[1])]
-    return out
 
 
 def first_bar_index(close: np.ndarray) -> np.ndarray:
@@ -239,10 +235,10 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
     decide, matrix = _decider(strategy, panel)
     costs = config.costs
 
-    close_ff = ffill_close(panel.close)
+    inputs = AccountingInputs.build(panel.dates, panel.close, costs.market, config.sell_tax)
+    close_ff, tax_rate = inputs.ref_price, inputs.sell_tax
     listed_from = first_bar_index(panel.close)
     delisted_at = delisting_index(panel.dates, panel.symbols, delisted)
-    tax_rate = tax_rates_by_bar(panel.dates, costs.market) if config.sell_tax else np.zeros(T)
     decisions = rebalance_mask(panel.dates, rule, t0)
     decisions[e:] = False  # a decision at e would execute after the end
     rows = np.arange(T)[:, None]
@@ -261,7 +257,7 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
     delist_bar = np.zeros(T + 1, dtype=bool)
     delist_bar[delisted_at[delisted_at < T]] = True
     dates_py = panel.dates.astype("datetime64[D]").astype(object)
-    prev_close = np.vstack([np.full((1, n), np.nan), close_ff[:-1]])
+    prev_close = inputs.prev_close
     span = slice(t0 + 1, e + 1)
     quotes = QuoteTable.build(panel.dates[span], panel.open[span], panel.high[span], panel.low[span],
                               prev_close[span], costs)
@@ -279,6 +275,7 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
     out_tax = np.zeros(D, dtype=np.int64)
     out_traded = np.zeros(D, dtype=np.float64)
     fill_parts: list[tuple] = []
+    order_parts: list[tuple] = []
 
     out_cash[0], out_hold[0] = cash, holdings
     pending: tuple | None = None
@@ -293,9 +290,15 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
             if matrix is not None:
                 w = matrix[t]
             else:
-                w = np.where(tradable_at[t], check_weights(decide(t), n, label), 0.0)
+                w = np.where(tradable_at[t], check_weights(decide(t, cash, holdings), n, label), 0.0)
             out_targets[t - t0] = w
-            pending = orders_for_targets(w, holdings, cash, ref_at[t], config.min_trade_value, config.cash_buffer)
+            min_trade = config.min_trade_value
+            if config.rebalance_band > 0:
+                equity_t = cash + float(np.sum(holdings * np.nan_to_num(ref_at[t])))
+                min_trade = max(min_trade, config.rebalance_band * equity_t)
+            pending = orders_for_targets(w, holdings, cash, ref_at[t], min_trade, config.cash_buffer)
+            if len(pending[0]):
+                order_parts.append((np.full(len(pending[0]), t), *pending))
         # --- execution on bar t+1 -----------------------------------------------------------
         u = t + 1
         i = u - t0
@@ -326,7 +329,8 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
     return BacktestResult(
         dates=panel.dates[t0:e + 1], symbols=panel.symbols, equity=equity.astype(float), cash=out_cash,
         holdings=out_hold, prices=prices, targets=out_targets, commission=out_comm, tax=out_tax,
-        traded_value=out_traded, fills=_fills_frame(fill_parts, panel), strategy=label)
+        traded_value=out_traded, fills=_fills_frame(fill_parts, panel), strategy=label,
+        orders=_orders_frame(order_parts, panel))
 
 
 def _delist(gone, holdings, last_close, cash, tax_rate, costs, u, fill_parts, out_comm, out_tax, out_traded, i):
@@ -342,6 +346,17 @@ def _delist(gone, holdings, last_close, cash, tax_rate, costs, u, fill_parts, ou
     out_traded[i] += float(notional.sum())
     fill_parts.append((np.full(len(j), u), j, np.full(len(j), SELL), q, px, comm, tax))
     return cash + int(np.sum(notional - comm - tax))
+
+
+def _orders_frame(parts: list[tuple], panel: Panel) -> pl.DataFrame:
+    """The orders each decision made (before execution), one row per symbol and side."""
+    arrays = ([np.concatenate([p[k] for p in parts]) for k in range(4)] if parts
+              else [np.zeros(0, dtype=np.int64) for _ in range(4)])
+    t, idx, side, qty = arrays
+    return pl.DataFrame({
+        "date": panel.dates[t],
+        "symbol": np.array(panel.symbols, dtype=object)[idx].astype(str) if len(t) else np.array([], dtype=str),
+        "side": np.where(side == BUY, "buy", "sell"), "qty": qty.astype(np.int64)})
 
 
 def _fills_frame(parts: list[tuple], panel: Panel) -> pl.DataFrame:

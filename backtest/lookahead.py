@@ -89,7 +89,7 @@ def truncate_paths(paths: DataPaths, cutoff: dt.date, folder: Path) -> DataPaths
         dst = folder / f"{name}.parquet"
         df.write_parquet(dst)
         files[name] = str(dst)
-    return dataclasses.replace(paths, **files)
+    return dataclasses.replace(paths, **files)  # type: ignore[arg-type]
 
 
 def _as_date_col(df: pl.DataFrame, col: str) -> pl.Expr:

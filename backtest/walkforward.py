@@ -13,7 +13,7 @@ return the metrics.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -85,10 +85,8 @@ def evaluate(agent: Any, panel: Panel, start, end, costs: CostModel | None = Non
 def backtest_span(agent: Any, panel: Panel, start, end, costs: CostModel | None = None,
                   config: BacktestConfig | None = None, fit: bool = True) -> BacktestResult:
     config = config or BacktestConfig()
-    if costs is not None:
-        config = BacktestConfig(cash=config.cash, costs=costs, rebalance=config.rebalance,
-                                min_trade_value=config.min_trade_value, cash_buffer=config.cash_buffer,
-                                progress=config.progress)
+    if costs is not None:  # every other setting (sell_tax, the band, ...) is kept as given
+        config = replace(config, costs=costs)
     return run_backtest(agent, panel, start, end, config, fit=fit)
 
 
@@ -192,6 +190,8 @@ def stitch(parts: Sequence[BacktestResult]) -> BacktestResult:
         dates=cat("dates", True), symbols=first.symbols, equity=cat("equity", True), cash=cat("cash", True),
         holdings=cat("holdings", True), prices=cat("prices", True), targets=cat("targets", True),
         commission=cat("commission", True), tax=cat("tax", True), traded_value=cat("traded_value", True),
-        fills=pl.concat([p.fills for p in parts]), strategy=first.strategy)
+        fills=pl.concat([p.fills for p in parts]), strategy=first.strategy,
+        orders=None if any(p.orders is None for p in parts) else pl.concat([p.orders for p in parts
+                                                                             if p.orders is not None]))
 
 

@@ -153,8 +153,8 @@ class QuoteTable:
         # the rules depend on the date only through the tick-table and price-limit regimes, so
         # all bars of one regime are priced in a single call with that regime's first date
         py = d.astype(object)
-        keys = [(day >= krx.TICK_REFORM_DATE) * 2 + (day >= krx.LIMIT_WIDENED_DATE) for day in py]
-        keys = np.asarray(keys, dtype=np.int64)
+        keys = np.asarray([(day >= krx.TICK_REFORM_DATE) * 2 + (day >= krx.LIMIT_WIDENED_DATE) for day in py],
+                          dtype=np.int64)
         for key in np.unique(keys):
             rows = np.flatnonzero(keys == key)
             on = py[rows[0]]
@@ -346,3 +346,54 @@ def orders_for_targets(weights: np.ndarray, holdings: np.ndarray, cash: int, ref
     side = np.repeat(np.array([SELL, BUY], dtype=np.int64), [len(si), len(bi)])
     qty = np.concatenate([sells[si], buys[bi]])
     return idx.astype(np.int64, copy=False), side, qty.astype(np.int64, copy=False)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def ffill_close(close: np.ndarray) -> np.ndarray:
+    """Last known close at each bar (NaN before a symbol's first bar)."""
+    close = np.asarray(close, dtype=float)
+    t_idx = np.where(np.isnan(close), 0, np.arange(len(close))[:, None])
+    np.maximum.accumulate(t_idx, axis=0, out=t_idx)
+    return close[t_idx, np.arange(close.shape[1])]
+
+
+def tax_rates_by_bar(dates: np.ndarray, market: krx.Market | str) -> np.ndarray:
+    """The sell-tax rate for a fill on each bar: the rate of its T+2 settlement date."""
+    d = np.asarray(dates, dtype="datetime64[D]")
+    pos = np.arange(len(d)) + krx.SETTLEMENT_LAG_DAYS
+    inside = pos < len(d)
+    settle = np.empty_like(d)
+    settle[inside] = d[pos[inside]]
+    # beyond the known calendar weekdays stand in for trading days (as TradingCalendar.offset)
+    if (~inside).any():
+        settle[~inside] = np.busday_offset(d[-1], pos[~inside] - (len(d) - 1), roll="forward")
+    return krx.sell_tax_rates(settle, market)
+
+
+@dataclass(frozen=True)
+class AccountingInputs:
+    """What the accounting needs besides the orders, for every bar of a history (T, N):
+
+    ref_price[t]   the last known close at t: what orders decided at the close of t are sized on
+                   and what the book is marked at (NaN before a symbol's first bar);
+    prev_close[t]  the base of bar t's daily price limits: the last known close before t;
+    sell_tax[t]    the sell-tax rate of a fill on bar t, by its T+2 settlement date (0 when
+                   `sell_tax` is off, only to compare with tools that cannot charge it).
+
+    One helper so the backtester and the RL environment compute these the same way (they
+    computed them differently before: raw vs last known closes, index vs calendar settlement).
+    """
+
+    ref_price: np.ndarray
+    prev_close: np.ndarray
+    sell_tax: np.ndarray
+
+    @classmethod
+    def build(cls, dates: np.ndarray, close: np.ndarray, market: krx.Market | str = krx.Market.KOSPI,
+              sell_tax: bool = True) -> "AccountingInputs":
+        ref = ffill_close(close)
+        prev = np.vstack([np.full((1, ref.shape[1]), np.nan), ref[:-1]])
+        tax = tax_rates_by_bar(dates, market) if sell_tax else np.zeros(len(ref))
+        return cls(ref_price=ref, prev_close=prev, sell_tax=np.asarray(tax, dtype=float))
+

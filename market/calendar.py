@@ -54,7 +54,9 @@ class TradingCalendar:
             return self.dates[target].item()
         last = self.dates[-1].item() if len(self.dates) else day
         extra = target - (len(self.dates) - 1)
-        return np.busday_offset(np.datetime64(last, "D"), extra, roll="forward").item()
+        out = np.busday_offset(np.datetime64(last, "D"), extra, roll="forward").item()
+        assert isinstance(out, dt.date)
+        return out
 
     def settlement_date(self, trade_day: dt.date, lag: int = 2) -> dt.date:
         return self.offset(trade_day, lag)

@@ -41,7 +41,7 @@ class DataPaths:
 
     def with_files(self, **files: str | Path | None) -> "DataPaths":
         """Override single files (absolute or relative to root); None keeps the default."""
-        return replace(self, **{k: str(v) for k, v in files.items() if v is not None})
+        return replace(self, **{k: str(v) for k, v in files.items() if v is not None})  # type: ignore[arg-type]
 
 
 def _as_date(value) -> dt.date | None:

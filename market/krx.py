@@ -41,6 +41,7 @@ def _tick_table(market: Market | str, on: dt.date) -> tuple[np.ndarray, np.ndarr
 @functools.lru_cache(maxsize=None)
 def _tick_arrays(market: Market, reformed: bool) -> tuple[np.ndarray, np.ndarray]:
     # built once per (market, regime): the backtester asks for it on every bar
+    table: tuple[tuple[float, int], ...]
     if reformed:
         table = _TICKS_SINCE_2023
     elif market == Market.KOSPI:

@@ -15,8 +15,13 @@ from market.data import Panel
 
 @runtime_checkable
 class Agent(Protocol):
-    name: str
-    lookback: int  # bars of history a decision needs (the window may be longer)
+    # read-only in the protocol: agents implement them as attributes or properties
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def lookback(self) -> int:
+        """Bars of history a decision needs (the window may be longer)."""
 
     def fit(self, history: Panel) -> None:
         """Learn from data strictly before the first decision (may be a no-op)."""

@@ -11,9 +11,9 @@ Everything that changes over time lives in `EnsembleState` (plain data, `to_dict
 passed in and returned: `MetaEnsemble` itself holds only configuration, so a Ray Serve deployment
 can keep the state in its replica (or an actor) and call `combine`/`update` per request.
 
-`EnsembleAgent` wraps members + regime + `MetaEnsemble` + `RiskModel` into an `Agent` for the
-backtester: at each decision it scores the previous decision's member targets on the bars since,
-combines the new targets and sizes them with the risk model. A member that abstains (raises
+`EnsembleAgent` is the backtester's thin adapter over the one per-bar decision core
+(strategies/pipeline.py: score the previous decision, combine, remember, size, protect), the
+same core the Serve deployments adapt. A member that abstains (raises
 `AgentAbstains`) is left out of that decision; an `optional` member whose `fit` refuses the history
 (`LookAheadError`: a registered model that saw data after it) is left out until a later fit.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class MetaEnsemble:
         for a in names:
             check_weights(mats[a], n, f"agent {a!r}")
         aw, parts = self.agent_weights(names, regime_probs, state)
-        combined = sum(aw[a] * mats[a] for a in names)
+        combined: np.ndarray = np.sum([aw[a] * mats[a] for a in names], axis=0)
         order = np.argsort(-combined, kind="stable")[:top]
         label = (lambda i: symbols[i]) if symbols is not None else (lambda i: int(i))
         explanation = {
@@ -161,12 +162,14 @@ class MetaEnsemble:
 
 @dataclass
 class EnsembleAgent:
-    """Members' targets → MetaEnsemble (regime + online performance) → RiskModel sizing.
+    """The backtester's adapter over the one decision core (strategies/pipeline.py).
 
-    The risk model's drawdown protection needs equity: the agent tracks a shadow equity of its own
-    sized targets marked to close-to-close returns (costs not included), since the Agent
-    protocol does not pass the account. `last_explanation` holds the latest decision's
-    explanation (agent weights, regime, risk report, abstentions).
+    Members' targets on the snapshot the service would see (the last `lookback` bars) →
+    `DecisionPipeline.decide` against the backtest's real account (the engine passes it:
+    `needs_account`). `rebalance` tells the engine to ask only every `config.rebalance_every` bars,
+    exactly the bars on which the served pipeline decides (it holds in between).
+    `last_explanation` holds the latest decision's explanation (agent weights, regime, risk
+    report, abstentions).
 
     `optional`: names of members (the RL agents) that `fit` leaves out, with a printed and logged
     note kept in `notes`, when they refuse the history with `LookAheadError`; every fit tries all
@@ -174,19 +177,18 @@ class EnsembleAgent:
     """
     members: dict
     meta: MetaEnsemble = field(default_factory=MetaEnsemble)
-    risk: RiskModel | None = field(default_factory=RiskModel)
+    risk: RiskModel | None | str = "default"   # "default": the config's RiskModel; None: no sizing
     regime: RegimeSource | None = None
-    risk_window: int = 250
-    rebalance_every: int = 5  # bars; in between the agent holds (returns drifted weights)
+    config: Any = None                          # strategies.pipeline.DecisionConfig (default: the project's)
     name: str = "ensemble"
-    state: EnsembleState = field(default_factory=EnsembleState)
-    last_explanation: dict = field(default_factory=dict)
-    _prev: tuple | None = None  # (date, close row, sized weights)
-    _equity: float = 1.0
     optional: tuple[str, ...] = ()
     notes: list = field(default_factory=list)
+    last_explanation: dict = field(default_factory=dict)
+    needs_account = True  # the engine passes the account to target_weights
 
     def __post_init__(self):
+        from strategies.pipeline import DecisionConfig, DecisionPipeline
+
         if not self.members:
             raise ValueError("an ensemble needs at least one member agent")
         unknown = set(self.optional) - set(self.members)
@@ -195,12 +197,18 @@ class EnsembleAgent:
         if not set(self.members) - set(self.optional):
             raise ValueError("an ensemble needs at least one member that is not optional")
         self.all_members = dict(self.members)  # `members`: the ones active since the last fit
-        if self.rebalance_every < 1:
-            raise ValueError(f"rebalance_every must be >= 1, got {self.rebalance_every}")
+        self.config = self.config or DecisionConfig()
+        self.pipeline = DecisionPipeline(self.config, self.meta, self.risk, self.regime)
+        self.risk = self.pipeline.risk
+        self.state = None  # DecisionState, started at the first decision
+
+    @property
+    def rebalance(self) -> int:
+        return self.config.rebalance_every
 
     @property
     def lookback(self) -> int:
-        return max(max(m.lookback for m in self.all_members.values()), self.risk_window + 1)
+        return self.pipeline.lookback(m.lookback for m in self.all_members.values())
 
     def fit(self, history: Panel) -> None:
         active = {}
@@ -218,46 +226,28 @@ class EnsembleAgent:
             active[name] = m
         self.members = active
 
-    def target_weights(self, window: Panel) -> np.ndarray:
-        n = len(window.symbols)
-        t = window.dates[-1]
-        last = window.close[-1]
-        current = np.zeros(n)
-        if self._prev is not None and self._prev[0] < t:
-            t0, p0, w0 = self._prev
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.where(np.isfinite(last) & np.isfinite(p0) & (p0 > 0), last / p0 - 1.0, 0.0)
-            port = float(w0 @ r)
-            grown = w0 * (1.0 + r)
-            current = grown / (1.0 + port) if 1.0 + port > 0 else np.zeros(n)
-            current = np.where(np.isfinite(last), current, 0.0)
-            if int(np.sum(window.dates > t0)) < self.rebalance_every:
-                return current  # hold: drifted weights of the last decision, no trade
-            # score every member's last targets on the period's returns (out of sample for them)
-            self.state = self.meta.update(self.state, r)
-            self._equity *= 1.0 + port
+    def target_weights(self, window: Panel, account=None) -> np.ndarray:
+        """`account`: the book at this close (strategies.pipeline.Account); None = all cash."""
+        from strategies.pipeline import Snapshot
+
+        view = window.tail(self.lookback)  # exactly the snapshot the service is sent
+        snap = Snapshot.from_panel(view)
+        state = self.state or self.pipeline.start(snap.symbols)
+        if not self.pipeline.due(snap, state):  # asked between decisions (not by the engine): hold
+            decision, self.state = self.pipeline.hold(snap, account, state)
+            return decision.targets
+        n = len(snap.symbols)
         targets, abstained = {}, {}
         for k, m in self.members.items():
             try:
-                targets[k] = check_weights(m.target_weights(window), n, k)
+                targets[k] = check_weights(m.target_weights(view), n, k)
             except AgentAbstains as exc:  # cannot decide on this window: combine the others
                 abstained[k] = str(exc)
         if not targets:
-            raise ValueError(f"{self.name}: no member could decide on {t}: {abstained}")
-        probs = self.regime.probs_at(t) if self.regime is not None else None
-        combined, expl = self.meta.combine(targets, probs, self.state, list(window.symbols))
-        if abstained:
-            expl["abstained"] = abstained
-        self.state = self.meta.remember(self.state, targets, str(t))
-        out = combined
-        if self.risk is not None:
-            c = window.close[-self.risk_window - 1:]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rets = c[1:] / c[:-1] - 1.0
-            out, report = self.risk.size(combined, rets, {"equity": self._equity, "weights": current})
-            report.pop("risk_contributions", None)
-            expl["risk"] = report
-        out = check_weights(np.where(np.isfinite(last), out, 0.0), n, self.name)
-        self._prev = (t, last.copy(), out.copy())
+            raise ValueError(f"{self.name}: no member could decide on {snap.as_of}: {abstained}")
+        decision, self.state = self.pipeline.decide(snap, account, targets, abstained, state)
+        expl = dict(decision.explanation)
+        if isinstance(expl.get("risk"), dict):
+            expl["risk"] = {k: v for k, v in expl["risk"].items() if k != "risk_contributions"}
         self.last_explanation = expl
-        return out
+        return decision.targets

@@ -94,7 +94,7 @@ class Fundamentals:
         # Derived per-row items, each computed from that row and older rows only (all of which
         # were public no later than the row itself, since lags do not shrink with time).
         parts = []
-        for sym, g in df.group_by("symbol", maintain_order=True):
+        for _sym, g in df.group_by("symbol", maintain_order=True):
             pe = g["period_end"].to_numpy().astype("datetime64[D]")
             cols = {}
             for k in FLOW_ITEMS:

@@ -35,9 +35,23 @@ def _engine(ctx: StrategyContext):
     return FactorEngine(Fundamentals.load(ctx.paths, lag), MarketCaps.load(ctx.paths))
 
 
-def _regime(ctx: StrategyContext):
+def regime_source(ctx: StrategyContext, missing_ok: bool = False):
+    """The regime source every ensemble uses — the backtester's and the served one: the whole
+    index history (the HMM's refit rows count from the series start, so a truncated history would
+    give other probabilities). `missing_ok`: None instead of DataError without index data."""
+    from market.data import DataError
     from strategies.regime import RegimeDetector, RegimeSource
-    return RegimeSource.load(ctx.paths, ctx.regime_index, RegimeDetector(seed=ctx.seed))
+    try:
+        source = RegimeSource.load(ctx.paths, ctx.regime_index, RegimeDetector(seed=ctx.seed))
+    except DataError:
+        if missing_ok:
+            return None  # agents get their regime-neutral prior weights
+        raise
+    _ = source.path  # filter once now, not inside the first decision
+    return source
+
+
+_regime = regime_source
 
 
 def factor(ctx: StrategyContext) -> Agent:
@@ -64,38 +78,62 @@ def ensemble(ctx: StrategyContext) -> Agent:
         "technical": TechnicalAgent(),
         "equal-weight": EqualWeightRebalanced(name="equal-weight"),
     }
+    assert tuple(members) == ENSEMBLE_MEMBERS
     rl = {algo: _rl_agent(replace(ctx, model=uri), algo) for algo, uri in rl_models(ctx).items()}
     return EnsembleAgent({**members, **rl}, regime=regime, optional=tuple(rl))
 
 
+# the ensemble's members by registry name: what the Serve app runs to serve "ensemble"
+ENSEMBLE_MEMBERS = ("regime-factor", "technical", "equal-weight")
+
+
+def members_of(name: str) -> tuple[str, ...]:
+    """The registry names the decision core combines for a strategy: an ensemble's members, else
+    the strategy alone (served, a single strategy still goes through the core's risk sizing)."""
+    return ENSEMBLE_MEMBERS if name == "ensemble" else (name,)
+
+
 RL_ALGOS = ("dqn", "appo")
+
+# The RL agents need RLlib, which lives in training/: a plain room must not import it (tests/unit/
+# test_import_boundaries.py). training/strategies.py plugs them in when it is imported — the
+# `trader` command line, the AgentActors and the tests' conftest do — by adding their factories
+# to STRATEGIES and a model finder (the MLflow registry's champions) to MODEL_FINDERS.
+MODEL_FINDERS: list[Callable[[StrategyContext], dict[str, str]]] = []
+
+
+def plug_in(name: str, factory: Callable[[StrategyContext], Agent]) -> None:
+    STRATEGIES[name] = factory
 
 
 def rl_models(ctx: StrategyContext) -> dict[str, str]:
-    """The RL models an ensemble adds: KRT_MODEL_<ALGO>, else `models:/agent-<algo>@champion` when
-    the MLflow registry (MLFLOW_TRACKING_URI, else the embedded store if it exists) has one.
-    Checking creates no store. Empty when `ctx.rl_members` is off."""
+    """The RL models an ensemble adds: KRT_MODEL_<ALGO>, else what a plugged-in finder knows
+    (`models:/agent-<algo>@champion` when the MLflow registry has one). Empty when
+    `ctx.rl_members` is off."""
     import os
 
     if not ctx.rl_members:
         return {}
+    found: dict[str, str] = {}
+    for finder in MODEL_FINDERS:
+        found.update(finder(ctx))
     out = {}
     for algo in RL_ALGOS:
-        model = os.environ.get(f"KRT_MODEL_{algo.upper()}")
-        if not model:
-            from training import registry as R
-            uri = R.existing_tracking_uri()
-            if uri is not None and R.alias_version(uri, algo, R.CHAMPION) is not None:
-                model = f"models:/{R.model_name(algo)}@{R.CHAMPION}"
+        model = os.environ.get(f"KRT_MODEL_{algo.upper()}") or found.get(algo)
         if model:
             out[algo] = model
     return out
 
 
+def _rl_agent(ctx: StrategyContext, algo: str) -> Agent:
+    if algo not in STRATEGIES:
+        raise ValueError(f"strategy {algo!r} is an RL agent: it needs training/ (import training.strategies, "
+                         "as the trader command line does)")
+    return STRATEGIES[algo](ctx)
+
+
 STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "technical": lambda ctx: TechnicalAgent(),
-    "dqn": lambda ctx: _rl_agent(ctx, "dqn"),
-    "appo": lambda ctx: _rl_agent(ctx, "appo"),
     "factor": factor,
     "regime-factor": regime_factor,
     "ensemble": ensemble,
@@ -103,23 +141,9 @@ STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     # (backtest.baselines.BENCHMARKS), not a tradable agent
     "equal-weight-hold": lambda ctx: EqualWeightHold(),
     "equal-weight-monthly": lambda ctx: EqualWeightRebalanced(),
+    "equal-weight": lambda ctx: EqualWeightRebalanced(name="equal-weight"),  # the ensemble's member
     "buy-hold-kodex200": lambda ctx: BuyHoldSymbol(price_file=ctx.paths.path("etf")),
 }
-
-
-def _rl_agent(ctx: StrategyContext, algo: str) -> Agent:
-    """RL agents live in training/ (they need RLlib); imported only when asked for.
-
-    The model comes from the context, else from KRT_MODEL_<ALGO> (e.g. KRT_MODEL_DQN=
-    models:/agent-dqn@champion), so any command that builds strategies by name can load one;
-    with neither, the agent trains in fit() on the history before the first decision.
-    """
-    import os
-
-    from training.policy import RLAgent
-
-    model = ctx.model or os.environ.get(f"KRT_MODEL_{algo.upper()}") or None
-    return RLAgent(model, algo=algo, seed=ctx.seed, train_iters=ctx.train_iters)
 
 
 def build(name: str, ctx: StrategyContext | None = None) -> Agent:

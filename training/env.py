@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from market import krx
-from market.accounting import Bar, CostModel, execute, orders_for_targets
+from market.accounting import AccountingInputs, Bar, CostModel, execute, orders_for_targets
 from market.data import Panel
 
 DEFAULT_UNIVERSE = ("005930", "000660", "005380", "005490", "055550")
@@ -198,9 +198,10 @@ class TradingEnv(gym.Env):
 
         # per-row constants so step() does no date or table work
         self.py_dates: list[dt.date] = [d.item() for d in panel.dates.astype("datetime64[D]")]
-        cal = panel.calendar
-        self.tax = np.array([krx.sell_tax_rate(cal.settlement_date(d)) for d in self.py_dates])
-        self.close_ff = np.nan_to_num(_ffill(panel.close))
+        # reference prices, price-limit bases and dated sell tax: the backtester's own helper
+        self.inputs = AccountingInputs.build(panel.dates, panel.close, self.costs.market)
+        self.tax = self.inputs.sell_tax
+        self.close_ff = np.nan_to_num(self.inputs.ref_price)
         # normalisation is elementwise, so doing it once for every row gives the same numbers as
         # `observation()` does row by row (RLAgent uses that)
         self.zfeats = self.norm.apply(self.feats).astype(np.float32).reshape(len(panel), -1)
@@ -266,13 +267,13 @@ class TradingEnv(gym.Env):
     # -- the accounting (shared with the backtester and the paper broker) ----------------------
     def trade(self, weights: np.ndarray, t: int):
         """Orders at close t toward `weights`, filled on bar t+1; updates cash and holdings."""
-        idx, side, qty = orders_for_targets(weights, self.holdings, self.cash, self.panel.close[t],
+        idx, side, qty = orders_for_targets(weights, self.holdings, self.cash, self.inputs.ref_price[t],
                                             min_trade_value=self.spec_.min_trade_value)
         if len(idx) == 0:
             return None
         p = self.panel
         bar = Bar(open=p.open[t + 1, idx], high=p.high[t + 1, idx], low=p.low[t + 1, idx],
-                  prev_close=p.close[t, idx])
+                  prev_close=self.inputs.prev_close[t + 1, idx])
         ex = execute(idx, side, qty, np.full(len(idx), np.nan), bar, self.py_dates[t + 1],
                      float(self.tax[t + 1]), self.cash, self.holdings, self.costs)
         self.cash, self.holdings = ex.cash, ex.holdings
@@ -288,14 +289,6 @@ class TradingEnv(gym.Env):
 
     def _obs(self) -> np.ndarray:
         return self.observation_at(self.t, self.prev_action)
-
-
-def _ffill(x: np.ndarray) -> np.ndarray:
-    """Forward-fill NaN down each column (rows before the first value stay NaN)."""
-    idx = np.where(np.isfinite(x), np.arange(len(x))[:, None], 0)
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    out = x[idx, np.arange(x.shape[1])]
-    return out
 
 
 def run_greedy(env: TradingEnv, act) -> dict:

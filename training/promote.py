@@ -71,8 +71,9 @@ def promote(algo: str, *, start: str | None = None, end: str | None = None, min_
         raise ValueError(f"out-of-sample start {start} is not after {seen}, the last date either model was "
                          "trained or selected on")
     if end is None:
-        from market.data import DataPaths, load_prices
         from pathlib import Path
+
+        from market.data import DataPaths, load_prices
 
         paths = DataPaths(root=Path(data_dir)) if data_dir else DataPaths()
         end = str(load_prices(paths.path("prices"))["date"].max())

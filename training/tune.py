@@ -99,7 +99,6 @@ ENV_PARAMS = ("turnover_penalty", "drawdown_penalty")
 def evaluate(module, panel, spec: dict, start: str, end: str) -> dict:
     """Greedy policy once over [start, end]; net-of-cost metrics of the equity curve."""
     from backtest.metrics import summary
-
     from training.algos import greedy_policy
 
     env = TradingEnv({"panel": panel, "spec": spec, "eval_window": (start, end)})

@@ -70,7 +70,7 @@ def wf_trial(config: dict, fixed: dict) -> None:
                           seed=seed).build_algo()
     best, best_state, history = -np.inf, None, []
     try:
-        for it in range(int(fixed["iters"])):
+        for _ in range(int(fixed["iters"])):
             algo.train()
             module = A.learner_module(algo)
             val = evaluate(module, train_panel, spec_d, fold["val_start"], fold["val_end"])
@@ -109,7 +109,7 @@ def baselines(data_dir: str | None) -> list[dict]:
         rows["technical (all 105 symbols)"] = run_weights(big, big_spec, fold["test_start"], fold["test_end"], tech_fn)
         ew = np.full(len(DEFAULT_UNIVERSE), 0.98 / len(DEFAULT_UNIVERSE))
         rows["equal weight (RL universe)"] = run_weights(small, spec, fold["test_start"], fold["test_end"],
-                                                         lambda env, t: ew)
+                                                         lambda env, t, ew=ew: ew)
         # the same span the strategies' equity curves cover: closes of the test window's days
         dates = full.between(fold["test_start"], fold["test_end"]).dates
         kc = index_close(dates, idx)
@@ -215,7 +215,7 @@ def render(base, rl, folds, args, elapsed) -> str:
             rows = [r for r in rl if r["algo"] == algo and r["fold"] == k]
             if not rows:
                 continue
-            def ms(key, pct=False):
+            def ms(key, pct=False, rows=rows):
                 v = np.array([r[key] for r in rows])
                 return (f"{v.mean():+.1%} ± {v.std():.1%}" if pct else f"{v.mean():.2f} ± {v.std():.2f}")
             lines.append(f"| {algo.upper()} ({len(rows)} seeds) | {ms('test_sharpe')} | {ms('test_return', True)} | "

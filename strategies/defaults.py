@@ -1,0 +1,16 @@
+"""The one set of defaults for the per-bar decision and the account it trades.
+
+Every caller (the backtester, the Serve deployments, the trading loop, the settings, the RL
+environment's starting cash) reads these names instead of repeating the numbers, so a backtest
+and the served loop start from the same account, see the same history and size with the same caps.
+"""
+from __future__ import annotations
+
+STARTING_CASH = 100_000_000  # KRW
+MAX_POSITION = 0.20          # cap per symbol, fraction of equity
+MAX_GROSS = 1.0              # cap on the sum of weights (no leverage)
+CVAR_BUDGET = 0.03           # one-day CVaR (at RiskModel.budget_alpha) budget, fraction of equity
+RISK_WINDOW = 250            # daily returns the risk model sizes on (≈ one year)
+REBALANCE_EVERY = 5          # bars between decisions; in between the book is held (no orders)
+REBALANCE_BAND = 0.01        # orders smaller than this fraction of equity are skipped (churn costs)
+MIN_LOOKBACK = 61            # bars a snapshot holds at least (raised to what the agents need)
