@@ -142,3 +142,35 @@ def test_the_virtual_clock_streams_the_session_as_time_passes(sim, tmp_path):
         assert len(got) + len(rest_of_day) == len(path) and sim.exchange.today == day
     finally:
         ws.close()
+
+
+def test_sim_notices_reconcile_with_rest_as_the_broker_counts_them(sim, tmp_path):
+    from broker.kis import orders as tr
+    from broker.kis.reconcile import FillReconciler
+
+    rest, broker, cred = client(sim, tmp_path)
+    ws = _ws(sim, rest, cred)
+    try:
+        ws.subscribe(rest.env.notice_tr, cred.hts_id)
+        _acks(ws, 1)
+        broker.submit(OrderRequest("rc-1", "005930", "buy", 4))
+        broker.submit(OrderRequest("rc-2", "000660", "buy", 2))
+        sim.advance()
+        notices = _drain(ws.fills, lambda g: len(g) >= 2)
+        assert len(notices) == 2
+        day = sim.exchange.today
+        # orders are dated the day they were placed (the last traded day): look back a week, as the broker does
+        rows, _ = tr.daily_orders(rest, day - dt.timedelta(days=7), day)
+        assert {r["odno"] for r in rows} == {e.order_no for e in notices}
+        truth = {f.broker_order_id: (f.fill_id, f.qty, f.price) for f in broker.sync()}
+        both = FillReconciler()
+        got = [both.on_notice(e) for e in notices]
+        assert both.on_rest(rows) == []                                   # REST adds nothing: none twice
+        assert {f.order_no: (f.fill_id, f.qty, f.price) for f in got} == truth
+        missed = FillReconciler()                                           # one notice lost on the way
+        first = missed.on_notice(notices[0])
+        (recovered,) = missed.on_rest(rows)
+        assert recovered.source == "rest" and recovered.order_no == notices[1].order_no
+        assert {f.order_no: (f.fill_id, f.qty, f.price) for f in (first, recovered)} == truth
+    finally:
+        ws.close()
