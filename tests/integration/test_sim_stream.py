@@ -174,3 +174,37 @@ def test_sim_notices_reconcile_with_rest_as_the_broker_counts_them(sim, tmp_path
         assert {f.order_no: (f.fill_id, f.qty, f.price) for f in (first, recovered)} == truth
     finally:
         ws.close()
+
+
+def test_live_quotes_from_the_sim_stream_and_the_cap_refused_whole(sim, tmp_path):
+    from broker.kis.errors import SubscriptionCapError
+    from broker.kis.realtime import RealtimeQuotes, watch
+
+    rest, _, cred = client(sim, tmp_path)
+    quotes = RealtimeQuotes()
+    ws = KisWebSocket(sim.ws_url, lambda: approval_key(rest.session, rest.env, cred), on_record=quotes.on_record,
+                      cap=rest.env.subscription_cap).start()
+    try:
+        ws.subscribe(rest.env.notice_tr, cred.hts_id)
+        with pytest.raises(SubscriptionCapError, match="at most 19 symbols fit"):
+            watch(ws, [f"{i:06d}" for i in range(25)])
+        assert len(ws.subscriptions) == 1                    # nothing half-registered
+        assert len(watch(ws, ["005930", "000660"])) == 4
+        assert [a["msg_cd"] for a in _acks(ws, 5)] == ["OPSP0000"] * 5
+        sim.enable_intraday(seed=SEED, step_s=20)
+        day, bar, _ = _expected(sim, "005930")
+        path = synth_session("005930", day, bar, seed=SEED, step_s=20)
+        sim.stream_session(until=dt.time(9, 30, 20))
+        _drain(ws.events, lambda g: any(t == "H0STCNT0" and r["MKSC_SHRN_ISCD"] == "000660"
+                                        and r["STCK_CNTG_HOUR"] == "093020" for t, r in g))
+        bars = quotes.bars("005930")
+        assert [b.start.time() for b in bars] == [dt.time(9, m) for m in range(30)]   # 09:30 still trading
+        first = [p for p in path if p.time < dt.time(9, 1)]
+        assert (bars[0].open, bars[0].close, bars[0].volume) == (first[0].price, first[-1].price,
+                                                                  sum(p.qty for p in first))
+        last = [p for p in path if p.time <= dt.time(9, 30, 20)][-1]
+        assert quotes.last_trade("005930").price == last.price
+        assert (quotes.touch("005930").bid, quotes.touch("005930").ask) == (last.bids[0], last.asks[0])
+        assert quotes.stale(["005930", "000660"], max_silence_s=30) == {}
+    finally:
+        ws.close()
