@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import requests
 
 from broker.kis.config import mask
+from broker.kis.ratelimit import TokenBucket  # the project's one token bucket
 from broker.kis.redact import protect
 from market.calendar import SEOUL
 
@@ -114,11 +115,23 @@ def trading_state_alert(run_id: str, old: Any, new: Any, reason: str = "") -> Al
                  {"run_id": run_id, "old": o, "new": n, "reason": reason})
 
 
-def feed_stall_alert(symbol: str | None, silent_s: float, feed: str = "websocket") -> Alert:
-    """No market data for `silent_s` seconds (symbol None: the whole feed)."""
+def feed_stall_alert(symbol: str | None, silent_s: float | None, feed: str = "websocket") -> Alert:
+    """No market data for `silent_s` seconds (symbol None: the whole feed; silent_s None:
+    nothing ever received)."""
     what = f"{feed} {symbol}" if symbol else feed
-    return Alert(AlertKind.FEED_STALL, f"FEED STALL {what}: nothing for {silent_s:.0f} s",
-                 {"feed": feed, "symbol": symbol, "silent_s": round(float(silent_s), 3)})
+    how = f"nothing for {silent_s:.0f} s" if silent_s is not None else "no data received yet"
+    return Alert(AlertKind.FEED_STALL, f"FEED STALL {what}: {how}",
+                 {"feed": feed, "symbol": symbol, "silent_s": None if silent_s is None else round(float(silent_s), 3)})
+
+
+def report_feed_stalls(quotes: Any, symbols: Iterable[str], max_silence_s: float, hub: AlertHub | None) -> dict:
+    """Call on a timer: each symbol that newly went silent (broker/kis/realtime.py
+    RealtimeQuotes.new_stalls) becomes one feed_stall alert. Returns {symbol: seconds silent}."""
+    stalls = quotes.new_stalls(symbols, max_silence_s)
+    if hub is not None:
+        for symbol, silent in stalls.items():
+            hub.notify(feed_stall_alert(symbol, silent))
+    return stalls
 
 
 def daily_pnl_alert(run_id: str, day: dt.date, equity: int, pnl: int, fills: int = 0, denials: int = 0,
@@ -133,29 +146,6 @@ def daily_pnl_alert(run_id: str, day: dt.date, equity: int, pnl: int, fills: int
                  {"run_id": run_id, "day": day.isoformat(), "equity": int(equity), "pnl": int(pnl),
                   "pnl_pct": round(pct, 4), "fills": int(fills), "denials": int(denials),
                   "benchmark_return": benchmark_return})
-
-
-# --- rate limit ----------------------------------------------------------------------------------
-class TokenBucket:
-    """`burst` tokens, refilled continuously at `rate_per_s`. `clock` is injectable so a test can
-    move time deterministically (the bucket itself is the real one)."""
-
-    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        if rate_per_s <= 0 or burst < 1:
-            raise ValueError(f"rate must be > 0 and burst >= 1, got {rate_per_s}, {burst}")
-        self.rate, self.burst, self.clock = rate_per_s, burst, clock
-        self._tokens, self._at = float(burst), clock()
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            now = self.clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-            self._at = now
-            if self._tokens >= 1:
-                self._tokens -= 1
-                return True
-            return False
 
 
 # --- notifiers -----------------------------------------------------------------------------------
@@ -286,7 +276,7 @@ class _Channel:
     def offer(self, alert: Alert) -> None:
         if alert.kind not in self.kinds:
             return
-        if alert.kind not in UNTHROTTLED and not self.bucket.take():
+        if alert.kind not in UNTHROTTLED and not self.bucket.try_acquire():
             with self._lock:
                 self._pending[alert.kind.value] += 1
                 self.stats.rate_limited[alert.kind.value] += 1
@@ -326,7 +316,7 @@ class _Channel:
                     return
                 self._deliver(alert)
             # what was coalesced or dropped goes out as its own line once the bucket has a token
-            if self._has_backlog() and self.bucket.take():
+            if self._has_backlog() and self.bucket.try_acquire():
                 summary = self._summary()
                 self._deliver(Alert(AlertKind.SUMMARY, f"[{SOURCE}] {summary}", {"suppressed": summary}))
 

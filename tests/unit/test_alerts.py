@@ -13,11 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from broker.base import Fill, Side
+from broker.kis.ratelimit import TokenBucket
 from cluster.alerts import (
     AlertHub,
     AlertKind,
     TelegramNotifier,
-    TokenBucket,
     WebhookNotifier,
     alerts_from_settings,
     daily_pnl_alert,
@@ -26,6 +26,7 @@ from cluster.alerts import (
     fill_alert,
     make_notifier,
     order_alert,
+    report_feed_stalls,
     trading_state_alert,
 )
 from cluster.settings import SettingsError, load_settings
@@ -144,16 +145,16 @@ def test_event_filter_sends_only_the_chosen_kinds():
     assert sorted(b["kind"] for _, b in rx.requests) == ["daily_pnl", "fill"]
 
 
-def test_token_bucket_refills_at_its_rate():
+def test_token_bucket_try_acquire_never_waits_and_refills_at_its_rate():
     now = [0.0]
     bucket = TokenBucket(rate_per_s=0.5, burst=2, clock=lambda: now[0])
-    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    assert [bucket.try_acquire() for _ in range(3)] == [True, True, False]
     now[0] = 1.0            # half a token back
-    assert not bucket.take()
+    assert not bucket.try_acquire()
     now[0] = 2.0            # one token
-    assert bucket.take() and not bucket.take()
+    assert bucket.try_acquire() and not bucket.try_acquire()
     now[0] = 100.0          # never more than the burst
-    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    assert [bucket.try_acquire() for _ in range(3)] == [True, True, False]
 
 
 def test_over_the_rate_is_coalesced_into_a_count_and_urgent_kinds_pass():
@@ -259,3 +260,22 @@ def test_settings_read_alert_secrets_from_env_only(tmp_path):
     with pytest.raises(SettingsError, match="chat_id"):
         load_settings(f, environ={}, dotenv=None)
     assert alerts_from_settings(load_settings(None, environ={}, dotenv=None).alerts) is None
+
+
+def test_silent_symbols_become_one_feed_stall_alert_each():
+    from broker.kis.realtime import RealtimeQuotes
+
+    now = [0.0]
+    quotes = RealtimeQuotes(clock=lambda: now[0])
+    trade = {"MKSC_SHRN_ISCD": "005930", "BSOP_DATE": "20230601", "STCK_CNTG_HOUR": "090000", "STCK_PRPR": "71000",
+             "CNTG_VOL": "10", "ACML_VOL": "10", "ASKP1": "71100", "BIDP1": "71000"}
+    quotes.on_record("H0STCNT0", trade)
+    with Receiver() as rx:
+        hub = AlertHub([make_notifier("webhook", rx.url + "/g")], burst=50)
+        now[0] = 45.0
+        assert report_feed_stalls(quotes, ["005930", "000660"], 30, hub) == {"005930": 45.0, "000660": None}
+        assert report_feed_stalls(quotes, ["005930", "000660"], 30, hub) == {}      # once per stall
+        got = rx.wait_for(2)
+        hub.close()
+    texts = sorted(b["text"] for _, b in got)
+    assert texts == ["FEED STALL websocket 000660: no data received yet", "FEED STALL websocket 005930: nothing for 45 s"]
