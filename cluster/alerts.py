@@ -20,6 +20,8 @@ Rules, each one there so that alerting can never hurt trading:
   cluster/settings.py `alerts:`), never appear in a repr, a log line or a recorded error (every
   error text is redacted before it is stored or logged), and are registered with
   broker/kis/redact.py so urllib3's request logging masks them too.
+* Best effort, no retries: a send that fails (refused, 4xx/5xx, Telegram's 429, timeout) is
+  counted in `stats()` with its redacted error and logged; the journal stays the record.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -41,6 +43,9 @@ from broker.kis.config import mask
 from broker.kis.ratelimit import TokenBucket  # the project's one token bucket
 from broker.kis.redact import protect
 from market.calendar import SEOUL
+
+if TYPE_CHECKING:
+    from cluster.settings import AlertsSettings
 
 log = logging.getLogger(__name__)
 
@@ -281,11 +286,11 @@ class _Channel:
                 self._pending[alert.kind.value] += 1
                 self.stats.rate_limited[alert.kind.value] += 1
             return
-        try:
-            self.queue.put_nowait(alert)
-            self.stats.queued += 1
-        except queue.Full:
-            with self._lock:
+        with self._lock:     # several trading threads may notify at once
+            try:
+                self.queue.put_nowait(alert)
+                self.stats.queued += 1
+            except queue.Full:
                 self._lost += 1
                 self.stats.dropped_queue_full += 1
 
@@ -388,7 +393,7 @@ def make_notifier(kind: str, secret: str, chat_id: str = "", api_url: str = "", 
     return classes[kind](secret, timeout_s=timeout_s, name=name)
 
 
-def alerts_from_settings(alerts) -> AlertHub | None:
+def alerts_from_settings(alerts: AlertsSettings) -> AlertHub | None:
     """An AlertHub from `Settings.alerts` (cluster/settings.py), or None when alerts are off or no
     notifier has its secret set (a missing secret is named in the log, never the value)."""
     if not alerts.enabled:
