@@ -218,10 +218,11 @@ class SimServer:
         return {"today": str(self.exchange.today), "fills": len(fills)}
 
     def _admin_fault(self, body: dict) -> dict:
-        if body.get("kind") == "ws_drop":
-            self.drop_websockets()
+        if body.get("kind") == "ws_drop" and "count" not in body and "skip" not in body:
+            self.drop_websockets()     # at once; with count/skip it waits for the matching data frame
         else:
-            self.faults.inject(body["kind"], int(body.get("count", 1)), body.get("path", ""), float(body.get("delay", 0)))
+            self.faults.inject(body["kind"], int(body.get("count", 1)), body.get("path", ""),
+                               float(body.get("delay", 0)), int(body.get("skip", 0)))
         return {"ok": True}
 
     def _admin_clock(self, body: dict) -> dict:
