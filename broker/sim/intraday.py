@@ -197,7 +197,7 @@ def tape(symbol: str, day: dt.date, prints: list[Print], prev_close: float | Non
             "NEW_MKOP_CLS_CODE": "20", "TRHT_YN": "N", "ASKP_RSQN1": str(p.ask_sizes[0]),
             "BIDP_RSQN1": str(p.bid_sizes[0]), "TOTAL_ASKP_RSQN": str(sum(p.ask_sizes)),
             "TOTAL_BIDP_RSQN": str(sum(p.bid_sizes)), "VOL_TNRT": "0.00", "PRDY_SMNS_HOUR_ACML_VOL_RATE": "0.00",
-            "HOUR_CLS_CODE": "0", "MRKT_TRTM_CLS_CODE": "", "VI_STND_PRC": str(base and round(base))})
+            "HOUR_CLS_CODE": "0", "MRKT_TRTM_CLS_CODE": ""})
         book = {f: "0" for f in ASK_FIELDS}
         book.update({"MKSC_SHRN_ISCD": symbol, "BSOP_HOUR": t, "HOUR_CLS_CODE": "0",
                      "TOTAL_ASKP_RSQN": str(sum(p.ask_sizes)), "TOTAL_BIDP_RSQN": str(sum(p.bid_sizes)),
