@@ -152,6 +152,12 @@ def synth_session(symbol: str, day: dt.date, bar: tuple, seed: int = 0, step_s: 
                   tuple(sizes[k][:BOOK_LEVELS]), tuple(sizes[k][BOOK_LEVELS:])) for k in range(n)]
 
 
+_ASK_PX = [f"ASKP{i}" for i in range(1, BOOK_LEVELS + 1)]
+_BID_PX = [f"BIDP{i}" for i in range(1, BOOK_LEVELS + 1)]
+_ASK_QTY = [f"ASKP_RSQN{i}" for i in range(1, BOOK_LEVELS + 1)]
+_BID_QTY = [f"BIDP_RSQN{i}" for i in range(1, BOOK_LEVELS + 1)]
+
+
 def _sign(change: float) -> str:
     return "2" if change > 0 else "5" if change < 0 else "3"   # KIS: 2 up, 3 unchanged, 5 down
 
@@ -180,7 +186,7 @@ def tape(symbol: str, day: dt.date, prints: list[Print], prev_close: float | Non
         chg = p.price - base
         t = p.time.strftime(hhmmss)
         open_px = prints[0].price
-        trade = {f: "0" for f in TRADE_FIELDS}
+        trade = dict.fromkeys(TRADE_FIELDS, "0")   # keys in field order: values() is the record
         trade.update({
             "MKSC_SHRN_ISCD": symbol, "STCK_CNTG_HOUR": t, "STCK_PRPR": str(p.price), "PRDY_VRSS_SIGN": _sign(chg),
             "PRDY_VRSS": str(round(chg)), "PRDY_CTRT": f"{chg / base * 100:.2f}",
@@ -198,15 +204,14 @@ def tape(symbol: str, day: dt.date, prints: list[Print], prev_close: float | Non
             "BIDP_RSQN1": str(p.bid_sizes[0]), "TOTAL_ASKP_RSQN": str(sum(p.ask_sizes)),
             "TOTAL_BIDP_RSQN": str(sum(p.bid_sizes)), "VOL_TNRT": "0.00", "PRDY_SMNS_HOUR_ACML_VOL_RATE": "0.00",
             "HOUR_CLS_CODE": "0", "MRKT_TRTM_CLS_CODE": ""})
-        book = {f: "0" for f in ASK_FIELDS}
+        book = dict.fromkeys(ASK_FIELDS, "0")
         book.update({"MKSC_SHRN_ISCD": symbol, "BSOP_HOUR": t, "HOUR_CLS_CODE": "0",
                      "TOTAL_ASKP_RSQN": str(sum(p.ask_sizes)), "TOTAL_BIDP_RSQN": str(sum(p.bid_sizes)),
                      "ANTC_CNPR": "0", "ACML_VOL": str(acml_vol), "ANTC_CNTG_VRSS_SIGN": "3",
                      "ANTC_CNTG_PRDY_CTRT": "0.00", "STCK_DEAL_CLS_CODE": "0"})
-        for i in range(BOOK_LEVELS):
-            book[f"ASKP{i + 1}"], book[f"BIDP{i + 1}"] = str(p.asks[i]), str(p.bids[i])
-            book[f"ASKP_RSQN{i + 1}"], book[f"BIDP_RSQN{i + 1}"] = str(p.ask_sizes[i]), str(p.bid_sizes[i])
-        out.append((p.time, "^".join(trade[f] for f in TRADE_FIELDS), "^".join(book[f] for f in ASK_FIELDS)))
+        for names, values in ((_ASK_PX, p.asks), (_BID_PX, p.bids), (_ASK_QTY, p.ask_sizes), (_BID_QTY, p.bid_sizes)):
+            book.update(zip(names, map(str, values)))
+        out.append((p.time, "^".join(trade.values()), "^".join(book.values())))
     return out
 
 
