@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+from typing import Self
 
 import polars as pl
 
@@ -57,7 +58,7 @@ class SimServer:
         return f"SimServer(rest={self.rest_url!r}, ws={self.ws_url!r})"
 
     # --- lifecycle --------------------------------------------------------------------------
-    def start(self) -> "SimServer":
+    def start(self) -> SimServer:
         self._ws = SimWebSocket(self.exchange, self.faults)
         self._ws.daily_frames = self._tapes is None
         self._ws.start()
@@ -80,7 +81,7 @@ class SimServer:
             self._ws.stop()
             self._ws = None
 
-    def __enter__(self) -> "SimServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
