@@ -6,7 +6,9 @@ double underscore in the environment: `KRT_SERVE__PORT=8100` sets `serve.port`.
 
 Secrets (KIS_APP_KEY, KIS_APP_SECRET, KIS_ACCOUNT) come only from the environment or an untracked
 `.env` file — never from the YAML file (a YAML that holds one is refused, so a key cannot end up
-in git) — and they are `SecretStr`, so printing or logging the settings never shows them.
+in git) — and they are `SecretStr`, so printing or logging the settings never shows them. The
+same holds for alert bot tokens and webhook URLs (`alerts.notifiers[].secret_env` names the
+variable; defaults in ALERT_SECRET_ENV).
 """
 from __future__ import annotations
 
@@ -17,7 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from broker.risk_engine import DEFAULT_PROTECTIONS, build_protections
 from strategies import defaults as D
@@ -115,6 +125,46 @@ class RiskEngineSettings(_Section):
         return v
 
 
+ALERT_KINDS = ("order", "fill", "denial", "trading_state", "feed_stall", "daily_pnl")   # cluster/alerts.py AlertKind
+ALERT_SECRET_ENV = {"telegram": "KRT_ALERT_TELEGRAM_TOKEN", "slack": "KRT_ALERT_SLACK_URL",
+                    "discord": "KRT_ALERT_DISCORD_URL", "webhook": "KRT_ALERT_WEBHOOK_URL"}
+
+class AlertNotifierSettings(_Section):
+    """One alert destination. Its secret (bot token or webhook URL) is read from the environment
+    variable `secret_env` (default per kind, ALERT_SECRET_ENV) or .env, never from the YAML file."""
+    kind: Literal["telegram", "slack", "discord", "webhook"]
+    name: str = ""                          # shown in logs and stats; default: the kind
+    chat_id: str | None = None              # telegram only (a chat id is not a credential)
+    api_url: str | None = None              # telegram Bot API base; default https://api.telegram.org
+    secret_env: str | None = None           # default: ALERT_SECRET_ENV[kind]
+    secret: SecretStr | None = None         # filled from the environment by load_settings only
+
+    @model_validator(mode="after")
+    def _telegram_needs_chat(self):
+        if self.kind == "telegram" and not self.chat_id:
+            raise ValueError("a telegram notifier needs chat_id")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+    @property
+    def secret_var(self) -> str:
+        return self.secret_env or ALERT_SECRET_ENV[self.kind]
+
+
+class AlertsSettings(_Section):
+    """cluster/alerts.py: who hears about orders, fills, denials, state changes, stalls, daily P&L."""
+    enabled: bool = True                    # still off in effect until a notifier has its secret set
+    notifiers: list[AlertNotifierSettings] = Field(default_factory=list)
+    events: list[Literal[ALERT_KINDS]] = Field(default_factory=lambda: list(ALERT_KINDS))  # type: ignore[valid-type]
+    rate_per_min: float = Field(20.0, gt=0)  # per notifier (Telegram allows ~20/min in a group)
+    burst: int = Field(5, ge=1)
+    queue_size: int = Field(100, ge=1)       # per notifier; beyond it events are dropped with a count
+    timeout_s: float = Field(5.0, gt=0)      # connect and read timeout of one send
+
+
 class Settings(_Section):
     mode: Mode = Mode.PAPER
     journal: Path = Path("runs/journal.sqlite")
@@ -126,6 +176,7 @@ class Settings(_Section):
     trading: TradingSettings = Field(default_factory=TradingSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
     risk_engine: RiskEngineSettings = Field(default_factory=RiskEngineSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     # secrets: environment / .env only
     kis_app_key: SecretStr | None = None
     kis_app_secret: SecretStr | None = None
@@ -182,7 +233,7 @@ def _env_overrides(environ: dict[str, str]) -> dict:
             continue  # secrets have their own names
         if len(keys) == 1 and keys[0] not in Settings.model_fields:
             continue  # another module's variable (KRT_MODEL_DQN, KRT_MLFLOW_DIR, KRT_CODE_VERSION, ...)
-        if keys[-1] in ("symbols", "agents", "holidays"):
+        if keys[-1] in ("symbols", "agents", "holidays", "events"):
             value = [s.strip() for s in value.split(",") if s.strip()]
         _set_path(out, keys, value)
     if "KRT_DATA_DIR" in environ:
@@ -206,6 +257,16 @@ def config_path(path: str | Path | None = None, environ: dict[str, str] | None =
     return Path(DEFAULT_FILE) if Path(DEFAULT_FILE).is_file() else None
 
 
+def _alert_secrets(data: dict, secrets_env: dict[str, str]) -> None:
+    """Each alert notifier's token/URL from its environment variable (or .env), in place."""
+    notifiers = (data.get("alerts") or {}).get("notifiers") if isinstance(data.get("alerts"), dict) else None
+    for n in notifiers or []:
+        if isinstance(n, dict) and n.get("kind") in ALERT_SECRET_ENV:
+            value = secrets_env.get(n.get("secret_env") or ALERT_SECRET_ENV[n["kind"]])
+            if value:
+                n["secret"] = value
+
+
 def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None,
                   dotenv: str | Path | None = ".env") -> Settings:
     """Build the settings: defaults, then the YAML file, then KRT_* variables, then secrets."""
@@ -222,6 +283,8 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         if not isinstance(data, dict):
             raise SettingsError(f"{file} must hold a mapping of settings, not {type(data).__name__}")
         leaked = [k for k in data if k in SECRET_ENV or k.upper() in SECRET_ENV.values()]
+        leaked += [f"alerts.notifiers[{i}].secret" for i, n in enumerate((data.get("alerts") or {}).get("notifiers") or [])
+                   if isinstance(n, dict) and "secret" in n]
         if leaked:
             raise SettingsError(f"{file} holds secret(s) {leaked}: put them in the environment or an untracked .env")
     data = _merge(data, _env_overrides(environ))
@@ -229,6 +292,7 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     for field, env in SECRET_ENV.items():
         if secrets_env.get(env):
             data[field] = secrets_env[env]
+    _alert_secrets(data, secrets_env)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

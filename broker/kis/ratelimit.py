@@ -17,16 +17,23 @@ class TokenBucket:
 
     def acquire(self) -> None:
         """Take one token, sleeping as long as needed."""
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                wait = (1.0 - self._tokens) / self.rate
+        while (wait := self._take()) > 0:
             self._sleep(wait)
+
+    def try_acquire(self) -> bool:
+        """Take one token if there is one now; never waits (alerts: over the rate is coalesced)."""
+        return self._take() == 0
+
+    def _take(self) -> float:
+        """0 when a token was taken, else the seconds until one is due."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate
 
 
 _BUCKETS: dict[tuple[str, str, str], TokenBucket] = {}

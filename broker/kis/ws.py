@@ -13,8 +13,8 @@ import json
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -89,15 +89,37 @@ def aes_encrypt(plain: str, key: str, iv: str) -> str:
     return base64.b64encode(enc.update(data) + enc.finalize()).decode("ascii")
 
 
-def split_records(payload: str, count: int, fields: tuple[str, ...]) -> list[dict]:
+EXTRA = "_extra"   # record key of the trailing fields KIS added after the ones documented here
+_reported_extra: set[tuple[str, int]] = set()
+
+
+def split_records(payload: str, count: int, fields: tuple[str, ...], tr_id: str = "") -> list[dict]:
+    """Cut a payload into `count` records. KIS has added fields at the end of its real-time
+    records before: a record with more fields than documented keeps the known ones by name and
+    the rest, in order, under `EXTRA` (logged once per TR and width). A record with fewer fields
+    raises FrameError naming the first field that is missing."""
     parts = payload.split("^")
-    n = len(fields)
-    if len(parts) != n * count:
-        raise FrameError(detail=f"payload has {len(parts)} fields, expected {count} x {n}")
-    if count == 1:
-        return [dict(zip(fields, parts))]
-    it = iter(parts)   # zip stops at the end of `fields`, so each record takes exactly n parts
-    return [dict(zip(fields, it)) for _ in range(count)]
+    n, what = len(fields), tr_id or "real-time"
+    if count < 1:
+        raise FrameError(detail=f"{what} frame announces {count} records")
+    if len(parts) % count:
+        raise FrameError(detail=f"{what} payload has {len(parts)} fields, which is not {count} records of "
+                                f"{n} (or more) fields")
+    width = len(parts) // count
+    if width < n:
+        raise FrameError(detail=f"{what} record has {width} fields, expected {n}: field {width} "
+                                f"{fields[width]} and after it are missing")
+    if width > n and (tr_id, width) not in _reported_extra:
+        _reported_extra.add((tr_id, width))
+        log.info("%s records have %d fields, %d documented: the extra %d kept under %r", what, width, n, width - n, EXTRA)
+    records = []
+    for i in range(count):
+        chunk = parts[i * width:(i + 1) * width]
+        record: dict = dict(zip(fields, chunk))
+        if width > n:
+            record[EXTRA] = chunk[n:]
+        records.append(record)
+    return records
 
 
 def parse_frame(text: str, keys: dict[str, tuple[str, str]] | None = None) -> Frame | None:
@@ -114,18 +136,49 @@ def parse_frame(text: str, keys: dict[str, tuple[str, str]] | None = None) -> Fr
     if flag == "1":
         if not keys or tr_id not in keys:
             raise FrameError(detail=f"encrypted {tr_id} frame before its subscribe ack (no key/iv)")
-        payload = aes_decrypt(payload, *keys[tr_id])
-    return Frame(tr_id, split_records(payload, int(count), fields), flag == "1")
+        try:
+            payload = aes_decrypt(payload, *keys[tr_id])
+        except (ValueError, UnicodeDecodeError) as exc:   # bad Base64, padding or text
+            raise FrameError(detail=f"encrypted {tr_id} frame does not decrypt with its key/iv "
+                                    f"({type(exc).__name__})") from None
+    return Frame(tr_id, split_records(payload, int(count), fields, tr_id), flag == "1")
+
+
+def _field(record: dict, name: str, kind: type = str):
+    """A notice field, converted; a missing or garbled one raises FrameError naming it."""
+    value = record.get(name)
+    if value is None:
+        raise FrameError(detail=f"execution notice has no {name} field")
+    if kind is str:
+        if not value.strip():
+            raise FrameError(detail=f"execution notice field {name} is empty")
+        return value.strip()
+    try:
+        number = float(value) if kind is float else int(value)
+    except ValueError:
+        raise FrameError(detail=f"execution notice field {name} = {value[:20]!r} is not a number") from None
+    if number < 0:
+        raise FrameError(detail=f"execution notice field {name} = {value!r} is negative")
+    return number
 
 
 def fill_event(record: dict) -> FillEvent | None:
-    """A notice record → FillEvent when it is an accepted fill (CNTG_YN 2, RFUS_YN 0), else None."""
+    """A notice record → FillEvent when it is an accepted fill (CNTG_YN 2, RFUS_YN 0), else None.
+    A fill whose fields do not read raises FrameError naming the field."""
     if record.get("CNTG_YN") != "2" or record.get("RFUS_YN") not in ("0", ""):
         return None
-    return FillEvent(order_no=record["ODER_NO"], original_order_no=record.get("OODER_NO", ""),
-                     symbol=record["STCK_SHRN_ISCD"], side="sell" if record["SELN_BYOV_CLS"] == "01" else "buy",
-                     qty=int(record["CNTG_QTY"]), price=int(float(record["CNTG_UNPR"])),
-                     time=record["STCK_CNTG_HOUR"], account_tail=record.get("ACNT_NO", "")[-2:])
+    side = _field(record, "SELN_BYOV_CLS")
+    if side not in ("01", "02"):
+        raise FrameError(detail=f"execution notice field SELN_BYOV_CLS = {side!r} is neither 01 (sell) nor 02 (buy)")
+    qty, price = _field(record, "CNTG_QTY", int), int(_field(record, "CNTG_UNPR", float))
+    if qty == 0 or price == 0:
+        raise FrameError(detail=f"execution notice of a fill with CNTG_QTY {qty} / CNTG_UNPR {price}")
+    hhmmss = _field(record, "STCK_CNTG_HOUR")
+    if not (len(hhmmss) == 6 and hhmmss.isdigit()):
+        raise FrameError(detail=f"execution notice field STCK_CNTG_HOUR = {hhmmss[:20]!r} is not HHMMSS")
+    return FillEvent(order_no=_field(record, "ODER_NO"), original_order_no=record.get("OODER_NO", "").strip(),
+                     symbol=_field(record, "STCK_SHRN_ISCD"), side="sell" if side == "01" else "buy",
+                     qty=qty, price=price, time=hhmmss, account_tail=record.get("ACNT_NO", "")[-2:])
 
 
 class KisWebSocket:
@@ -161,7 +214,7 @@ class KisWebSocket:
         return f"KisWebSocket(url={self.url!r}, subscriptions={len(self.subscriptions)})"
 
     # --- public (thread-safe) -----------------------------------------------------------------
-    def start(self, timeout: float = 10.0) -> "KisWebSocket":
+    def start(self, timeout: float = 10.0) -> KisWebSocket:
         self._thread.start()
         if not self._connected.wait(timeout):
             raise KisError(detail="WebSocket did not connect", tr_id="websocket")
@@ -231,7 +284,7 @@ class KisWebSocket:
                         if isinstance(message, str) and message.startswith("{") and '"PINGPONG"' in message:
                             await ws.send(message)   # echo the keep-alive text unchanged
                             self.pings_answered += 1
-            except Exception as exc:  # connection refused/dropped: reconnect below
+            except Exception as exc:  # noqa: BLE001 - refused/dropped/anything: reconnect below
                 self.errors.append(type(exc).__name__)
             finally:
                 self._ws = None
@@ -260,7 +313,7 @@ class KisWebSocket:
             return
         try:
             frame = parse_frame(message, self.keys)
-        except Exception as exc:
+        except (FrameError, ValueError) as exc:   # counted by kind; the session goes on
             self.errors.append(f"frame: {type(exc).__name__}")
             return
         if frame is None:
@@ -270,6 +323,10 @@ class KisWebSocket:
             if self.on_record:
                 self.on_record(frame.tr_id, rec)
             if frame.tr_id in NOTICE_TRS:
-                ev = fill_event(rec)
+                try:
+                    ev = fill_event(rec)
+                except FrameError as exc:   # named in errors; the REST execution list still has the fill
+                    self.errors.append(f"notice: {exc}")
+                    continue
                 if ev:
                     self.fills.put(ev)

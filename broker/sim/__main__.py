@@ -29,6 +29,10 @@ def main(argv=None) -> int:
     ap.add_argument("--burst", type=int, default=None, help="calls accepted at once (default: one second's quota)")
     ap.add_argument("--token-throttle-s", type=float, default=60.0,
                     help="tokenP at most once per this many seconds, else 403 EGW00133 (default 60, as KIS)")
+    ap.add_argument("--intraday-seed", type=int, default=None,
+                    help="stream each replay day as a SYNTHETIC intraday session with this seed "
+                         "(broker/sim/intraday.py; rehearsal only) instead of one end-of-day frame")
+    ap.add_argument("--intraday-step-s", type=int, default=30, help="seconds between synthetic prints")
     args = ap.parse_args(argv)
     df = load_prices(DataPaths().path("prices"))
     cut = dt.date.fromisoformat(args.today) if args.today else df["date"].max()
@@ -36,6 +40,8 @@ def main(argv=None) -> int:
                        token_throttle_s=args.token_throttle_s)
     sim = SimServer(config, history=df.filter(pl.col("date") <= cut),
                     replay=df.filter(pl.col("date") > cut)).start()
+    if args.intraday_seed is not None:
+        sim.enable_intraday(args.intraday_seed, args.intraday_step_s)
     creds = sim.add_account(args.cash)
     fd = os.open(args.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -44,6 +50,9 @@ def main(argv=None) -> int:
     print(f"KIS simulator ({'real' if args.real else 'VTS'}): REST {sim.rest_url}  WebSocket {sim.ws_url}  "
           f"today {sim.exchange.today}  limit {config.rate_per_s:g}/s burst {config.burst}  "
           f"tokenP once per {config.token_throttle_s:g} s")
+    if sim.intraday_enabled:
+        print(f"WebSocket feed: SYNTHETIC intraday sessions (seed {args.intraday_seed}, a print every "
+              f"{args.intraday_step_s} s) — for rehearsal only, not market data")
     print(f"dummy credentials and the admin secret written to {args.env_file}")
     try:
         while True:

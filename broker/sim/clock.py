@@ -3,7 +3,8 @@
 Server side (`VirtualSession`): virtual Seoul time moves only when a client sleeps on it. The
 simulator's replay dates are the session days: at 09:00 of each the market opens (orders are
 accepted), at 15:30 it closes and that day's replay bar trades (fills at its prices, and the bar
-joins the daily chart). Client side (`SimClock`): the `market.session.Clock` protocol over the
+joins the daily chart); with the intraday stream on, the synthetic session streams as time
+passes (SimServer.stream_session). Client side (`SimClock`): the `market.session.Clock` protocol over the
 simulator's admin endpoint, so every process of the loop (Ray actors included) shares one time.
 """
 from __future__ import annotations
@@ -45,6 +46,8 @@ class VirtualSession:
                 if dt.datetime.combine(day, MARKET_CLOSE, tzinfo=SEOUL) > end:
                     break
                 self.server.advance()  # the replay bar of `day` trades at the close and is published
+            if self.server.intraday_enabled and day == end.date() and end.time() >= MARKET_OPEN:
+                self.server.stream_session(until=end.time())   # the synthetic session so far
             self.now = end
             self.server.set_market_open(self._in_session(end))
             return self.now

@@ -10,16 +10,22 @@ narrows to URLs containing it):
   drop            processed, then the connection is closed without an answer
   drop_before     connection closed without processing
   malformed       processed, then a body that is not JSON
-  ws_drop         every WebSocket session is closed (the next WebSocket message triggers it,
-                  or call SimServer.drop_websockets() directly)
+WebSocket kinds (`path` narrows to a TR id, e.g. "H0STCNT0"; they act on the data frames the
+simulator sends: the daily bar frames, the intraday stream and the execution notices):
+  ws_drop         every WebSocket session is closed instead of sending the frame (POST
+                  /admin/fault {"kind": "ws_drop"} without count/skip, or SimServer.drop_websockets(),
+                  closes them at once)
+  ws_stall        the feed goes silent for `delay` seconds before the frame is sent
+  ws_malformed    the frame is sent with its last fields cut off (a parser must name the problem)
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 
+WS_KINDS = ("ws_drop", "ws_stall", "ws_malformed")
 KINDS = ("rate_limit", "expired_token", "http_500", "http_500_after", "slow", "drop", "drop_before",
-         "malformed", "ws_drop")
+         "malformed", *WS_KINDS)
 BEFORE = {"rate_limit", "expired_token", "http_500", "drop_before"}
 
 
@@ -50,11 +56,12 @@ class Faults:
         with self._lock:
             self._armed.clear()
 
-    def take(self, path: str) -> Fault | None:
-        """The next armed REST fault matching this path (consumed), or None."""
+    def take(self, path: str, websocket: bool = False) -> Fault | None:
+        """The next armed fault matching this path (consumed), or None: REST kinds for a URL path,
+        WebSocket kinds (`websocket=True`) for a data frame's TR id."""
         with self._lock:
             for f in self._armed:
-                if f.kind != "ws_drop" and f.path in path:
+                if (f.kind in WS_KINDS) == websocket and f.path in path:
                     if f.skip > 0:
                         f.skip -= 1
                         continue

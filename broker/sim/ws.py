@@ -3,8 +3,10 @@
 Subscribe/unsubscribe with the KIS acks (OPSP0000/0001/0002/0003/0008, INVALID APPROVAL KEY),
 one session per app key (OPSP8996), the registration cap (40 by default, summed over all TRs),
 PINGPONG answered by a text echo or a pong frame, with a timeout, the
-H0STCNT0/H0STASP0 feed when a bar trades (one multi-record frame per TR per session), and
-H0STCNI0/9 execution notices encrypted with the per-subscription key/iv.
+H0STCNT0/H0STASP0 feed when a bar trades (one multi-record frame per TR per session) or, with
+the intraday stream on (SimServer.enable_intraday), the synthetic session of broker/sim/intraday.py
+one print at a time, and H0STCNI0/9 execution notices encrypted with the per-subscription key/iv.
+Every data frame goes through the WebSocket faults of broker/sim/faults.py (drop, stall, malformed).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import time
 
 from broker.kis.ws import aes_encrypt
 from broker.sim.exchange import Exchange
+from broker.sim.faults import Faults
 from broker.sim.schema import won
 from market import krx
 from market.calendar import SEOUL
@@ -55,8 +58,10 @@ def _connection_class():
 
 
 class SimWebSocket:
-    def __init__(self, exchange: Exchange):
+    def __init__(self, exchange: Exchange, faults: Faults | None = None):
         self.ex = exchange
+        self.faults = faults or Faults()
+        self.daily_frames = True      # False while the intraday stream carries the day instead
         self.sessions: dict[str, Session] = {}      # app key → live session
         self.loop = asyncio.new_event_loop()
         self.port = 0
@@ -115,11 +120,39 @@ class SimWebSocket:
                                               "datetime": dt.datetime.now(SEOUL).strftime("%Y%m%d%H%M%S")}})
                     await self._send(s, s.ping_text)
 
+    def subscribed(self) -> set[tuple[str, str]]:
+        """Every (TR id, key) some session has registered."""
+        return {item for s in list(self.sessions.values()) for item in s.subs}
+
+    def publish(self, records: dict[tuple[str, str], str]) -> None:
+        """One time step of the market feed: {(tr_id, symbol): record}; each session gets the ones
+        it subscribed to, one single-record frame each (thread-safe, waits until sent)."""
+        asyncio.run_coroutine_threadsafe(self._publish(records), self.loop).result(60)
+
+    async def _publish(self, records: dict[tuple[str, str], str]):
+        for s in list(self.sessions.values()):
+            for item in sorted(s.subs):
+                if item in records:
+                    await self._send_data(s, item[0], f"0|{item[0]}|001|{records[item]}")
+
+    async def _send_data(self, s: Session, tr_id: str, frame: str):
+        """A data frame, through the armed WebSocket faults."""
+        fault = self.faults.take(tr_id, websocket=True)
+        if fault is not None:
+            if fault.kind == "ws_drop":
+                return await self._drop_all()
+            if fault.kind == "ws_stall":
+                await asyncio.sleep(fault.delay)
+            elif fault.kind == "ws_malformed":
+                # the last three fields cut off; an encrypted frame loses the end of its cipher text
+                frame = frame.rsplit("^", 3)[0] if "^" in frame else frame[:-8]
+        await self._send(s, frame)
+
     async def _send(self, s: Session, text: str):
         try:
             await s.ws.send(text)
             self.frames_sent += 1
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - a session closing mid-send only misses this frame
             pass
 
     async def _handler(self, ws):
@@ -159,7 +192,7 @@ class SimWebSocket:
                         continue
                     session = self.sessions[app_key] = Session(ws, app_key)
                 await self._subscription(session, tr_id, tr_key, tr_type)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - a dropped client ends its session, never the server
             pass
         finally:
             if session is not None and self.sessions.get(session.app_key) is session:
@@ -196,13 +229,15 @@ class SimWebSocket:
         asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     async def _bar(self, p: dict):
+        if not self.daily_frames:
+            return
         day, bars = p["day"], p["bars"]
         for s in list(self.sessions.values()):
             for tr_id, make in (("H0STCNT0", _trade_record), ("H0STASP0", _book_record)):
                 recs = [make(sym, day, bars[sym], self.ex) for t, sym in sorted(s.subs)
                         if t == tr_id and sym in bars and not any(math.isnan(float(x)) for x in bars[sym][:4])]
                 if recs:
-                    await self._send(s, f"0|{tr_id}|{len(recs):03d}|" + "^".join(recs))
+                    await self._send_data(s, tr_id, f"0|{tr_id}|{len(recs):03d}|" + "^".join(recs))
 
     async def _notice(self, p: dict):
         tr_id = "H0STCNI9" if self.ex.config.virtual else "H0STCNI0"
@@ -210,7 +245,7 @@ class SimWebSocket:
         if s is None or (tr_id, p["hts_id"]) not in s.subs:
             return
         key, iv = s.keys[tr_id]
-        await self._send(s, f"1|{tr_id}|001|" + aes_encrypt(p["record"], key, iv))
+        await self._send_data(s, tr_id, f"1|{tr_id}|001|" + aes_encrypt(p["record"], key, iv))
 
 
 def _ack(tr_id, tr_key, rt_cd, msg_cd, msg1, keys: tuple[str, str] | None = None) -> str:
