@@ -14,8 +14,17 @@ import pytest
 
 from backtest.engine import BacktestConfig, run_backtest
 from market import krx
-from market.accounting import (AccountingInputs, Bar, CostModel, FillStatus, QuoteTable, execute, execute_batch,
-                               orders_for_targets, orders_for_targets_batch)
+from market.accounting import (
+    AccountingInputs,
+    Bar,
+    CostModel,
+    FillStatus,
+    QuoteTable,
+    execute,
+    execute_batch,
+    orders_for_targets,
+    orders_for_targets_batch,
+)
 from market.data import Panel, load_panel
 
 SPANS = {
