@@ -89,9 +89,13 @@ def build_config(algo: str, env_config: dict, params: dict | None = None, preset
 
         n_step = int(hp["n_step"])
         fragment = max(int(ps["rollout_fragment_length"]), n_step)  # RLlib needs fragment >= n_step
-        buffer = ({"type": "PrioritizedEpisodeReplayBuffer", "capacity": ps["replay_capacity"],
-                   "alpha": 0.6, "beta": 0.4} if hp["prioritized"]
-                  else {"type": "EpisodeReplayBuffer", "capacity": ps["replay_capacity"]})
+        # RLlib's own buffers sample from unseeded generators (same seed, different policy);
+        # training/replay.py's take the run's seed
+        buffer = ({"type": "training.replay.SeededPrioritizedEpisodeReplayBuffer",
+                   "capacity": ps["replay_capacity"], "alpha": 0.6, "beta": 0.4, "seed": int(seed)}
+                  if hp["prioritized"]
+                  else {"type": "training.replay.SeededEpisodeReplayBuffer", "capacity": ps["replay_capacity"],
+                        "seed": int(seed)})
         cfg = (
             DQNConfig()
             .training(lr=float(hp["lr"]), gamma=float(hp["gamma"]), double_q=bool(hp["double_q"]),
