@@ -11,11 +11,13 @@ Autoreset is gymnasium's NEXT_STEP mode, what RLlib 2.60's SingleAgentEnvRunner 
 episode it sees as done is answered by a reset observation on the next step, whose action is
 ignored).
 
-RLlib (new API stack): `config.environment(make_trading_env, env_config=...)` plus
-`config.env_runners(gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT)`. The env runner
-then registers `vector_entry_point=lambda num_envs: make_trading_env(env_ctx | {"num_envs":
-num_envs})` and `gym.make_vec` calls it (ray/rllib/env/single_agent_env_runner.py), so
-`make_trading_env` returns this class when the config carries `num_envs`.
+RLlib (new API stack): `register_vector_env()`, then `config.environment(VECTOR_ENV_ID,
+env_config=...)` plus `config.env_runners(gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT)`.
+For a registered env id the env runner registers `vector_entry_point=lambda num_envs:
+creator(env_ctx | {"num_envs": num_envs})` with gymnasium and `gym.make_vec` calls it
+(ray/rllib/env/single_agent_env_runner.py `make_env`), so the creator, `make_trading_env`, returns
+this class when the config carries `num_envs`. (RLlib's Algorithm accepts only a class or a
+registered id as `env`, not a plain function.)
 """
 from __future__ import annotations
 
@@ -159,3 +161,15 @@ def make_trading_env(env_config: dict | None = None) -> gym.Env | gym.vector.Vec
     if "num_envs" in cfg:
         return VecTradingEnv(cfg)
     return TradingEnv(cfg)
+
+
+VECTOR_ENV_ID = "krx-trading-vec"
+
+
+def register_vector_env() -> str:
+    """Register `make_trading_env` with RLlib under VECTOR_ENV_ID (Ray's registry reaches the
+    remote env runners too). Returns the id."""
+    from ray.tune.registry import register_env
+
+    register_env(VECTOR_ENV_ID, make_trading_env)
+    return VECTOR_ENV_ID

@@ -41,3 +41,29 @@ def test_same_seed_same_policy(ray_local):
         assert torch.equal(a[key], b[key]), f"{key} differs between two trainings with seed 0"
     bars = range(len(panel) - 150, len(panel))
     assert _decisions(first, panel, bars) == _decisions(second, panel, bars)
+
+
+def test_vector_env_trains_the_same_policy_as_rllibs_sync_vector_env(ray_local):
+    """build_config's VecTradingEnv and RLlib's SyncVectorEnv of TradingEnvs, same seed: the
+    same episodes, fills and rewards, hence bit-identical DQN weights after training."""
+    import torch
+
+    from training import algos as A
+    from training.env import EnvSpec, TradingEnv
+
+    panel = load_panel(symbols=list(DEFAULT_UNIVERSE), start="2012-01-01", end="2016-12-31")
+    spec = TradingEnv({"panel": panel, "spec": EnvSpec(train_start="2012-01-01", train_end="2015-12-31")}
+                      ).spec_.to_dict()
+    weights = []
+    for vector_env in (False, True):
+        algo = A.build_config("dqn", {"panel": panel, "spec": spec, "seed": 0}, preset="smoke", seed=0,
+                              vector_env=vector_env).build_algo()
+        try:
+            for _ in range(2):
+                algo.train()
+            weights.append({k: v.clone() for k, v in A.learner_module(algo).state_dict().items()})
+        finally:
+            algo.stop()
+    sync, vec = weights
+    for key in sync:
+        assert torch.equal(sync[key], vec[key]), key

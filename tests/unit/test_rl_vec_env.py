@@ -84,3 +84,38 @@ def test_vector_env_is_a_gymnasium_vector_env(panel):
         vec.step(np.array([0, 1, vec.n_actions]))
     with pytest.raises(ValueError, match="3 actions"):
         vec.step(np.array([0, 1]))
+
+
+def test_rllib_env_runner_samples_the_vector_env(panel):
+    """RLlib 2.60's SingleAgentEnvRunner, as build_config sets it up (VECTOR_ENTRY_POINT on the
+    registered creator), steps one VecTradingEnv; every finished episode it returns replays
+    in a TradingEnv to the same rewards."""
+    import gymnasium as gym
+    from ray.rllib.algorithms.dqn import DQNConfig
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    from training.vec_env import VECTOR_ENV_ID, register_vector_env
+
+    register_vector_env()
+    config = (DQNConfig().environment(VECTOR_ENV_ID, env_config={"panel": panel, "spec": SPEC, "seed": 0})
+              .env_runners(num_env_runners=0, num_envs_per_env_runner=4,
+                           gym_env_vectorize_mode=gym.VectorizeMode.VECTOR_ENTRY_POINT)
+              .debugging(seed=3))
+    runner = SingleAgentEnvRunner(config=config)
+    try:
+        assert isinstance(runner.env.unwrapped, VecTradingEnv) and runner.env.unwrapped.num_envs == 4
+        episodes = [e for e in runner.sample(num_timesteps=200, random_actions=True) if e.is_done]
+    finally:
+        runner.stop()
+    assert len(episodes) >= 4
+    env = TradingEnv({"panel": panel, "spec": SPEC})
+    n_feat = env.zfeats.shape[1]
+    for ep in episodes:
+        obs, actions, rewards = ep.get_observations(), ep.get_actions(), ep.get_rewards()
+        assert len(actions) == SPEC.episode_len
+        start = np.flatnonzero((env.zfeats == obs[0][:n_feat]).all(axis=1))
+        assert len(start) == 1  # the first observation names the episode's start bar
+        env.reset()
+        env.t, env.end = int(start[0]), int(start[0]) + SPEC.episode_len
+        replay = [env.step(int(a))[1] for a in actions]
+        assert np.array_equal(np.asarray(rewards), np.asarray(replay))
