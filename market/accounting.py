@@ -143,7 +143,7 @@ class QuoteTable:
 
     @classmethod
     def build(cls, dates: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray,
-              prev_close: np.ndarray, costs: CostModel = CostModel()) -> "QuoteTable":
+              prev_close: np.ndarray, costs: CostModel = CostModel()) -> QuoteTable:
         """`prev_close[t]` is the base of bar t's price limits (the last close before t)."""
         d = np.asarray(dates, dtype="datetime64[D]")
         shape = np.shape(open_)
@@ -391,9 +391,138 @@ class AccountingInputs:
 
     @classmethod
     def build(cls, dates: np.ndarray, close: np.ndarray, market: krx.Market | str = krx.Market.KOSPI,
-              sell_tax: bool = True) -> "AccountingInputs":
+              sell_tax: bool = True) -> AccountingInputs:
         ref = ffill_close(close)
         prev = np.vstack([np.full((1, ref.shape[1]), np.nan), ref[:-1]])
         tax = tax_rates_by_bar(dates, market) if sell_tax else np.zeros(len(ref))
         return cls(ref_price=ref, prev_close=prev, sell_tax=np.asarray(tax, dtype=float))
 
+
+
+# ---------------------------------------------------------------------------- batched form
+
+@dataclass
+class BatchExecution:
+    """`execute` for E accounts × N symbols at once (market orders, at most one per symbol).
+
+    Every (E, N) cell is one order of `orders_for_targets`: `side` is SELL, BUY or 0 (no order);
+    the other per-order arrays are 0 where there is no order or nothing filled.
+    """
+
+    qty: np.ndarray         # (E, N) filled shares (int64, >= 0)
+    side: np.ndarray        # (E, N) int64: SELL, BUY, or 0 for no order
+    price: np.ndarray       # (E, N) fill price in KRW on the tick grid (int64; 0 where nothing filled)
+    commission: np.ndarray  # (E, N) KRW (int64)
+    tax: np.ndarray         # (E, N) KRW (int64)
+    status: np.ndarray      # (E, N) FillStatus code of each order (FILLED where there is none)
+    cash: np.ndarray        # (E,) int64
+    holdings: np.ndarray    # (E, N) int64
+
+    @property
+    def notional(self) -> np.ndarray:
+        return self.qty * self.price
+
+
+def orders_for_targets_batch(weights: np.ndarray, holdings: np.ndarray, cash: np.ndarray,
+                             ref_price: np.ndarray, min_trade_value: float = 0.0,
+                             cash_buffer: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """`orders_for_targets` for E accounts at once: (sell_qty, buy_qty), each (E, N) int64.
+
+    Row e is exactly what `orders_for_targets(weights[e], holdings[e], cash[e], ref_price[e])`
+    returns, laid out densely (that function makes at most one order per symbol): the same
+    floating-point expressions in the same order, so the whole shares agree to the share.
+    """
+    w = np.asarray(weights, dtype=float)
+    nan = np.isnan(w)
+    if nan.any():
+        w = np.where(nan, 0.0, w)
+    if w.size and w.min() < -1e-12:
+        bad = int(np.argmax((w < -1e-12).any(axis=1)))
+        raise ValueError(f"target weights must be >= 0 (no short selling); account {bad} has {w[bad].min()}")
+    total = w.sum(axis=1)
+    if (total > 1.0 + 1e-9).any():
+        bad = int(np.argmax(total > 1.0 + 1e-9))
+        raise ValueError(f"target weights sum to {total[bad]:.6f} > 1 (no leverage) for account {bad}")
+    holdings = np.asarray(holdings, dtype=np.int64)
+    cash_f = np.asarray(cash, dtype=np.int64).astype(float)
+    px = np.asarray(ref_price, dtype=float)
+    priced = px > 0  # False for NaN too
+    px_safe = np.where(priced, px, 1.0)
+    equity = cash_f + np.where(priced, holdings * px_safe, 0.0).sum(axis=1)
+    target = np.where(priced, np.floor(w * equity[:, None] / px_safe), holdings).astype(np.int64)
+    delta = target - holdings
+    if min_trade_value > 0:
+        delta[np.abs(delta) * px_safe < min_trade_value] = 0
+    sells = np.maximum(-delta, 0)
+    buys = np.maximum(delta, 0)
+    budget = cash_f + (sells * px_safe).sum(axis=1)
+    need = (buys * px_safe).sum(axis=1) * (1 + cash_buffer)
+    scale = (need > budget) & (budget > 0)
+    if scale.any():
+        buys[scale] = np.floor(buys[scale] * (budget[scale] / need[scale])[:, None]).astype(np.int64)
+    broke = budget <= 0
+    if broke.any():
+        buys[broke] = 0
+    return sells, buys
+
+
+def execute_batch(sell_qty: np.ndarray, buy_qty: np.ndarray, buy_price: np.ndarray, sell_price: np.ndarray,
+                  quote_status: np.ndarray, sell_tax_rate: np.ndarray, cash: np.ndarray,
+                  holdings: np.ndarray, costs: CostModel = CostModel()) -> BatchExecution:
+    """`execute` of market orders for E accounts at once, each against its own execution bar.
+
+    `buy_price`, `sell_price`, `quote_status` (E, N) are the market-order quotes of each
+    account's execution bar (rows of a `QuoteTable`, i.e. what `fill_prices` gives); `sell_tax_rate`
+    (E,) the dated rate of that bar. The rules are `execute`'s: sells first, capped at the
+    holding; then buys in symbol order, the leading ones whose running cost fits into the cash in
+    full, and from the first one that does not, order by order through `_buys_loop` itself (the
+    same code the scalar path runs, so a cut buy is cut to the same share).
+    """
+    sell_qty = np.asarray(sell_qty, dtype=np.int64)
+    buy_qty = np.asarray(buy_qty, dtype=np.int64)
+    if (sell_qty < 0).any() or (buy_qty < 0).any():
+        raise ValueError("order quantities must be non-negative whole shares")
+    if ((sell_qty > 0) & (buy_qty > 0)).any():
+        raise ValueError("at most one order per account and symbol (a sell or a buy)")
+    holdings = np.array(holdings, dtype=np.int64, copy=True)
+    cash = np.array(cash, dtype=np.int64, copy=True)
+    status = np.array(quote_status, dtype=np.int8, copy=True)
+    side = np.where(sell_qty > 0, SELL, np.where(buy_qty > 0, BUY, 0)).astype(np.int64)
+    status[side == 0] = FillStatus.FILLED
+    fillable = status == FillStatus.FILLED
+    rate = costs.commission_rate
+
+    # sells: distinct symbols, so all at once (as `_sells_batch`)
+    want = np.where(fillable, sell_qty, 0)
+    none = (want > 0) & (holdings <= 0)
+    status[none] = FillStatus.NO_POSITION
+    status[(want > 0) & ~none & (want > holdings)] = FillStatus.PARTIAL_POSITION
+    q_sell = np.where(none, 0, np.minimum(want, holdings))
+    notional_s = q_sell * np.asarray(sell_price, dtype=np.int64)
+    comm_s = krx.commission(notional_s, rate)
+    tax_s = np.floor(notional_s * np.asarray(sell_tax_rate, dtype=float)[:, None] + 1e-9).astype(np.int64)
+    holdings -= q_sell
+    cash += (notional_s - comm_s - tax_s).sum(axis=1)
+
+    # buys: the fitting head at once, the rest through the scalar loop
+    bpx = np.asarray(buy_price, dtype=np.int64)
+    q_buy = np.where(fillable, buy_qty, 0)
+    notional_b = q_buy * bpx
+    comm_b = krx.commission(notional_b, rate)
+    running = np.cumsum(notional_b + comm_b, axis=1)
+    fits = running <= cash[:, None]
+    head = np.where(fits, q_buy, 0)
+    comm_b = np.where(fits, comm_b, 0)
+    cash -= np.where(fits, notional_b + comm_b, 0).sum(axis=1)
+    holdings += head
+    tail = (q_buy > 0) & ~fits
+    if tail.any():
+        cols = np.arange(q_buy.shape[1], dtype=np.int64)
+        for e in np.flatnonzero(tail.any(axis=1)):
+            row_qty, row_status, row_comm, row_hold = q_buy[e], status[e], comm_b[e], holdings[e]
+            cash[e] = _buys_loop(np.flatnonzero(tail[e]), cols, row_qty, row_status, bpx[e], row_comm,
+                                 row_hold, int(cash[e]), costs)
+    qty = q_sell + q_buy
+    price = np.where(qty > 0, np.where(side == SELL, sell_price, bpx), 0).astype(np.int64)
+    return BatchExecution(qty=qty, side=side, price=price, commission=comm_s + comm_b, tax=tax_s,
+                          status=status, cash=cash, holdings=holdings)

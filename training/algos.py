@@ -71,11 +71,18 @@ def check_algo(algo: str) -> str:
 
 
 def build_config(algo: str, env_config: dict, params: dict | None = None, preset: str = "2core",
-                 seed: int = 0):
-    """An RLlib AlgorithmConfig (new API stack) for `algo` on TradingEnv with `env_config`."""
+                 seed: int = 0, vector_env: bool = True):
+    """An RLlib AlgorithmConfig (new API stack) for `algo` on TradingEnv with `env_config`.
+
+    `vector_env`: each env runner steps its `num_envs_per_env_runner` episodes as one
+    VecTradingEnv (training/vec_env.py: the same episodes, fills and rewards as TradingEnv, one
+    batched accounting call per step); False gives RLlib's own SyncVectorEnv of TradingEnvs.
+    """
+    import gymnasium as gym
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
     from training.env import TradingEnv
+    from training.vec_env import VECTOR_ENV_ID, register_vector_env
 
     check_algo(algo)
     if preset not in PRESETS:
@@ -89,9 +96,13 @@ def build_config(algo: str, env_config: dict, params: dict | None = None, preset
 
         n_step = int(hp["n_step"])
         fragment = max(int(ps["rollout_fragment_length"]), n_step)  # RLlib needs fragment >= n_step
-        buffer = ({"type": "PrioritizedEpisodeReplayBuffer", "capacity": ps["replay_capacity"],
-                   "alpha": 0.6, "beta": 0.4} if hp["prioritized"]
-                  else {"type": "EpisodeReplayBuffer", "capacity": ps["replay_capacity"]})
+        # RLlib's own buffers sample from unseeded generators (same seed, different policy);
+        # training/replay.py's take the run's seed
+        buffer = ({"type": "training.replay.SeededPrioritizedEpisodeReplayBuffer",
+                   "capacity": ps["replay_capacity"], "alpha": 0.6, "beta": 0.4, "seed": int(seed)}
+                  if hp["prioritized"]
+                  else {"type": "training.replay.SeededEpisodeReplayBuffer", "capacity": ps["replay_capacity"],
+                        "seed": int(seed)})
         cfg = (
             DQNConfig()
             .training(lr=float(hp["lr"]), gamma=float(hp["gamma"]), double_q=bool(hp["double_q"]),
@@ -117,13 +128,18 @@ def build_config(algo: str, env_config: dict, params: dict | None = None, preset
             .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=hidden, fcnet_activation="tanh",
                                                        vf_share_layers=False))
         )
+    if vector_env:
+        register_vector_env()
     cfg = (
         cfg.api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .framework("torch")
-        .environment(TradingEnv, env_config=env_config)
+        .environment(VECTOR_ENV_ID if vector_env else TradingEnv, env_config=env_config)
         .env_runners(num_env_runners=int(ps["num_env_runners"]),
                      num_envs_per_env_runner=int(ps["num_envs_per_env_runner"]),
-                     rollout_fragment_length=fragment)
+                     rollout_fragment_length=fragment,
+                     # the env runner calls make_trading_env(config | {"num_envs": n}) itself
+                     gym_env_vectorize_mode=(gym.VectorizeMode.VECTOR_ENTRY_POINT if vector_env
+                                             else gym.VectorizeMode.SYNC))
         .reporting(min_sample_timesteps_per_iteration=int(ps["min_sample_timesteps"]),
                    min_time_s_per_iteration=None)  # IMPALA/APPO default forces >= 10 s an iteration
         .debugging(seed=int(seed), log_level="ERROR")

@@ -21,12 +21,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
 
 from market import krx
-from market.accounting import AccountingInputs, Bar, CostModel, execute, orders_for_targets
+from market.accounting import (
+    AccountingInputs,
+    Bar,
+    CostModel,
+    execute,
+    orders_for_targets,
+)
 from market.data import Panel
 
 DEFAULT_UNIVERSE = ("005930", "000660", "005380", "005490", "055550")
@@ -85,7 +92,7 @@ class Normaliser:
     std: np.ndarray   # (N, F)
 
     @classmethod
-    def fit(cls, feats: np.ndarray) -> "Normaliser":
+    def fit(cls, feats: np.ndarray) -> Normaliser:
         ok = np.isfinite(feats)
         if not ok.any():
             raise ValueError("no finite feature values in the training window to fit the normaliser")
@@ -107,8 +114,14 @@ class Normaliser:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normaliser":
+    def from_dict(cls, d: dict) -> Normaliser:
         return cls(mean=np.asarray(d["mean"], dtype=float), std=np.asarray(d["std"], dtype=float))
+
+
+def mark_to_market(cash, holdings: np.ndarray, close: np.ndarray):
+    """Cash plus holdings at `close`, for one account or a batch (rows): the one expression the
+    env and the vector env both use, so their equity agrees to the last bit."""
+    return cash + (holdings * close).sum(axis=-1)
 
 
 def observation(feat_row: np.ndarray, norm: Normaliser, prev_action: int, n_actions: int) -> np.ndarray:
@@ -147,7 +160,7 @@ class EnvSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EnvSpec":
+    def from_dict(cls, d: dict) -> EnvSpec:
         d = dict(d)
         d["symbols"] = tuple(d["symbols"])
         return cls(**d)
@@ -161,7 +174,7 @@ class TradingEnv(gym.Env):
     training window. Eval mode (`eval_window` set) runs once, deterministically, over that window.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(self, env_config: dict | None = None):
         cfg = dict(env_config or {})
@@ -282,7 +295,7 @@ class TradingEnv(gym.Env):
 
     def mark(self, t: int) -> float:
         """Equity at close t (last known close for a symbol without a bar that day)."""
-        return float(self.cash + np.dot(self.holdings, self.close_ff[t]))
+        return float(mark_to_market(self.cash, self.holdings, self.close_ff[t]))
 
     def observation_at(self, t: int, prev_action: int) -> np.ndarray:
         return np.concatenate([self.zfeats[t], self._onehots[prev_action]])
