@@ -129,6 +129,7 @@ ALERT_KINDS = ("order", "fill", "denial", "trading_state", "feed_stall", "daily_
 ALERT_SECRET_ENV = {"telegram": "KRT_ALERT_TELEGRAM_TOKEN", "slack": "KRT_ALERT_SLACK_URL",
                     "discord": "KRT_ALERT_DISCORD_URL", "webhook": "KRT_ALERT_WEBHOOK_URL"}
 
+
 class AlertNotifierSettings(_Section):
     """One alert destination. Its secret (bot token or webhook URL) is read from the environment
     variable `secret_env` (default per kind, ALERT_SECRET_ENV) or .env, never from the YAML file."""
