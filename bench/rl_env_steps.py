@@ -20,14 +20,14 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy is imported: one core, as the line printed says
 
-import gymnasium as gym
-import numpy as np
+import gymnasium as gym  # noqa: E402  (after the thread pinning and the path insert)
+import numpy as np  # noqa: E402  (after the thread pinning and the path insert)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from market.data import load_panel
-from training.env import DEFAULT_UNIVERSE, EnvSpec, TradingEnv, action_templates
-from training.vec_env import VecTradingEnv
+from market.data import load_panel  # noqa: E402  (after the thread pinning and the path insert)
+from training.env import DEFAULT_UNIVERSE, EnvSpec, TradingEnv, action_templates  # noqa: E402  (after the thread pinning and the path insert)
+from training.vec_env import VecTradingEnv  # noqa: E402  (after the thread pinning and the path insert)
 
 
 class PlainEnv(gym.Env):
