@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--reduce-only", action="store_true", help="REDUCING: only orders that shrink a position")
     p.add_argument("--run", default="*", help="one run id (default: every run trading into the journal)")
     add_settings_arg(p)
-    p.set_defaults(func=lambda args: set_state(args, "REDUCING" if args.reduce_only else "HALTED"))
+    p.set_defaults(func=halt)
 
     r = new_parser(
         subparsers, "resume", help="lift `trader halt`: the loop trades again from its next bar",
@@ -32,10 +32,19 @@ def register(subparsers) -> None:
     r.add_argument("--reason", default="resumed by operator", help="why (journaled)")
     r.add_argument("--run", default="*", help="one run id (default: every run)")
     add_settings_arg(r)
-    r.set_defaults(func=lambda args: set_state(args, "ACTIVE"))
+    r.set_defaults(func=resume)
 
 
 @reports_errors
+def halt(args) -> int:
+    return set_state(args, "REDUCING" if args.reduce_only else "HALTED")
+
+
+@reports_errors
+def resume(args) -> int:
+    return set_state(args, "ACTIVE")
+
+
 def set_state(args, state: str) -> int:
     from broker.journal import Journal, JournalError
 
