@@ -30,7 +30,7 @@ from backtest.metrics import compute
 from market.data import DataPaths, index_close, load_index, load_panel
 from strategies.baselines import EqualWeightRebalanced
 from strategies.construction import TopkDropout
-from strategies.ensemble import EnsembleAgent
+from strategies.ensemble import EnsembleAgent, MetaEnsemble
 from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
@@ -59,12 +59,15 @@ def candidates(engine, regime, sector_map) -> dict:
         return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
                 "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
 
-    def ens(config=None, risk="default"):
-        return lambda: EnsembleAgent(members(), regime=regime, config=config or DecisionConfig(), risk=risk)
+    def ens(config=None, risk="default", meta=None):
+        return lambda: EnsembleAgent(members(), regime=regime, config=config or DecisionConfig(), risk=risk,
+                                     meta=meta or MetaEnsemble())
 
     topk_eq = TopkDropout(k=10, n_drop=10, weighting="equal", band=0.0)     # plain top-k, no hysteresis
     topk_score = TopkDropout(k=10, n_drop=10, weighting="score", band=0.0)
     dropout = TopkDropout(k=10, n_drop=2, weighting="equal", band=0.01, max_turnover=0.3)
+    dropout_score = TopkDropout(k=10, n_drop=2, weighting="score", band=0.01, max_turnover=0.3)
+    fast = MetaEnsemble(eta=50.0)
     overlay = RiskOverlay(vol_target=0.15, floor=0.5, max_position=0.15, sector_cap=0.3, sectors=sector_map)
     return {
         "technical": lambda: TechnicalAgent(),
@@ -84,6 +87,15 @@ def candidates(engine, regime, sector_map) -> dict:
                                                          RiskOverlay(**{**overlay.__dict__, "vol_target": 0.12,
                                                                         "cvar_budget": 0.03})),
         "ens: rank score, dropout + overlay": ens(DecisionConfig(construction=dropout, score="rank"), overlay),
+        "ens: top-10 dropout-2 score-weighted, no risk": ens(DecisionConfig(construction=dropout_score), None),
+        "ens: combined weights + overlay": ens(risk=overlay),
+        # sharper online member weights (Hedge learning rate 50 instead of 5): the losing member fades
+        "ens: eta 50, combined weights, no risk": ens(risk=None, meta=fast),
+        "ens: eta 50, combined weights + overlay": ens(risk=overlay, meta=fast),
+        "ens: eta 50, dropout-2 score-weighted, no risk": ens(DecisionConfig(construction=dropout_score), None,
+                                                             fast),
+        "ens: eta 50, dropout-2 score-weighted + overlay": ens(DecisionConfig(construction=dropout_score),
+                                                              overlay, fast),
     }
 
 
@@ -150,7 +162,11 @@ def write(store: dict, paths: DataPaths, out: Path, seconds: float) -> None:
     ens = {k: (np.array(v["dates"], dtype="datetime64[D]"), np.array(v["returns"])) for k, v in store.items()
            if k.startswith("ens:")}
     wf_d, wf_r, choices = walk_forward_choice(ens, TEST_YEARS, END)
-    rows["ENSEMBLE (chosen on validation, walk-forward)"] = row("wf", wf_d, wf_r)
+    # the chosen candidates' turnover on their test days (same calendar for all)
+    starts = [np.datetime64(c["test_start"], "D") for c in choices] + [np.datetime64(END, "D") + 1]
+    wf_to = np.concatenate([np.array(store[c["chosen"]]["turnover"])[(d_all >= lo) & (d_all < hi)]
+                            for c, lo, hi in zip(choices, starts, starts[1:])])
+    rows["ENSEMBLE (chosen on validation, walk-forward)"] = row("wf", wf_d, wf_r, wf_to)
     kr = k_test / np.concatenate([[k_prev], k_test[:-1]]) - 1
     rows["KOSPI200 buy-and-hold (index)"] = row("kospi", d_all[keep], kr)
 
@@ -178,7 +194,8 @@ def write(store: dict, paths: DataPaths, out: Path, seconds: float) -> None:
               "| test year | chosen | its validation Sharpe | runner-up |", "|---|---|---|---|"]
     for c in choices:
         s = sorted(c["validation_sharpe"].items(), key=lambda kv: -kv[1])
-        lines.append(f"| {c['test_start'][:4]} | {c['chosen']} | {s[0][1]:.2f} | {s[1][0]} ({s[1][1]:.2f}) |")
+        runner = f"{s[1][0]} ({s[1][1]:.2f})" if len(s) > 1 else "–"
+        lines.append(f"| {c['test_start'][:4]} | {c['chosen']} | {s[0][1]:.2f} | {runner} |")
     lines += ["", "### Member weights over time (mean per test year, the chosen candidate's)", "",
               "| year | candidate | " + " | ".join(("regime-factor", "technical", "equal-weight")) + " |",
               "|---|---|---|---|---|"]
