@@ -103,7 +103,7 @@ def run_all(names, store: dict, paths: DataPaths) -> None:
     panel = load_panel(paths, end=END)
     engine = FactorEngine(Fundamentals.load(paths), MarketCaps.load(paths))
     regime = RegimeSource.load(paths, "KOSPI200", RegimeDetector(seed=0), end=END)
-    regime.path
+    _ = regime.path  # fit the walk-forward HMM once (causal: row t uses index data <= t only)
     facs = candidates(engine, regime, sectors(paths))
     config = BacktestConfig(min_trade_value=200_000)
     for name in names:
@@ -179,14 +179,14 @@ def write(store: dict, paths: DataPaths, out: Path, seconds: float) -> None:
         return f"{100 * v:.1f}%" if pct else f"{v:.2f}"
 
     lines = ["## Portfolio construction, risk layer, ensemble chosen on validation (issue 15)", "",
-             f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC ({seconds / 60:.1f} min of runs) by",
+             f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC ({seconds / 60:.1f} min of runs) by",
              "", "```", "/work/main/.venv/bin/python -m reports.strategies_portfolio", "```", "",
-             f"One continuous account per candidate {START} → {END} (fitted on the rows before {START}), "
+             (f"One continuous account per candidate {START} → {END} (fitted on the rows before {START}), "
              f"metrics on {TEST_START} → {END} only. Ensembles: the registry's members (regime-factor, "
              "technical, equal-weight), weekly decisions. Top-k rows: k = 10; `dropout-2` = TopkDropout "
              "(at most 2 swaps a decision, 1% rebalance band, 30% one-way turnover budget). Overlay = "
              "RiskOverlay (15% vol target, floor 0.5 gross, 15% name cap, 30% KSIC-industry cap, drawdown "
-             "scaling from −10% to half exposure at −25%). Turnover = one-way per year.", "",
+             "scaling from −10% to half exposure at −25%). Turnover = one-way per year."), "",
              "| strategy | " + " | ".join(k for k, _ in keys) + " |", "|---|" + "---|" * len(keys)]
     for name, m in rows.items():
         lines.append(f"| {name} | " + " | ".join(fmt(m.get(k), p) for k, p in keys) + " |")
@@ -197,7 +197,7 @@ def write(store: dict, paths: DataPaths, out: Path, seconds: float) -> None:
         runner = f"{s[1][0]} ({s[1][1]:.2f})" if len(s) > 1 else "–"
         lines.append(f"| {c['test_start'][:4]} | {c['chosen']} | {s[0][1]:.2f} | {runner} |")
     lines += ["", "### Member weights over time (mean per test year, the chosen candidate's)", "",
-              "| year | candidate | " + " | ".join(("regime-factor", "technical", "equal-weight")) + " |",
+              "| year | candidate | regime-factor | technical | equal-weight |",
               "|---|---|---|---|---|"]
     for c in choices:
         year = c["test_start"][:4]

@@ -7,7 +7,7 @@ repeats this for each test window and stitches the chosen candidates' test retur
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

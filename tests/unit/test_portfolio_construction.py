@@ -7,7 +7,11 @@ import pytest
 from strategies.construction import TopkDropout, rank_scores
 from strategies.pipeline import Account, DecisionConfig, DecisionPipeline, Snapshot
 from strategies.risk import RiskOverlay
-from strategies.selection import choose_on_validation, validation_slice, walk_forward_choice
+from strategies.selection import (
+    choose_on_validation,
+    validation_slice,
+    walk_forward_choice,
+)
 
 
 def held_of(w: np.ndarray) -> set[int]:
@@ -30,7 +34,7 @@ def test_at_most_n_swaps_per_rebalance_and_always_k_held():
     current = np.zeros(40)
     for step in range(60):
         scores = rng.normal(size=40)
-        target, rep = topk.construct(scores, current)
+        target, _ = topk.construct(scores, current)
         before, after = held_of(current), held_of(target)
         if step > 0:
             assert len(before - after) <= 2, f"step {step}: sold {before - after}"
