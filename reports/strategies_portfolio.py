@@ -99,6 +99,64 @@ def candidates(engine, regime, sector_map) -> dict:
     }
 
 
+VALIDATED = "ENSEMBLE: validated (member weights + steps chosen on the 2 years before each test year)"
+
+
+def validated_variants(regime, sector_map) -> dict:
+    """The pipeline configurations the validated ensemble chooses among (each around fixed member
+    weights learned on the same validation span)."""
+    dropout_score = TopkDropout(k=10, n_drop=2, weighting="score", band=0.01, max_turnover=0.3)
+    overlay = RiskOverlay(vol_target=0.15, floor=0.5, max_position=0.15, sector_cap=0.3, sectors=sector_map)
+
+    def make(config, risk):
+        return lambda members, meta: EnsembleAgent(members, meta=meta, regime=regime, config=config, risk=risk)
+    return {
+        "combined weights, no risk layer": make(DecisionConfig(), None),
+        "combined weights + overlay": make(DecisionConfig(), overlay),
+        "combined weights + ERC/CVaR risk model": make(DecisionConfig(), "default"),
+        "top-10 dropout-2 score-weighted, no risk layer": make(DecisionConfig(construction=dropout_score), None),
+        "top-10 dropout-2 score-weighted + overlay": make(DecisionConfig(construction=dropout_score), overlay),
+    }
+
+
+def run_validated(store: dict, paths: DataPaths) -> None:
+    """The validated ensemble, refitted before each yearly test window (backtest.walkforward: the
+    account and every switching cost carry from one window into the next)."""
+    from backtest.walkforward import walk_forward, walk_forward_windows
+    from strategies.selection import ValidatedEnsemble
+
+    panel = load_panel(paths, end=END)
+    engine = FactorEngine(Fundamentals.load(paths), MarketCaps.load(paths))
+    regime = RegimeSource.load(paths, "KOSPI200", RegimeDetector(seed=0), end=END)
+    _ = regime.path
+    variants = validated_variants(regime, sectors(paths))
+
+    def members():
+        return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
+                "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+    first = int(np.searchsorted(panel.dates, np.datetime64(TEST_START, "D")))
+    windows = walk_forward_windows(len(panel), train=first - 5, test=246, gap=5, first_test=first, expanding=True)
+    agents: list = []
+
+    def factory(seed):
+        agents.append(ValidatedEnsemble(members, variants, backtest_config=BacktestConfig(min_trade_value=200_000)))
+        return agents[-1]
+    t = time.time()
+    res = walk_forward(factory, panel, windows, config=BacktestConfig(min_trade_value=200_000))
+    run = res.runs[0]
+    store[VALIDATED] = {
+        "dates": [str(d) for d in run.dates[1:]], "returns": [round(float(x), 10) for x in run.returns],
+        "exposure": [round(float(x), 4) for x in run.exposure[1:]],
+        "turnover": [round(float(x), 6) for x in run.turnover[1:]],
+        "choices": [a.chosen for a in agents],
+        "agent_weights": [row for a in agents for row in a.agent_weights_log],
+        "seconds": time.time() - t,
+    }
+    print(f"{VALIDATED}: {time.time() - t:.0f}s", flush=True)
+    for c in store[VALIDATED]["choices"]:
+        print(c, flush=True)
+
+
 def run_all(names, store: dict, paths: DataPaths) -> None:
     panel = load_panel(paths, end=END)
     engine = FactorEngine(Fundamentals.load(paths), MarketCaps.load(paths))
@@ -231,8 +289,10 @@ def main(argv=None):
     store = json.loads(store_path.read_text()) if store_path.exists() else {}
     t0 = time.time()
     if not args.report_only:
-        names = args.only or list(candidates(None, None, {}))
-        run_all(names, store, paths)
+        names = args.only or [*candidates(None, None, {}), VALIDATED]
+        run_all([k for k in names if k != VALIDATED], store, paths)
+        if VALIDATED in names:
+            run_validated(store, paths)
         store_path.write_text(json.dumps(store))
     write(store, paths, Path(args.out), sum(v.get("seconds", 0) for v in store.values()) or time.time() - t0)
 

@@ -4,10 +4,16 @@ For a test window starting at `test_start`, every candidate is judged on its dai
 `validation_days` trading days *before* `test_start` (dates >= test_start are cut off before any
 number is computed), by Sharpe; the best one trades the test window. `walk_forward_choice`
 repeats this for each test window and stitches the chosen candidates' test returns together.
+
+`ValidatedEnsemble` makes the same kind of choice inside `fit(history)`: member weights and the
+pipeline's construction / risk steps are chosen on the last two years of the history it is given,
+so in a walk-forward run (backtest.walkforward) each test year is traded by the ensemble that won
+on the years before it, with the account and every switching cost carried through.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -60,3 +66,120 @@ def walk_forward_choice(candidates: Mapping[str, tuple[np.ndarray, np.ndarray]],
         out_returns.append(np.asarray(candidates[chosen][1], float)[inside])
         choices.append({"test_start": str(start), "chosen": chosen, "validation_sharpe": scores})
     return np.concatenate(out_dates), np.concatenate(out_returns), choices
+
+
+# ------------------------------------------------------------------------------ member weights
+
+def simplex_grid(n: int, step: float) -> np.ndarray:
+    """Every weight vector of n non-negative multiples of `step` summing to 1."""
+    m = round(1 / step)
+    if n == 1:
+        return np.ones((1, 1))
+    out = []
+
+    def rec(prefix, left, k):
+        if k == 1:
+            out.append(prefix + [left])
+            return
+        for i in range(left + 1):
+            rec(prefix + [i], left - i, k - 1)
+    rec([], m, n)
+    return np.array(out, float) / m
+
+
+def blend_weights(member_returns: Mapping[str, np.ndarray], step: float = 0.1) -> tuple[dict[str, float], float]:
+    """Member weights (a grid of the simplex) whose blend of the members' daily returns has the
+    highest Sharpe, and that Sharpe. Ties: the first grid point (order of `member_returns`)."""
+    names = list(member_returns)
+    r = np.vstack([np.asarray(member_returns[k], float) for k in names])
+    grid = simplex_grid(len(names), step if len(names) <= 4 else 0.25)
+    blended = grid @ r
+    sd = blended.std(axis=1, ddof=1)
+    sh = np.where(sd > 0, blended.mean(axis=1) / np.where(sd > 0, sd, 1) * np.sqrt(252), -np.inf)
+    best = int(np.argmax(sh))
+    return {k: float(w) for k, w in zip(names, grid[best])}, float(sh[best])
+
+
+def fixed_weights(weights: Mapping[str, float]):
+    """A MetaEnsemble that gives the members these weights in every regime, with no online update."""
+    from strategies.ensemble import MetaEnsemble
+    from strategies.regime import REGIMES
+
+    # a member at 0 gets a tiny prior: the combiner needs a positive total, and 1e-9 of a book is
+    # below any order size
+    priors = {r: {k: max(float(w), 1e-9) for k, w in weights.items()} for r in REGIMES}
+    return MetaEnsemble(regime_priors=priors, eta=0.0, min_share=0.0)
+
+
+@dataclass
+class ValidatedEnsemble:
+    """An ensemble chosen on the validation span at the end of the history it is fitted on.
+
+    fit(history): on the last `validation_days` rows of `history` (each run fitted on the rows
+    before that span — nothing after `history` exists for it):
+      1. every member trades alone → member weights = the simplex grid point with the best
+         Sharpe of the blended daily returns (`blend_weights`);
+      2. every `variant` (a pipeline configuration: construction / risk layer) trades the
+         ensemble with those fixed weights → the best Sharpe wins;
+    then the winner is built afresh and fitted on the whole history. Between fits it is that
+    EnsembleAgent (decisions, rebalance cadence, account): a walk-forward run refits it before
+    each test window, so each window's choice is made on the years just before it.
+
+    `members()` builds fresh member agents; `variants[name](meta)` builds the EnsembleAgent of a
+    variant around those members with the given combiner.
+    """
+    members: Callable[[], dict]
+    variants: Mapping[str, Callable[[dict, object], object]]
+    validation_days: int = 2 * 252
+    step: float = 0.1
+    backtest_config: object = None       # backtest.engine.BacktestConfig for the validation runs
+    name: str = "ensemble-validated"
+    chosen: dict = field(default_factory=dict)
+    history_of_choices: list = field(default_factory=list)
+    agent: object = None
+    needs_account = True
+
+    def __post_init__(self):
+        if not self.variants:
+            raise ValueError("a validated ensemble needs at least one variant")
+        first = next(iter(self.variants.values()))
+        self.agent = first(self.members(), fixed_weights({k: 1.0 for k in self.members()}))
+
+    @property
+    def rebalance(self):
+        return self.agent.rebalance
+
+    @property
+    def lookback(self) -> int:
+        return self.agent.lookback
+
+    @property
+    def agent_weights_log(self) -> list:
+        return getattr(self.agent, "agent_weights_log", [])
+
+    def fit(self, history) -> None:
+        # the engine lives in backtest/, which imports strategies/: imported here, not at the top
+        from backtest.engine import BacktestConfig, run_backtest
+
+        config = self.backtest_config or BacktestConfig(min_trade_value=200_000)
+        if len(history) < self.validation_days + 2:
+            raise ValueError(f"{self.name}: {len(history)} rows of history, need more than "
+                             f"{self.validation_days} for the validation span")
+        start = history.date(len(history) - self.validation_days)
+        member_returns = {k: run_backtest(m, history, start, None, config).returns
+                          for k, m in self.members().items()}
+        weights, member_sharpe = blend_weights(member_returns, self.step)
+        scores = {}
+        for name, make in self.variants.items():
+            agent = make(self.members(), fixed_weights(weights))
+            scores[name] = float(sharpe(run_backtest(agent, history, start, None, config).returns))
+        best = max(scores, key=lambda k: (scores[k], -list(scores).index(k)))
+        self.chosen = {"as_of": str(history.date(len(history) - 1)), "validation_start": str(start),
+                       "member_weights": weights, "blend_sharpe": member_sharpe, "variant": best,
+                       "variant_sharpe": scores}
+        self.history_of_choices.append(self.chosen)
+        self.agent = self.variants[best](self.members(), fixed_weights(weights))
+        self.agent.fit(history)
+
+    def target_weights(self, window, account=None) -> np.ndarray:
+        return self.agent.target_weights(window, account)
