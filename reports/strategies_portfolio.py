@@ -36,7 +36,7 @@ from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.pipeline import DecisionConfig
 from strategies.regime import RegimeDetector, RegimeSource
-from strategies.risk import RiskOverlay
+from strategies.risk import RiskModel, RiskOverlay
 from strategies.selection import walk_forward_choice
 from strategies.technical import TechnicalAgent
 
@@ -59,7 +59,7 @@ def candidates(engine, regime, sector_map) -> dict:
         return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
                 "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
 
-    def ens(config=None, risk="default", meta=None):
+    def ens(config=None, risk=None, meta=None):
         return lambda: EnsembleAgent(members(), regime=regime, config=config or DecisionConfig(), risk=risk,
                                      meta=meta or MetaEnsemble())
 
@@ -74,7 +74,7 @@ def candidates(engine, regime, sector_map) -> dict:
         "factor": lambda: FactorAgent(engine, name="factor"),
         "regime-factor": lambda: FactorAgent(engine, regime=regime, name="regime-factor"),
         "equal-weight-monthly": lambda: EqualWeightRebalanced(),
-        "ens: shipped (ERC + CVaR + hard stops)": ens(),
+        "ens: shipped (ERC + CVaR + hard stops)": ens(risk=RiskModel()),
         "ens: combined weights, no risk": ens(risk=None),
         "ens: top-10 equal, no risk": ens(DecisionConfig(construction=topk_eq), None),
         "ens: top-10 score-weighted, no risk": ens(DecisionConfig(construction=topk_score), None),
@@ -113,7 +113,7 @@ def validated_variants(regime, sector_map) -> dict:
     return {
         "combined weights, no risk layer": make(DecisionConfig(), None),
         "combined weights + overlay": make(DecisionConfig(), overlay),
-        "combined weights + ERC/CVaR risk model": make(DecisionConfig(), "default"),
+        "combined weights + ERC/CVaR risk model": make(DecisionConfig(), RiskModel()),
         "top-10 dropout-2 score-weighted, no risk layer": make(DecisionConfig(construction=dropout_score), None),
         "top-10 dropout-2 score-weighted + overlay": make(DecisionConfig(construction=dropout_score), overlay),
     }

@@ -39,7 +39,7 @@ from strategies import defaults as D
 from strategies.base import check_weights
 from strategies.construction import TopkDropout, rank_scores
 from strategies.ensemble import EnsembleState, MetaEnsemble
-from strategies.risk import DrawdownProtection, RiskModel
+from strategies.risk import DrawdownProtection, RiskModel, RiskOverlay
 
 
 class StateConflict(ValueError):
@@ -57,6 +57,9 @@ class DecisionConfig:
     max_gross: float = D.MAX_GROSS
     cvar_budget: float = D.CVAR_BUDGET
     min_lookback: int = D.MIN_LOOKBACK
+    risk_layer: str = D.RISK_LAYER        # "overlay" (RiskOverlay) | "erc" (RiskModel)
+    vol_target: float = D.VOL_TARGET      # the overlay's
+    exposure_floor: float = D.EXPOSURE_FLOOR
     # portfolio construction: None = the combined weights as they are; a TopkDropout turns the
     # combination into a score per name and holds its top k (strategies/construction.py)
     construction: TopkDropout | None = None
@@ -65,6 +68,8 @@ class DecisionConfig:
     score: str = "weights"
 
     def __post_init__(self):
+        if self.risk_layer not in ("overlay", "erc"):
+            raise ValueError(f"risk_layer must be 'overlay' or 'erc', got {self.risk_layer!r}")
         if self.score not in ("weights", "rank"):
             raise ValueError(f"score must be 'weights' or 'rank', got {self.score!r}")
         if self.score == "rank" and self.construction is None:
@@ -74,9 +79,14 @@ class DecisionConfig:
         if self.risk_window < 2:
             raise ValueError(f"risk_window must be >= 2 returns, got {self.risk_window}")
 
-    def risk_model(self, **overrides: Any) -> RiskModel:
-        return RiskModel(max_position=self.max_position, max_gross=self.max_gross, cvar_budget=self.cvar_budget,
-                         **overrides)
+    def risk_model(self, **overrides: Any) -> RiskModel | RiskOverlay:
+        """The configured risk layer. The overlay's CVaR budget is off by default (it cost return and
+        saved less drawdown than the volatility target in reports/strategies_ablation.py)."""
+        if self.risk_layer == "erc":
+            return RiskModel(max_position=self.max_position, max_gross=self.max_gross,
+                             cvar_budget=self.cvar_budget, **overrides)
+        return RiskOverlay(**{"vol_target": self.vol_target, "floor": min(self.exposure_floor, self.max_gross),
+                              "max_position": self.max_position, "max_gross": self.max_gross, **overrides})
 
 
 @dataclass(frozen=True)

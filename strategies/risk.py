@@ -438,6 +438,22 @@ class RiskOverlay:
                     w[inside] *= self.sector_cap / total
         return w
 
+    def tail_report(self, w: np.ndarray, returns_window: np.ndarray) -> dict:
+        """VaR/CVaR of the sized book (what the monitoring shows, as for RiskModel)."""
+        chosen = np.flatnonzero(w > 0)
+        r = np.nan_to_num(np.asarray(returns_window, float)[:, chosen])
+        if not len(chosen) or len(r) < max(self.min_history, 20):
+            return {}
+        cov = ewma_covariance(r, self.ewma_lambda)
+        port = r @ w[chosen]
+        out: dict = {}
+        for a in ALPHAS:
+            hv, hc = historical_var_cvar(port, a)
+            pv, pc = portfolio_var_cvar(w[chosen], cov, a)
+            out[f"var_{int(a * 100)}"] = {"historical": hv, "ewma_normal": pv}
+            out[f"cvar_{int(a * 100)}"] = {"historical": hc, "ewma_normal": pc}
+        return out
+
     def size(self, weights: np.ndarray, returns_window: np.ndarray,
              account_state: dict | None = None) -> tuple[np.ndarray, dict]:
         """Scaled and capped weights, and a JSON-friendly report (same interface as RiskModel)."""
@@ -475,6 +491,7 @@ class RiskOverlay:
                 depth = min((dd - self.dd_start) / (self.dd_full - self.dd_start), 1.0)
                 multiplier = 1.0 - depth * (1.0 - self.dd_floor)
         out = self.cap(out * multiplier, account_state.get("symbols"))
+        report.update(self.tail_report(out, r))
         state = "REDUCING" if multiplier < 1.0 else "ACTIVE"
         report.update({"state": state, "drawdown": dd, "drawdown_multiplier": multiplier,
                        "gross": float(out.sum()), "gross_after_protection": float(out.sum()),

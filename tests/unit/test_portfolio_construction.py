@@ -234,3 +234,73 @@ def test_walk_forward_choice_stitches_each_window_from_its_own_choice():
     assert [c["chosen"] for c in choices] == ["a", "b"]
     np.testing.assert_array_equal(r, np.where(d < np.datetime64("2021-01-01"), a[dates >= np.datetime64(
         "2020-01-01")], b[dates >= np.datetime64("2020-01-01")]))
+
+
+# ------------------------------------------------------------------------------ ValidatedEnsemble
+
+def _validated_world():
+    from market.data import DataPaths, load_panel
+
+    panel = load_panel(DataPaths(), start="2018-01-02", end="2020-06-30")
+    panel = panel.select([s for s in ("005930", "000660", "005380", "035420", "051910", "068270", "105560",
+                                      "055550", "017670", "096770") if s in panel.symbols])
+    return panel
+
+
+def _validated(validation_days=120):
+    from backtest.engine import BacktestConfig
+    from strategies.baselines import EqualWeightRebalanced
+    from strategies.ensemble import EnsembleAgent
+    from strategies.selection import ValidatedEnsemble
+    from strategies.technical import TechnicalAgent
+
+    def members():
+        return {"technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+
+    def make(config, risk):
+        return lambda m, meta: EnsembleAgent(m, meta=meta, config=config, risk=risk)
+    variants = {"none": make(DecisionConfig(), None), "overlay": make(DecisionConfig(), RiskOverlay()),
+                "top-3": make(DecisionConfig(construction=TopkDropout(k=3, n_drop=1)), None)}
+    return ValidatedEnsemble(members, variants, validation_days=validation_days,
+                             backtest_config=BacktestConfig(min_trade_value=200_000)), members
+
+
+def test_validated_ensemble_chooses_on_the_end_of_its_history_only():
+    from backtest.engine import BacktestConfig, run_backtest
+    from backtest.walkforward import walk_forward, walk_forward_windows
+    from strategies.selection import blend_weights
+
+    panel = _validated_world()
+    test_start = int(np.searchsorted(panel.dates, np.datetime64("2020-01-02", "D")))
+    windows = walk_forward_windows(len(panel), train=test_start - 5, test=60, gap=5, first_test=test_start,
+                                   expanding=True)[:1]
+    made = []
+
+    def factory(seed):
+        made.append(_validated()[0])
+        return made[-1]
+    walk_forward(factory, panel, windows, config=BacktestConfig(min_trade_value=200_000))
+    in_walk_forward = made[0].chosen
+    # the same choice from a panel physically cut before the test window starts
+    cut = panel.rows(0, windows[0].train[1])
+    alone, members = _validated()
+    alone.fit(cut)
+    assert alone.chosen == in_walk_forward
+    assert np.datetime64(alone.chosen["validation_start"]) < panel.dates[windows[0].test[0]]
+    # the member weights are the best blend of the members' own validation runs
+    start = cut.date(len(cut) - 120)
+    returns = {k: run_backtest(m, cut, start, None, BacktestConfig(min_trade_value=200_000)).returns
+               for k, m in members().items()}
+    assert alone.chosen["member_weights"] == blend_weights(returns)[0]
+    assert alone.chosen["variant"] == max(alone.chosen["variant_sharpe"], key=alone.chosen["variant_sharpe"].get)
+
+
+def test_blend_weights_pick_the_better_member_and_the_grid_covers_the_simplex():
+    from strategies.selection import blend_weights, simplex_grid
+
+    g = simplex_grid(3, 0.1)
+    assert len(g) == 66 and np.allclose(g.sum(axis=1), 1) and (g >= 0).all()
+    rng = np.random.default_rng(1)
+    good, bad = rng.normal(0.002, 0.01, 500), rng.normal(-0.001, 0.01, 500)
+    weights, _ = blend_weights({"bad": bad, "good": good})
+    assert weights["good"] > weights["bad"]

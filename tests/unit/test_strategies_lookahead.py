@@ -16,6 +16,7 @@ from strategies.ensemble import EnsembleAgent
 from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
+from strategies.pipeline import DecisionConfig
 from strategies.regime import RegimeDetector, RegimeSource
 from strategies.technical import TechnicalAgent
 
@@ -51,7 +52,7 @@ def _agents(engine, regime):
         "regime-factor": FactorAgent(engine, regime=regime, rebalance_every=5, ic_lookback=4),
         "ensemble": EnsembleAgent({"f": FactorAgent(engine, regime=regime, rebalance_every=5, ic_lookback=4),
                                    "t": TechnicalAgent(), "e": EqualWeightRebalanced()},
-                                  regime=regime, rebalance_every=3),
+                                  regime=regime, config=DecisionConfig(rebalance_every=3)),
     }
 
 
