@@ -25,7 +25,6 @@ import numpy as np
 
 from backtest.engine import BacktestConfig, run_backtest
 from market.data import DataPaths, load_panel
-from reports.strategies_portfolio import sectors
 from strategies.baselines import EqualWeightRebalanced
 from strategies.construction import TopkDropout
 from strategies.ensemble import EnsembleAgent
@@ -35,6 +34,7 @@ from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.pipeline import DecisionConfig
 from strategies.regime import RegimeDetector, RegimeSource
 from strategies.risk import RiskModel, RiskOverlay
+from strategies.selection import sectors
 from strategies.technical import TechnicalAgent
 
 OFF = {"vol_target": None, "cvar_budget": None, "dd_start": 0.98, "dd_full": 0.99}

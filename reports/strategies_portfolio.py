@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from backtest.engine import BacktestConfig, run_backtest
 from backtest.metrics import compute
@@ -37,21 +36,14 @@ from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.pipeline import DecisionConfig
 from strategies.regime import RegimeDetector, RegimeSource
 from strategies.risk import RiskModel, RiskOverlay
-from strategies.selection import walk_forward_choice
+from strategies.selection import default_variants as validated_variants
+from strategies.selection import sectors, walk_forward_choice
 from strategies.technical import TechnicalAgent
 
 ROOT = Path(__file__).resolve().parent
 START, TEST_START, END = "2015-01-02", "2017-01-02", "2023-12-28"
 TEST_YEARS = [f"{y}-01-01" for y in range(2017, 2024)]
 MEMBERS = ("technical", "factor", "regime-factor", "equal-weight-monthly")
-
-
-def sectors(paths: DataPaths) -> dict[str, str]:
-    """symbol → KRX/KSIC industry from the statements file (82 of 105 symbols; the rest, mostly
-    financials, count as a sector of their own). A company's industry does not change in the
-    panel, so the map carries no information from after a decision."""
-    d = pl.read_parquet(paths.path("fundamentals"), columns=["symbol", "industry"]).drop_nulls().unique("symbol")
-    return dict(zip(d["symbol"].to_list(), d["industry"].to_list()))
 
 
 def candidates(engine, regime, sector_map) -> dict:
@@ -100,23 +92,6 @@ def candidates(engine, regime, sector_map) -> dict:
 
 
 VALIDATED = "ENSEMBLE: validated (member weights + steps chosen on the 2 years before each test year)"
-
-
-def validated_variants(regime, sector_map) -> dict:
-    """The pipeline configurations the validated ensemble chooses among (each around fixed member
-    weights learned on the same validation span)."""
-    dropout_score = TopkDropout(k=10, n_drop=2, weighting="score", band=0.01, max_turnover=0.3)
-    overlay = RiskOverlay(vol_target=0.15, floor=0.5, max_position=0.15, sector_cap=0.3, sectors=sector_map)
-
-    def make(config, risk):
-        return lambda members, meta: EnsembleAgent(members, meta=meta, regime=regime, config=config, risk=risk)
-    return {
-        "combined weights, no risk layer": make(DecisionConfig(), None),
-        "combined weights + overlay": make(DecisionConfig(), overlay),
-        "combined weights + ERC/CVaR risk model": make(DecisionConfig(), RiskModel()),
-        "top-10 dropout-2 score-weighted, no risk layer": make(DecisionConfig(construction=dropout_score), None),
-        "top-10 dropout-2 score-weighted + overlay": make(DecisionConfig(construction=dropout_score), overlay),
-    }
 
 
 def run_validated(store: dict, paths: DataPaths) -> None:
@@ -270,9 +245,8 @@ def write(store: dict, paths: DataPaths, out: Path, seconds: float) -> None:
     if begin in text:
         head, rest = text.split(begin, 1)
         text = head + block + rest.split(end, 1)[1]
-    else:
-        marker = "<!-- analysis (hand-written, kept when the tables are regenerated) -->"
-        text = text.replace(marker, block + "\n\n" + marker) if marker in text else text + "\n" + block + "\n"
+    else:  # at the end: below the hand-written marker, so reports.strategies_backtest keeps it too
+        text = text + "\n" + block + "\n"
     out.write_text(text)
     print(section)
 

@@ -183,3 +183,36 @@ class ValidatedEnsemble:
 
     def target_weights(self, window, account=None) -> np.ndarray:
         return self.agent.target_weights(window, account)
+
+
+def sectors(paths) -> dict[str, str]:
+    """symbol → KRX/KSIC industry from the statements file (82 of 105 symbols; the rest, mostly
+    financials, count as a sector of their own). A company's industry does not change in the
+    panel, so the map carries no information from after a decision."""
+    import polars as pl
+
+    d = pl.read_parquet(paths.path("fundamentals"), columns=["symbol", "industry"]).drop_nulls().unique("symbol")
+    return dict(zip(d["symbol"].to_list(), d["industry"].to_list()))
+
+
+def default_variants(regime, sector_map: Mapping[str, str]) -> dict:
+    """The pipeline configurations the validated ensemble chooses among (each around the member
+    weights fitted on the same validation span): with or without top-k construction, with the
+    overlay, the ERC risk model or no risk layer."""
+    from strategies.construction import TopkDropout
+    from strategies.ensemble import EnsembleAgent
+    from strategies.pipeline import DecisionConfig
+    from strategies.risk import RiskModel, RiskOverlay
+
+    dropout_score = TopkDropout(k=10, n_drop=2, weighting="score", band=0.01, max_turnover=0.3)
+    overlay = RiskOverlay(vol_target=0.15, floor=0.5, max_position=0.15, sector_cap=0.3, sectors=dict(sector_map))
+
+    def make(config, risk):
+        return lambda members, meta: EnsembleAgent(members, meta=meta, regime=regime, config=config, risk=risk)
+    return {
+        "combined weights, no risk layer": make(DecisionConfig(), None),
+        "combined weights + overlay": make(DecisionConfig(), overlay),
+        "combined weights + ERC/CVaR risk model": make(DecisionConfig(), RiskModel()),
+        "top-10 dropout-2 score-weighted, no risk layer": make(DecisionConfig(construction=dropout_score), None),
+        "top-10 dropout-2 score-weighted + overlay": make(DecisionConfig(construction=dropout_score), overlay),
+    }
