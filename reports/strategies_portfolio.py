@@ -67,6 +67,7 @@ def candidates(engine, regime, sector_map) -> dict:
         "regime-factor": lambda: FactorAgent(engine, regime=regime, name="regime-factor"),
         "equal-weight-monthly": lambda: EqualWeightRebalanced(),
         "ens: shipped (ERC + CVaR + hard stops)": ens(risk=RiskModel()),
+        "ens: the new default pipeline (overlay, DecisionConfig defaults)": ens(risk="default"),
         "ens: combined weights, no risk": ens(risk=None),
         "ens: top-10 equal, no risk": ens(DecisionConfig(construction=topk_eq), None),
         "ens: top-10 score-weighted, no risk": ens(DecisionConfig(construction=topk_score), None),
