@@ -239,6 +239,15 @@ def write(store: dict, paths: DataPaths, out: Path, seconds: float) -> None:
         if log:
             means = [np.mean([w.get(a, 0.0) for w in log]) for a in ("regime-factor", "technical", "equal-weight")]
             lines.append(f"| {year} | {c['chosen']} | " + " | ".join(f"{m:.2f}" for m in means) + " |")
+    if VALIDATED in store:
+        lines += ["", "### The validated ensemble: member weights and steps fitted before each test year", "",
+                  ("| test year | validation span from | regime-factor | technical | equal-weight | blend Sharpe "
+                  "| variant chosen | its validation Sharpe |"), "|---|---|---|---|---|---|---|---|"]
+        for c in store[VALIDATED]["choices"]:
+            w = c["member_weights"]
+            lines.append(f"| {int(c['as_of'][:4]) + 1} | {c['validation_start']} | {w['regime-factor']:.1f} | "
+                         f"{w['technical']:.1f} | {w['equal-weight']:.1f} | {c['blend_sharpe']:.2f} | {c['variant']} | "
+                         f"{c['variant_sharpe'][c['variant']]:.2f} |")
     section = "\n".join(lines) + "\n"
     text = out.read_text() if out.exists() else ""
     begin, end = "<!-- portfolio (reports/strategies_portfolio.py) -->", "<!-- /portfolio -->"
