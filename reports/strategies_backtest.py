@@ -23,6 +23,8 @@ import numpy as np
 from backtest.engine import BacktestConfig
 from backtest.walkforward import walk_forward, walk_forward_windows
 from market.data import DataPaths, index_close, load_index, load_panel
+from strategies.selection import default_variants as validated_variants
+from strategies.selection import sectors
 from strategies.baselines import EqualWeightRebalanced
 from strategies.ensemble import EnsembleAgent
 from strategies.factor_model import FactorAgent
@@ -30,6 +32,7 @@ from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.regime import RegimeDetector, RegimeSource
 from strategies.risk import RiskModel, var_backtest
+from strategies.selection import ValidatedEnsemble
 from strategies.technical import TechnicalAgent
 
 ROOT = Path(__file__).resolve().parent
@@ -52,24 +55,23 @@ def main(argv=None):
     _ = regime.path  # fit the walk-forward HMM once (causal: row t uses index data <= t only)
     kospi = index_close(panel.dates, load_index(paths.path("index"), "KOSPI200"))
 
+    def members():
+        return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
+                "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+
     factories = {
         "technical": lambda seed: TechnicalAgent(),
         "factor": lambda seed: FactorAgent(engine, name="factor"),
         "regime-factor": lambda seed: FactorAgent(engine, regime=regime, name="regime-factor"),
         "equal-weight-monthly": lambda seed: EqualWeightRebalanced(),
-        "ensemble (risk-sized)": lambda seed: EnsembleAgent({
-            "regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-            "technical": TechnicalAgent(),
-            "equal-weight": EqualWeightRebalanced(name="equal-weight")}, regime=regime),
-        "ensemble (risk-sized, input risk budgets)": lambda seed: EnsembleAgent({
-            "regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-            "technical": TechnicalAgent(),
-            "equal-weight": EqualWeightRebalanced(name="equal-weight")}, regime=regime,
-            risk=RiskModel(risk_budgets="input")),
-        "ensemble (no risk model)": lambda seed: EnsembleAgent({
-            "regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-            "technical": TechnicalAgent(),
-            "equal-weight": EqualWeightRebalanced(name="equal-weight")}, regime=regime, risk=None),
+        "ensemble (ERC risk model, as shipped before issue 15)": lambda seed: EnsembleAgent(
+            members(), regime=regime, risk=RiskModel()),
+        "ensemble (risk overlay, the default)": lambda seed: EnsembleAgent(members(), regime=regime),
+        "ensemble (no risk model)": lambda seed: EnsembleAgent(members(), regime=regime, risk=None),
+        # member weights and pipeline steps chosen in each window's fit on the 2 years before its test
+        "ensemble (validated, reports/strategies_portfolio.py)": lambda seed: ValidatedEnsemble(
+            members, validated_variants(regime, sectors(paths)),
+            backtest_config=BacktestConfig(min_trade_value=200_000)),
     }
     if args.only:
         factories = {k: v for k, v in factories.items() if k in args.only}
@@ -98,7 +100,8 @@ def main(argv=None):
     rows["KOSPI200 buy-and-hold (index)"] = compute(bench_eq * 1e8)
     # VaR backtest (Kupiec) on the risk-sized ensemble's realised daily returns
     var_rows = {}
-    for name in ("ensemble (risk-sized)", "regime-factor"):
+    for name in ("ensemble (risk overlay, the default)", "ensemble (ERC risk model, as shipped before issue 15)",
+                 "regime-factor"):
         if name in curves:
             r = curves[name].returns
             var_rows[name] = {meth: var_backtest(r, 250, 0.95, meth) for meth in ("historical", "cornish-fisher")}
@@ -117,7 +120,7 @@ def write_report(out: Path, args, rows, var_rows, windows, panel, seconds):
     lines = [
         "# Strategies: walk-forward backtest (issue 5)",
         "",
-        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} min by",
+        f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} min by",
         "",
         "```",
         "/work/main/.venv/bin/python -m reports.strategies_backtest "

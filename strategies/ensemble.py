@@ -184,6 +184,8 @@ class EnsembleAgent:
     optional: tuple[str, ...] = ()
     notes: list = field(default_factory=list)
     last_explanation: dict = field(default_factory=dict)
+    # (decision date, agent weights) per decision: the reports show the member weights over time
+    agent_weights_log: list = field(default_factory=list)
     needs_account = True  # the engine passes the account to target_weights
 
     def __post_init__(self):
@@ -250,4 +252,5 @@ class EnsembleAgent:
         if isinstance(expl.get("risk"), dict):
             expl["risk"] = {k: v for k, v in expl["risk"].items() if k != "risk_contributions"}
         self.last_explanation = expl
+        self.agent_weights_log.append((snap.as_of.isoformat(), dict(decision.agent_weights)))
         return decision.targets

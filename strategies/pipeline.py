@@ -37,8 +37,9 @@ import numpy as np
 
 from strategies import defaults as D
 from strategies.base import check_weights
+from strategies.construction import TopkDropout, rank_scores
 from strategies.ensemble import EnsembleState, MetaEnsemble
-from strategies.risk import DrawdownProtection, RiskModel
+from strategies.risk import DrawdownProtection, RiskModel, RiskOverlay
 
 
 class StateConflict(ValueError):
@@ -56,16 +57,36 @@ class DecisionConfig:
     max_gross: float = D.MAX_GROSS
     cvar_budget: float = D.CVAR_BUDGET
     min_lookback: int = D.MIN_LOOKBACK
+    risk_layer: str = D.RISK_LAYER        # "overlay" (RiskOverlay) | "erc" (RiskModel)
+    vol_target: float = D.VOL_TARGET      # the overlay's
+    exposure_floor: float = D.EXPOSURE_FLOOR
+    # portfolio construction: None = the combined weights as they are; a TopkDropout turns the
+    # combination into a score per name and holds its top k (strategies/construction.py)
+    construction: TopkDropout | None = None
+    # what the construction ranks on: "weights" (the regime/performance-weighted combination of the
+    # members' weights) or "rank" (the same agent weights over each member's percentile ranks)
+    score: str = "weights"
 
     def __post_init__(self):
+        if self.risk_layer not in ("overlay", "erc"):
+            raise ValueError(f"risk_layer must be 'overlay' or 'erc', got {self.risk_layer!r}")
+        if self.score not in ("weights", "rank"):
+            raise ValueError(f"score must be 'weights' or 'rank', got {self.score!r}")
+        if self.score == "rank" and self.construction is None:
+            raise ValueError("score='rank' makes scores, not weights: it needs a construction step")
         if self.rebalance_every < 1:
             raise ValueError(f"rebalance_every must be >= 1 bar, got {self.rebalance_every}")
         if self.risk_window < 2:
             raise ValueError(f"risk_window must be >= 2 returns, got {self.risk_window}")
 
-    def risk_model(self, **overrides: Any) -> RiskModel:
-        return RiskModel(max_position=self.max_position, max_gross=self.max_gross, cvar_budget=self.cvar_budget,
-                         **overrides)
+    def risk_model(self, **overrides: Any) -> RiskModel | RiskOverlay:
+        """The configured risk layer. The overlay's CVaR budget is off by default (it cost return and
+        saved less drawdown than the volatility target in reports/strategies_ablation.py)."""
+        if self.risk_layer == "erc":
+            return RiskModel(max_position=self.max_position, max_gross=self.max_gross,
+                             cvar_budget=self.cvar_budget, **overrides)
+        return RiskOverlay(**{"vol_target": self.vol_target, "floor": min(self.exposure_floor, self.max_gross),
+                              "max_position": self.max_position, "max_gross": self.max_gross, **overrides})
 
 
 @dataclass(frozen=True)
@@ -236,26 +257,37 @@ class DecisionPipeline:
         state = self.score_previous(snap, state)
         probs = self.regime.probs_at(snap.as_of) if self.regime is not None else None
         combined, expl = self.meta.combine(targets, probs, state.ensemble(), list(snap.symbols))
+        if self.config.score == "rank":
+            combined = rank_scores(targets, expl["agent_weights"])
         state = replace(state, last_targets={k: tuple(float(x) for x in v) for k, v in targets.items()},
                         last_date=snap.as_of.isoformat(), last_close=tuple(float(x) for x in snap.close[-1]))
         return combined, expl, state
 
     def size(self, snap: Snapshot, account: Account | None, combined: np.ndarray, state: DecisionState
              ) -> tuple[np.ndarray, dict, DecisionState]:
-        """Risk sizing (CVaR budget, caps) and protections (drawdown trading state)."""
+        """Construction (top-k), risk sizing (exposure, caps) and protections (drawdown)."""
         last = snap.close[-1]
-        if self.risk is None:
-            return np.where(np.isfinite(last), combined, 0.0), {}, state
         equity, current = (account or Account.empty()).valuation(snap)
+        construction: dict = {}
+        if self.config.construction is not None:
+            combined, construction = self.config.construction.construct(combined, current, np.isfinite(last))
+            construction = {k: [snap.symbols[i] for i in v] if isinstance(v, list) else v
+                            for k, v in construction.items()}
+        if self.risk is None:
+            report = {"construction": construction} if construction else {}
+            return np.where(np.isfinite(last), combined, 0.0), report, state
         c = snap.close[-self.config.risk_window - 1:]
         with np.errstate(divide="ignore", invalid="ignore"):
             rets = c[1:] / c[:-1] - 1.0
-        book: dict = {"weights": current, "protection": dict(state.protection or DrawdownProtection().to_dict())}
+        book: dict = {"weights": current, "protection": dict(state.protection or DrawdownProtection().to_dict()),
+                      "symbols": snap.symbols}
         if equity > 0 and np.isfinite(equity):
             book["equity"] = equity
         sized, report = self.risk.size(combined, rets, book)
         contributions = report.pop("risk_contributions", {})
         report["risk_contributions"] = {snap.symbols[i]: v for i, v in contributions.items()}
+        if construction:
+            report["construction"] = construction
         # no bar on the decision day: no price to size an order on, no new money for it
         sized = check_weights(np.where(np.isfinite(last), sized, 0.0), len(snap.symbols), "risk sizing")
         return sized, report, replace(state, protection=report["protection"])

@@ -83,6 +83,19 @@ def ensemble(ctx: StrategyContext) -> Agent:
     return EnsembleAgent({**members, **rl}, regime=regime, optional=tuple(rl))
 
 
+def ensemble_validated(ctx: StrategyContext) -> Agent:
+    """The ensemble's members with their weights and the pipeline's construction / risk steps chosen
+    in each fit on the last 2 years of the history (strategies/selection.py: ValidatedEnsemble)."""
+    from strategies.factor_model import FactorAgent
+    from strategies.selection import ValidatedEnsemble, default_variants, sectors
+    regime, engine = _regime(ctx), _engine(ctx)
+
+    def members():
+        return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
+                "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+    return ValidatedEnsemble(members, default_variants(regime, sectors(ctx.paths)))
+
+
 # the ensemble's members by registry name: what the Serve app runs to serve "ensemble"
 ENSEMBLE_MEMBERS = ("regime-factor", "technical", "equal-weight")
 
@@ -137,6 +150,7 @@ STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "factor": factor,
     "regime-factor": regime_factor,
     "ensemble": ensemble,
+    "ensemble-validated": ensemble_validated,
     # baselines (strategies/baselines.py); the KOSPI200 index itself is a benchmark series
     # (backtest.baselines.BENCHMARKS), not a tradable agent
     "equal-weight-hold": lambda ctx: EqualWeightHold(),

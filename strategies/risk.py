@@ -351,3 +351,149 @@ def var_backtest(returns, window: int = 250, alpha: float = 0.95, method: str = 
     out = kupiec_test(breaches, len(r) - window, alpha)
     out.update({"method": method, "window": window, "alpha": alpha})
     return out
+
+
+# ---------------------------------------------------------------------------- overlay
+
+@dataclass
+class RiskOverlay:
+    """A risk layer that keeps the combiner's ranking: it scales and caps, it never re-weights.
+
+    size(weights, returns_window, account_state), in order:
+      1. exposure: the book per unit gross (w / Σw) → its daily volatility (the larger of the
+         window's historical and the EWMA estimate) and CVaR at `budget_alpha`; gross =
+         min(Σw, max_gross, vol_target / annualised vol, cvar_budget / unit CVaR), never below
+         `floor` (nor above Σw): a calm market does not lever the book, a turbulent one halves it
+         at most instead of emptying it;
+      2. drawdown protection: past `dd_start` below the equity peak the gross shrinks linearly,
+         reaching `dd_floor` of itself at `dd_full`; the peak decays toward equity by
+         `peak_decay` each decision, so a book that cannot recover its old high is not held
+         down for ever (the trap the hard `DrawdownProtection` needs a cooldown reset for);
+      3. caps: per name `max_position` (excess to the other names pro rata, order kept), then per
+         sector `sector_cap` (a sector over it is scaled down, the excess stays in cash).
+    Every step multiplies weights by a common factor or clips the largest ones, so the order of
+    the names (the members' conviction) survives. `vol_target`/`cvar_budget` None: not used.
+    State (`account_state["protection"]`): {"state": ACTIVE | REDUCING, "peak": equity}.
+    """
+    vol_target: float | None = 0.15      # annualised
+    cvar_budget: float | None = None     # daily CVaR at budget_alpha, fraction of equity
+    budget_alpha: float = 0.99
+    floor: float = 0.5                   # least gross the exposure step leaves (of Σw at most)
+    max_gross: float = 1.0
+    max_position: float = 0.15
+    sector_cap: float | None = None
+    sectors: dict[str, str] = field(default_factory=dict)  # symbol → sector (absent: its own sector)
+    dd_start: float = 0.10
+    dd_full: float = 0.25
+    dd_floor: float = 0.5
+    peak_decay: float = 0.01
+    ewma_lambda: float = 0.94
+    min_history: int = 60
+
+    def __post_init__(self):
+        if self.vol_target is not None and not self.vol_target > 0:
+            raise ValueError(f"vol_target must be > 0 or None, got {self.vol_target}")
+        if self.cvar_budget is not None and not 0 < self.cvar_budget < 1:
+            raise ValueError(f"cvar_budget must be in (0, 1) or None, got {self.cvar_budget}")
+        if not 0 <= self.floor <= self.max_gross <= 1 or not 0 < self.max_position <= 1:
+            raise ValueError("need 0 <= floor <= max_gross <= 1 and 0 < max_position <= 1")
+        if self.sector_cap is not None and not 0 < self.sector_cap <= 1:
+            raise ValueError(f"sector_cap must be in (0, 1] or None, got {self.sector_cap}")
+        if not 0 <= self.dd_start < self.dd_full < 1 or not 0 <= self.dd_floor <= 1:
+            raise ValueError("need 0 <= dd_start < dd_full < 1 and 0 <= dd_floor <= 1")
+        if not 0 <= self.peak_decay < 1:
+            raise ValueError(f"peak_decay must be in [0, 1), got {self.peak_decay}")
+
+    def exposure(self, unit: np.ndarray, returns_window: np.ndarray) -> tuple[float, dict]:
+        """The gross the risk targets allow for the unit book (before floor and input caps)."""
+        chosen = np.flatnonzero(unit > 0)
+        r = np.nan_to_num(np.asarray(returns_window, float)[:, chosen])  # a missing bar: no move
+        if not len(chosen) or len(r) < self.min_history:
+            return self.max_gross, {"binding": "no_history" if len(chosen) else "no_positions"}
+        cov = ewma_covariance(r, self.ewma_lambda)
+        port = r @ unit[chosen]
+        vol = max(float(np.std(port, ddof=1)), float(np.sqrt(max(unit[chosen] @ cov @ unit[chosen], 0.0))))
+        report: dict = {"unit_vol_annual": vol * np.sqrt(252)}
+        allowed = {"max_gross": self.max_gross}
+        if self.vol_target is not None and vol > 0:
+            allowed["vol_target"] = self.vol_target / (vol * np.sqrt(252))
+        if self.cvar_budget is not None:
+            unit_cvar = max(historical_var_cvar(port, self.budget_alpha)[1],
+                            portfolio_var_cvar(unit[chosen], cov, self.budget_alpha)[1])
+            report["unit_cvar"] = unit_cvar
+            if unit_cvar > 0:
+                allowed["cvar_budget"] = self.cvar_budget / unit_cvar
+        binding = min(allowed, key=allowed.get)
+        report.update({"allowed": {k: float(v) for k, v in allowed.items()}, "binding": binding})
+        return float(allowed[binding]), report
+
+    def cap(self, w: np.ndarray, symbols) -> np.ndarray:
+        w = cap_weights(w, self.max_position) if w.max(initial=0.0) > self.max_position else w.copy()
+        if self.sector_cap is not None and symbols is not None:
+            groups = np.array([self.sectors.get(s, f"_{s}") for s in symbols])
+            for g in np.unique(groups[w > 0]):
+                inside = groups == g
+                total = w[inside].sum()
+                if total > self.sector_cap:
+                    w[inside] *= self.sector_cap / total
+        return w
+
+    def tail_report(self, w: np.ndarray, returns_window: np.ndarray) -> dict:
+        """VaR/CVaR of the sized book (what the monitoring shows, as for RiskModel)."""
+        chosen = np.flatnonzero(w > 0)
+        r = np.nan_to_num(np.asarray(returns_window, float)[:, chosen])
+        if not len(chosen) or len(r) < max(self.min_history, 20):
+            return {}
+        cov = ewma_covariance(r, self.ewma_lambda)
+        port = r @ w[chosen]
+        out: dict = {}
+        for a in ALPHAS:
+            hv, hc = historical_var_cvar(port, a)
+            pv, pc = portfolio_var_cvar(w[chosen], cov, a)
+            out[f"var_{int(a * 100)}"] = {"historical": hv, "ewma_normal": pv}
+            out[f"cvar_{int(a * 100)}"] = {"historical": hc, "ewma_normal": pc}
+        return out
+
+    def size(self, weights: np.ndarray, returns_window: np.ndarray,
+             account_state: dict | None = None) -> tuple[np.ndarray, dict]:
+        """Scaled and capped weights, and a JSON-friendly report (same interface as RiskModel)."""
+        w_in = np.asarray(weights, float)
+        n = len(w_in)
+        r = np.asarray(returns_window, float)
+        if r.ndim != 2 or r.shape[1] != n:
+            raise ValueError(f"returns_window must be (T, {n}), got {r.shape}")
+        if np.any(w_in < -1e-12) or not np.all(np.isfinite(w_in)):
+            raise ValueError("weights must be finite and long-only")
+        account_state = account_state or {}
+        saved = dict(account_state.get("protection") or {})
+        peak = float(saved.get("peak", 0.0))
+        input_gross = float(w_in.sum())
+        report: dict = {"input_gross": input_gross}
+        if input_gross <= 0:
+            out = np.zeros(n)
+            report.update({"gross": 0.0, "binding": "no_positions"})
+        else:
+            unit = w_in / input_gross
+            allowed, rep = self.exposure(unit, r)
+            report.update(rep)
+            gross = min(input_gross, max(allowed, self.floor))
+            report["gross_before_drawdown"] = gross
+            out = unit * gross
+        multiplier, dd = 1.0, 0.0
+        equity = account_state.get("equity")
+        if equity is not None:
+            equity = float(equity)
+            if not np.isfinite(equity) or equity <= 0:
+                raise ValueError(f"equity must be positive and finite, got {equity}")
+            peak = max(equity, peak * (1.0 - self.peak_decay))
+            dd = 1.0 - equity / peak
+            if dd > self.dd_start:
+                depth = min((dd - self.dd_start) / (self.dd_full - self.dd_start), 1.0)
+                multiplier = 1.0 - depth * (1.0 - self.dd_floor)
+        out = self.cap(out * multiplier, account_state.get("symbols"))
+        report.update(self.tail_report(out, r))
+        state = "REDUCING" if multiplier < 1.0 else "ACTIVE"
+        report.update({"state": state, "drawdown": dd, "drawdown_multiplier": multiplier,
+                       "gross": float(out.sum()), "gross_after_protection": float(out.sum()),
+                       "protection": {"state": state, "peak": peak}})
+        return out, report

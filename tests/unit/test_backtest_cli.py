@@ -37,7 +37,7 @@ def test_commands_are_registered_in_the_cli():
 
 # strategies that fit hidden-Markov regime models spend tens of seconds in hmmlearn on a busy
 # 2-core machine: marked slow so `-m "not slow"` skips them
-HEAVY = {"ensemble", "regime-factor"}
+HEAVY = {"ensemble", "ensemble-validated", "regime-factor"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
