@@ -23,8 +23,6 @@ import numpy as np
 from backtest.engine import BacktestConfig
 from backtest.walkforward import walk_forward, walk_forward_windows
 from market.data import DataPaths, index_close, load_index, load_panel
-from strategies.selection import default_variants as validated_variants
-from strategies.selection import sectors
 from strategies.baselines import EqualWeightRebalanced
 from strategies.ensemble import EnsembleAgent
 from strategies.factor_model import FactorAgent
@@ -32,7 +30,8 @@ from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.regime import RegimeDetector, RegimeSource
 from strategies.risk import RiskModel, var_backtest
-from strategies.selection import ValidatedEnsemble
+from strategies.selection import ValidatedEnsemble, sectors
+from strategies.selection import default_variants as validated_variants
 from strategies.technical import TechnicalAgent
 
 ROOT = Path(__file__).resolve().parent

@@ -423,7 +423,7 @@ class RiskOverlay:
             report["unit_cvar"] = unit_cvar
             if unit_cvar > 0:
                 allowed["cvar_budget"] = self.cvar_budget / unit_cvar
-        binding = min(allowed, key=allowed.get)
+        binding = min(allowed, key=lambda k: allowed[k])
         report.update({"allowed": {k: float(v) for k, v in allowed.items()}, "binding": binding})
         return float(allowed[binding]), report
 

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from backtest.metrics import sharpe
+
+if TYPE_CHECKING:
+    from strategies.ensemble import MetaEnsemble
 
 
 def validation_slice(dates: np.ndarray, returns: np.ndarray, test_start, validation_days: int
@@ -129,14 +133,14 @@ class ValidatedEnsemble:
     variant around those members with the given combiner.
     """
     members: Callable[[], dict]
-    variants: Mapping[str, Callable[[dict, object], object]]
+    variants: Mapping[str, Callable[[dict, MetaEnsemble], Any]]
     validation_days: int = 2 * 252
     step: float = 0.1
-    backtest_config: object = None       # backtest.engine.BacktestConfig for the validation runs
+    backtest_config: Any = None          # backtest.engine.BacktestConfig for the validation runs
     name: str = "ensemble-validated"
     chosen: dict = field(default_factory=dict)
     history_of_choices: list = field(default_factory=list)
-    agent: object = None
+    agent: Any = None
     needs_account = True
 
     def __post_init__(self):

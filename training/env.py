@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -174,7 +173,7 @@ class TradingEnv(gym.Env):
     training window. Eval mode (`eval_window` set) runs once, deterministically, over that window.
     """
 
-    metadata: ClassVar[dict] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012  (gymnasium's Env declares it an instance attribute)
 
     def __init__(self, env_config: dict | None = None):
         cfg = dict(env_config or {})
