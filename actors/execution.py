@@ -13,6 +13,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import ray
@@ -23,6 +24,7 @@ from broker.base import Order, OrderRequest, OrderStatus, Side
 from broker.journal import DuplicateOrder, Journal
 from broker.risk_engine import DEFAULT_PROTECTIONS, Book, RiskEngine, TradingState, build_protections
 from broker.venue import open_venue
+from cluster import alerts
 from market.accounting import BUY, CostModel, orders_for_targets
 from market.calendar import TradingCalendar, decision_time
 from serving.auth import auth_headers
@@ -53,6 +55,9 @@ class LoopConfig:
     decide_token: str = field(default="", repr=False)
     # the risk engine's rules (broker/risk_engine.py), as the settings' risk_engine.protections list
     protections: tuple[dict, ...] = DEFAULT_PROTECTIONS
+    # settings `alerts` (cluster/settings.py AlertsSettings): who hears about orders, fills,
+    # denials, trading-state changes and the daily P&L; None: nobody
+    alerts: Any = field(default=None, repr=False)
 
 
 class TradingLoop:
@@ -73,6 +78,11 @@ class TradingLoop:
         self.stats = {"decisions": 0, "orders": 0, "fills": 0, "rejected": 0, "unknown": 0, "blocked": 0,
                       "denied": 0}
         self.peak_equity = 0.0  # for the drawdown metric
+        # built here, in the actor: its sender threads and HTTP sessions do not travel by pickle
+        self.alerts = alerts.alerts_from_settings(config.alerts) if config.alerts is not None else None
+        self.outbox: list[alerts.Alert] = []   # fill and P&L alerts wait for their journal commit
+        self.trading_state = TradingState.ACTIVE
+        self.reported = dict(self.stats)        # stats at the last daily summary
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> dict:
@@ -90,23 +100,34 @@ class TradingLoop:
                     if order is not None:
                         self.journal.record_order(order)
         self._settle_unknown()
-        return self._record_account(first)
+        result = self._record_account(first)
+        self._send_alerts()
+        return result
 
     def halt(self, reason: str) -> None:
         """Kill switch: no order is sent after this (fills of orders already sent still arrive)."""
         self.halted = reason or "halted by operator"
+        self._alert(alerts.trading_state_alert(self.config.run_id, self.trading_state, "HALTED (kill switch)",
+                                               self.halted))
 
     def close(self) -> None:
         self.venue.close()
         self.journal.close()
+        if self.alerts is not None:
+            self.alerts.close()
 
     # --- one bar --------------------------------------------------------------------------
     def step(self) -> dict | None:
         """Decide on the current bar, trade the next one. None when the replay has ended."""
         if ray.get(self.market.remaining.remote()) == 0:
             return None  # no bar left to trade a decision on
-        ray.get(self.market.wait_for_order_window.remote())  # real time: the next session's order time
-        snap = ray.get(self.market.snapshot.remote(self.config.lookback))
+        try:
+            ray.get(self.market.wait_for_order_window.remote())  # real time: the next session's order time
+            snap = ray.get(self.market.snapshot.remote(self.config.lookback))
+        except ray.exceptions.RayTaskError as exc:
+            if type(exc.cause).__name__ == "FeedStalled":   # actors/live_market.py: no final bar for days
+                self._alert(alerts.feed_stall_alert(None, None, feed=f"daily bars: {exc.cause}"))
+            raise
         today = dt.date.fromisoformat(snap["dates"][-1])
         account = self.broker.account()
         decision = self._decide(today, snap, account)
@@ -130,6 +151,7 @@ class TradingLoop:
                 self.journal.record_order(answer)
             result = self._record_account(nxt)
         self.broker.confirm_fills(fills)
+        self._send_alerts()
         result.update(orders=len(submitted), fills=len(fills))
         return result
 
@@ -162,6 +184,7 @@ class TradingLoop:
             for fill in fills:
                 if self.journal.record_fill(fill):
                     self.stats["fills"] += 1
+                    self._alert(alerts.fill_alert(self.config.run_id, fill), after_commit=True)
                     metrics.record_fill(fill.side, fill.qty, self.config.venue)
         if confirm:
             self.broker.confirm_fills(fills)
@@ -182,8 +205,28 @@ class TradingLoop:
 
     def _trading_state(self, decision: dict) -> TradingState:
         """The stricter of the operator's (`trader halt`, read from the journal each bar) and the decision's."""
-        operator = TradingState(self.journal.control()["state"])
-        return TradingState.stricter(operator, TradingState.from_decision((decision.get("risk") or {}).get("state")))
+        control = self.journal.control()
+        decided = (decision.get("risk") or {}).get("state")
+        state = TradingState.stricter(TradingState(control["state"]), TradingState.from_decision(decided))
+        if state is not self.trading_state:
+            why = control["reason"] if state.value == control["state"] else f"decision drawdown state {decided}"
+            self._alert(alerts.trading_state_alert(self.config.run_id, self.trading_state, state, why))
+            self.trading_state = state
+        return state
+
+    def _alert(self, alert: alerts.Alert, after_commit: bool = False) -> None:
+        """Never blocks and never raises into trading (cluster/alerts.py queues and sends off-thread)."""
+        if self.alerts is None:
+            return
+        if after_commit:
+            self.outbox.append(alert)
+        else:
+            self.alerts.notify(alert)
+
+    def _send_alerts(self) -> None:
+        for alert in self.outbox:
+            self._alert(alert)
+        self.outbox.clear()
 
     def _send_orders(self, today: dt.date, snap: dict, targets: dict[str, float], account,
                      blocked: set[str] = frozenset(), state: TradingState = TradingState.ACTIVE) -> list:
@@ -217,6 +260,8 @@ class TradingLoop:
                         raise
                 self.stats["denied"] += 1
                 metrics.record_rejection("risk", self.config.venue)
+                self._alert(alerts.denial_alert(self.config.run_id, symbol, request.side, request.qty,
+                                                f"{verdict.rule}: {verdict.reason}"))
                 continue
             try:
                 self.journal.record_intent(request, stamp)  # journaled before it is sent
@@ -235,6 +280,8 @@ class TradingLoop:
             self.journal.record_order(order)
             self.stats["orders"] += 1
             metrics.record_order(request.side, self.config.venue)
+            self._alert(alerts.order_alert(self.config.run_id, request.client_order_id, symbol, request.side,
+                                           request.qty, request.limit_price, order.broker_order_id))
             if order.status is OrderStatus.UNKNOWN:
                 self.stats["unknown"] += 1
                 blocked.add(symbol)
@@ -242,6 +289,8 @@ class TradingLoop:
             elif order.status.done:
                 self.stats["rejected"] += 1
                 metrics.record_rejection("broker", self.config.venue)
+                self._alert(alerts.denial_alert(self.config.run_id, symbol, request.side, request.qty,
+                                                f"broker: {order.reason}"))
             else:
                 submitted.append(order)
         return submitted
@@ -254,6 +303,13 @@ class TradingLoop:
         cash = self.broker.cash()
         equity = cash + sum(q * self.last_close.get(s, 0.0) for s, q in positions.items())
         self.journal.record_account(bar["date"], cash, equity, positions, bar.get("benchmark"))
+        if self.equities:   # the day's P&L, fills and denials (counts since the last summary)
+            self._alert(alerts.daily_pnl_alert(self.config.run_id, bar["date"], round(equity),
+                                               round(equity - self.equities[-1]),
+                                               fills=self.stats["fills"] - self.reported["fills"],
+                                               denials=self.stats["denied"] - self.reported["denied"]),
+                        after_commit=True)
+        self.reported = dict(self.stats)
         self.equities.append(equity)
         self.peak_equity = max(self.peak_equity, equity)
         if self.peak_equity > 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -33,6 +34,7 @@ class LiveConfig:
     lookback: int = D.MIN_LOOKBACK  # raised to what the decision service's agents need
     cache_dir: Path | None = None  # KIS token cache and order-id map (default ~/.cache/kis-ray-trader)
     protections: tuple[dict, ...] = DEFAULT_PROTECTIONS  # the risk engine's rules (settings risk_engine)
+    alerts: Any = None    # settings alerts (cluster/settings.py AlertsSettings); None: no alerts
 
     def __post_init__(self):
         if self.mode not in ("vts", "live"):
@@ -80,6 +82,7 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=config.run_id(), venue=config.mode,
                    decide_token=run_token(load_secret(), config.run_id()), protections=tuple(config.protections),
+                   alerts=config.alerts,
                    lookback=lookback, venue_options={"environment": config.environment,
                                                      "credentials": config.credentials, "clock": config.clock,
                                                      "cache_dir": config.cache_dir}),

@@ -14,6 +14,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,7 @@ class ReplayConfig:
     progress: bool = True
     run_id: str | None = None  # default: a fresh one per replay
     protections: tuple[dict, ...] = DEFAULT_PROTECTIONS  # the risk engine's rules (settings risk_engine)
+    alerts: Any = None    # settings alerts (cluster/settings.py AlertsSettings); None: no alerts
 
 
 def free_port() -> int:
@@ -129,7 +131,8 @@ def start_replay_actors(config: ReplayConfig, decide_url: str, journal: Path, pa
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=run_id,
                    cash=config.cash, venue=config.venue, lookback=config.lookback,
-                   decide_token=run_token(load_secret(), run_id), protections=tuple(config.protections)),
+                   decide_token=run_token(load_secret(), run_id), protections=tuple(config.protections),
+                   alerts=config.alerts),
         market, panel.dates)
     return loop, market, len(panel) - 1 - first_row
 

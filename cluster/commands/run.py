@@ -97,7 +97,7 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
                                     venue=mode.value, agents=settings.serve.agents,
                                     max_position=settings.trading.max_position, max_gross=settings.trading.max_gross,
                                     paths=DataPaths(root=settings.data_dir) if settings.data_dir else DataPaths(),
-                                    protections=tuple(settings.risk_engine.protections))
+                                    protections=tuple(settings.risk_engine.protections), alerts=settings.alerts)
                 stats = run_replay(config, url, settings.journal, progress=True)
         except ray.exceptions.RayTaskError as exc:  # the loop's actors failed: the cause, not Ray's wrapping
             raise CommandError(f"the trading loop stopped: {type(exc.cause).__name__}: {exc.cause}") from None
@@ -138,6 +138,6 @@ def live_config(settings, mode: Mode, credentials, days: int | None):
     try:
         return LiveConfig(mode=mode.value, environment=env, credentials=credentials,
                           symbols=settings.trading.symbols, session=session, clock=clock, poll_s=s.poll_s, days=days,
-                          protections=tuple(settings.risk_engine.protections))
+                          protections=tuple(settings.risk_engine.protections), alerts=settings.alerts)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
