@@ -1,29 +1,39 @@
 """The risk engine in the real loop (local Ray, Serve over HTTP, PaperBroker): a denied order is
-journaled with its reason and never reaches the broker; `trader halt` stops a running loop's
+journaled with its reason, never reaches the broker and is alerted (a real webhook receiver); `trader halt` stops a running loop's
 orders from its next bar and `trader resume` lets them out again."""
 from __future__ import annotations
 
 import pytest
 import ray
+from pydantic import SecretStr
 
 from broker.journal import Journal
 from cluster.cli import main as trader
+from cluster.settings import AlertNotifierSettings, AlertsSettings
 from cluster.trading_loop import ReplayConfig, run_replay, start_replay_actors
+from tests.alert_receiver import Receiver
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_denied_orders_are_journaled_and_never_sent(decide_url, tmp_path):
+def test_denied_orders_are_journaled_never_sent_and_alerted(decide_url, tmp_path):
     journal = tmp_path / "journal.sqlite"
-    config = ReplayConfig(out=tmp_path, days=6, n_symbols=4, run_id="tight", progress=False,
-                          protections=({"name": "max_order_value", "max_krw": 5_000_000},))
-    stats = run_replay(config, decide_url, journal, progress=False)
+    with Receiver() as hook:
+        alerts = AlertsSettings(notifiers=[AlertNotifierSettings(kind="webhook", secret=SecretStr(hook.url + "/hook"))],
+                                rate_per_min=6000, burst=100)
+        config = ReplayConfig(out=tmp_path, days=6, n_symbols=4, run_id="tight", progress=False, alerts=alerts,
+                              protections=({"name": "max_order_value", "max_krw": 5_000_000},))
+        stats = run_replay(config, decide_url, journal, progress=False)   # close() drains the alert queue
+        kinds = [body["kind"] for _, body in hook.requests]
     j = Journal(journal, run_id="tight")
     denied = j.orders(state="denied")
     assert denied and stats["denied"] == len(denied)
     assert all(r["reason"].startswith("risk max_order_value: order value") for r in denied)
     filled_ids = {f["client_order_id"] for f in j.fills()}
     assert not filled_ids & {r["client_order_id"] for r in denied}     # the broker never had them
+    # the operator heard of each: one alert per denial, order sent and fill; a P&L line per day
+    assert kinds.count("denial") == len(denied) and kinds.count("order") == stats["orders"]
+    assert kinds.count("fill") == len(j.fills()) and kinds.count("daily_pnl") == len(j.accounts()) - 1
 
 
 def test_halt_stops_a_running_loop_and_resume_lifts_it(decide_url, tmp_path, monkeypatch):
