@@ -38,7 +38,7 @@ def test_aws_cluster_opens_nothing_but_ssh():
     assert cfg["provider"]["security_group"].get("IpPermissions", []) == []
     head = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head
-    assert "0.0.0.0" not in head, "only MLflow (inside the security group) binds wide"
+    assert "0.0.0.0" not in head, "nothing on the head binds every interface"
 
 
 @pytest.mark.parametrize("name", ["ray-cluster.yaml", "cluster/local.yaml"])
@@ -51,6 +51,8 @@ def test_cluster_installs_project_and_runs_mlflow_on_head(name):
     assert "bash ~/kis-ray-trader/cluster/mlflow_server.sh start" in head
     script = (ROOT / "cluster" / "mlflow_server.sh").read_text()
     assert '--backend-store-uri "sqlite:///' in script and "--artifacts-destination" in script
+    # MLflow on loopback only; the workers' way in is the token-checking proxy
+    assert "--host 127.0.0.1" in script and "0.0.0.0" not in script and "cluster.mlflow_proxy serve" in script
     assert any("ray start --head" in c for c in cfg["head_start_ray_commands"])
     assert any("ray start --address=$RAY_HEAD_IP" in c for c in cfg["worker_start_ray_commands"])
 
