@@ -38,11 +38,13 @@ def test_snapshot_curve_drawdown_and_benchmark(tmp_path):
 
 
 def test_reads_are_read_only(tmp_path):
+    from broker.journal import Journal
+
     _journal(tmp_path / "j.sqlite")
-    db = data._connect(tmp_path / "j.sqlite")
+    reader = Journal(tmp_path / "j.sqlite", readonly=True)   # what the dashboard reads through
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        db.execute("DELETE FROM account")
-    db.close()
+        reader.query("DELETE FROM account")
+    reader.close()
     with pytest.raises(data.JournalMissing, match="no journal"):
         data.read_snapshot(tmp_path / "missing.sqlite")
     assert not (tmp_path / "missing.sqlite").exists()
