@@ -32,6 +32,7 @@ content and the index series (and, with `cache_dir`, on disk as .npz).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,12 +144,10 @@ def market_features(panel: Panel, index: np.ndarray) -> np.ndarray:
     above = close.select([(pl.col(col) > pl.col(col).rolling_mean(20, min_samples=16)).cast(pl.Float64)
                           for col in close.columns]).to_numpy()
     ret20 = close.select([pl.col(col) / pl.col(col).shift(20) - 1.0 for col in close.columns]).to_numpy()
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            breadth = np.nanmean(np.where(np.isfinite(above), above, np.nan), axis=1)
-            dispersion = np.nanstd(np.where(np.isfinite(ret20), ret20, np.nan), axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a date where no symbol has a value: NaN
+        breadth = np.nanmean(np.where(np.isfinite(above), above, np.nan), axis=1)
+        dispersion = np.nanstd(np.where(np.isfinite(ret20), ret20, np.nan), axis=1)
     cols = [
         (idx / idx.shift(5) - 1.0), (idx / idx.shift(20) - 1.0), (idx / idx.shift(60) - 1.0),
         mret.rolling_std(20, min_samples=16),
@@ -197,8 +196,7 @@ class FeatureBuilder:
         return max(MAX_WINDOW + 1, eng.lookback)
 
     def index_for(self, panel: Panel) -> np.ndarray:
-        import polars as pl_
-        frame = pl_.DataFrame({"date": self.index_dates.astype("datetime64[D]"), "close": self.index_closes})
+        frame = pl.DataFrame({"date": self.index_dates.astype("datetime64[D]"), "close": self.index_closes})
         return index_close(panel.dates, frame)
 
     def _price_block(self, panel: Panel, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -72,6 +72,18 @@ def label_rows(n_rows: int, horizon: int, first: int, every: int) -> np.ndarray:
     return np.arange(last, first - 1, -every, dtype=np.int64)[::-1]
 
 
+def purged_split(rows: np.ndarray, horizon: int, validation_bars: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of a history's label rows `rows`: validation = every bar of
+    the last `validation_bars` label rows; training = the rows whose label window [t+1, t+1+h]
+    ends before the first validation row (purge), so no training label overlaps a validation one."""
+    if len(rows) == 0:
+        return rows, rows
+    last_label = int(rows[-1])
+    val_start = max(last_label - validation_bars + 1, int(rows[0]))
+    val_rows = np.arange(val_start, last_label + 1, dtype=np.int64)
+    return rows[rows + 1 + horizon < val_start], val_rows
+
+
 def daily_ic(scores: np.ndarray, fwd: np.ndarray, min_count: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Per row: Pearson IC and Spearman Rank IC between scores and forward returns (NaN if too few)."""
     ic, ric = np.full(len(scores), np.nan), np.full(len(scores), np.nan)
@@ -157,11 +169,7 @@ class LGBMForecaster:
         if len(rows) == 0:
             raise ValueError(f"{self.name}: {len(history)} bars of history leave no labelled training row "
                              f"(need > {first + self.horizon + 2})")
-        last_label = int(rows[-1])
-        val_start = last_label - self.validation_bars + 1
-        # purge: a training label window [t+1, t+1+h] must end before the first validation row
-        pre_val = rows[rows + 1 + self.horizon < val_start]
-        val_rows = np.arange(max(val_start, first), last_label + 1, dtype=np.int64)
+        pre_val, val_rows = purged_split(rows, self.horizon, self.validation_bars)
         select = len(self.grid) > 1 and len(pre_val) >= self.min_train_rows and len(val_rows) >= 20
         need = np.union1d(rows, val_rows) if select else rows
         X, y, fwd = self._inputs(history, need)
