@@ -182,7 +182,7 @@ class FeatureBuilder:
     index_closes: np.ndarray
     engine: FactorEngine | None = None
     cache_dir: Path | None = None
-    cache_size: int = 4
+    cache_size: int = 8  # entries: price blocks and row matrices of recent panels
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     @property
@@ -199,33 +199,43 @@ class FeatureBuilder:
         frame = pl.DataFrame({"date": self.index_dates.astype("datetime64[D]"), "close": self.index_closes})
         return index_close(panel.dates, frame)
 
-    def _price_block(self, panel: Panel, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        key = panel_key(panel, index)
+    def _cached(self, key: str, make):
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        disk = None if self.cache_dir is None else Path(self.cache_dir) / f"features-{key}.npz"
-        if disk is not None and disk.exists():
-            with np.load(disk) as z:
-                block = (z["price"], z["market"])
-        else:
+        value = make()
+        self._cache[key] = value
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    def _price_block(self, panel: Panel, index: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+        def make():
+            disk = None if self.cache_dir is None else Path(self.cache_dir) / f"features-{key}.npz"
+            if disk is not None and disk.exists():
+                with np.load(disk) as z:
+                    return z["price"], z["market"]
             block = (price_features(panel, index), market_features(panel, index))
             if disk is not None:
                 disk.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(disk, price=block[0], market=block[1])
-        self._cache[key] = block
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return block
+            return block
+        return self._cached(key, make)
 
     def matrix(self, panel: Panel, rows: np.ndarray) -> np.ndarray:
         """(len(rows), N, F) model inputs at `rows` of `panel`: ranked stock features + raw market
-        features. Row t uses panel rows <= t and side data as of panel.date(t)."""
+        features. Row t uses panel rows <= t and side data as of panel.date(t). Cached by panel
+        content and rows (several models and seeds fit on the same history): treat as read-only."""
         rows = np.asarray(rows, dtype=np.int64)
         index = self.index_for(panel)
-        price, market = self._price_block(panel, index)
-        return self._assemble(panel, rows, price[rows], market[rows])
+        key = panel_key(panel, index)
+        rows_key = f"{key}-rows-{hashlib.blake2b(rows.tobytes(), digest_size=12).hexdigest()}"
+
+        def make():
+            price, market = self._price_block(panel, index, key)
+            return self._assemble(panel, rows, price[rows], market[rows])
+        return self._cached(rows_key, make)
 
     def latest(self, window: Panel) -> np.ndarray:
         """(1, N, F) inputs at the window's last row, equal to `matrix(window, [last])`, but the
