@@ -12,7 +12,8 @@ scores at t and the realised return from close t+1 to close t+1+h, their mean ov
 mean / std over days. The test-year labels of the last h+1 bars of 2023 do not exist and are
 skipped. Portfolio: the agent's top-k equal weights traded through backtest/engine.py, the test
 years stitched into one account (backtest.walkforward.walk_forward), beside the factor model and the
-equal-weight monthly book run the same way. Every random-training number is mean ± std over seeds.
+equal-weight monthly book run the same way. Every random-training number is mean ± std over seeds. The grid is searched with the first seed
+of each window (on its validation year); the other seeds refit that choice with their own seed.
 """
 from __future__ import annotations
 
@@ -74,7 +75,14 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="*", help="subset of MODELS keys")
     ap.add_argument("--no-peers", action="store_true", help="skip the factor / equal-weight runs")
     ap.add_argument("--out", default=str(ROOT / "forecasts.md"))
+    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md from a saved results file")
     args = ap.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        args.__dict__.update({k: saved["args"][k] for k in ("start", "end", "test_bars", "seeds")})
+        write_report(Path(args.out), args, saved["windows"], saved["symbols"], saved["ic_rows"], saved["chosen"],
+                     saved["portfolio"], saved["peers"], saved["seconds"])
+        return
 
     t_start = time.time()
     paths = DataPaths()
@@ -100,10 +108,15 @@ def main(argv=None) -> None:
         test_rows = np.arange(*w.test)
         history = panel.rows(*w.train)
         for label, spec in models.items():
+            picked: tuple[dict, ...] | None = None
             for seed in args.seeds:
                 t = time.time()
-                agent = LGBMForecaster(features, seed=seed, name=label.split(" ")[0], **spec)
+                # the first seed chooses the hyper-parameters on the validation year; the other
+                # seeds reuse that choice (still validation-only) instead of repeating the grid
+                grid = {} if picked is None else {"grid": picked}
+                agent = LGBMForecaster(features, seed=seed, name=label.split(" ")[0], **spec, **grid)
                 agent.fit(history)
+                picked = picked or (dict(agent.chosen),)
                 fitted[(label, seed, wi)] = agent
                 # scores at every test bar, from features of rows <= t (each row of the panel is causal)
                 scores = agent.scores(panel, test_rows)
@@ -138,7 +151,12 @@ def main(argv=None) -> None:
         lo = int(np.searchsorted(panel.dates, d0))
         bench = kospi[lo:windows[-1].test[1]]
         peers["KOSPI200 buy-and-hold (index)"] = compute(bench / bench[0] * 1e8)
-    write_report(Path(args.out), args, windows, panel, ic_rows, chosen, portfolio, peers, time.time() - t_start)
+    seconds = time.time() - t_start
+    # the raw numbers beside the report: `--render` rewrites the .md from them without rerunning
+    saved = {"args": vars(args), "windows": len(windows), "symbols": len(panel.symbols), "ic_rows": ic_rows,
+             "chosen": chosen, "portfolio": portfolio, "peers": peers, "seconds": seconds}
+    Path(args.out).with_suffix(".json").write_text(json.dumps(saved, indent=1, default=float))
+    write_report(Path(args.out), args, len(windows), len(panel.symbols), ic_rows, chosen, portfolio, peers, seconds)
 
 
 def _fmt(v: float, pct: bool) -> str:
@@ -147,18 +165,19 @@ def _fmt(v: float, pct: bool) -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:.2f}"
 
 
-def _mean_std(values: list[float], pct: bool, digits: int = 3) -> str:
+def _mean_std(values: list[float], pct: bool, digits: int | None = None) -> str:
     a = np.array([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if len(a) == 0:
         return "–"
     scale = 100.0 if pct else 1.0
     sd = a.std(ddof=1) * scale if len(a) > 1 else 0.0
     unit = "%" if pct else ""
-    d = 1 if pct else digits
+    d = digits if digits is not None else (1 if pct else 3)
     return f"{a.mean() * scale:.{d}f}{unit} ± {sd:.{d}f}{unit}"
 
 
-def write_report(out: Path, args, windows, panel, ic_rows, chosen, portfolio, peers, seconds) -> None:
+def write_report(out: Path, args, n_windows: int, n_symbols: int, ic_rows, chosen, portfolio, peers,
+                 seconds: float) -> None:
     seeds = " ".join(str(s) for s in args.seeds)
     cmd = (f"PYTHONPATH=. /work/main/.venv/bin/python -m reports.forecasts --start {args.start} --end {args.end} "
            f"--test-bars {args.test_bars} --seeds {seeds}")
@@ -166,10 +185,11 @@ def write_report(out: Path, args, windows, panel, ic_rows, chosen, portfolio, pe
         "# Forecasters: signal quality and the portfolio they drive (issue 15)", "",
         f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} min by", "",
         "```", cmd, "```", "",
-        (f"Walk-forward on the shipped panel ({len(panel.symbols)} large caps, survivors only — see data/README): "
-        f"{len(windows)} yearly test windows {args.start} → {args.end}, expanding training history, 5-bar gap; "
+        (f"Walk-forward on the shipped panel ({n_symbols} large caps, survivors only — see data/README): "
+        f"{n_windows} yearly test windows {args.start} → {args.end}, expanding training history, 5-bar gap; "
         "a fresh model per window and seed, fitted on the train rows only, its hyper-parameters chosen on the "
-        "last year of that history by mean daily Rank IC (purged of the label horizon), never on a test year. "
+        "last year of that history by mean daily Rank IC (purged of the label horizon), never on a test year "
+        "(searched with the first seed, reused by the others). "
         f"Seeds: {seeds} (LightGBM bagging and feature sampling; `deterministic=True`, one thread). "
         "Label: the h-bar return from close t+1 to close t+1+h. Features: strategies/features.py "
         "(cross-sectionally ranked Alpha158-style price/volume, point-in-time fundamentals, market state)."), "",
@@ -189,7 +209,7 @@ def write_report(out: Path, args, windows, panel, ic_rows, chosen, portfolio, pe
                          f"{_mean_std([s['ic']['ir'] for s in stats], False, 2)} | "
                          f"{_mean_std([s['rank_ic']['mean'] for s in stats], False)} | "
                          f"{_mean_std([s['rank_ic']['ir'] for s in stats], False, 2)} | "
-                         f"{stats[0]['rank_ic']['days']} | {_mean_std([s['top_k_excess'] for s in stats], True)} | "
+                         f"{stats[0]['rank_ic']['days']} | {_mean_std([s['top_k_excess'] for s in stats], True, 2)} | "
                          f"{pick_txt} |")
         # all years: the mean of the yearly means per seed, then mean ± std across seeds
         n_seeds = len(args.seeds)
