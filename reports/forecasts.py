@@ -75,10 +75,13 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="*", help="subset of MODELS keys")
     ap.add_argument("--no-peers", action="store_true", help="skip the factor / equal-weight runs")
     ap.add_argument("--out", default=str(ROOT / "forecasts.md"))
-    ap.add_argument("--render", metavar="JSON", help="only rewrite the .md from a saved results file")
+    ap.add_argument("--peers-only", action="store_true", help="only the factor / equal-weight / index runs")
+    ap.add_argument("--render", metavar="JSON", nargs="+",
+                    help="only rewrite the .md from saved results files (several: parts run side by side, "
+                         "e.g. one per model and one --peers-only, merged)")
     args = ap.parse_args(argv)
     if args.render:
-        saved = json.loads(Path(args.render).read_text())
+        saved = merge_results([json.loads(Path(f).read_text()) for f in args.render])
         args.__dict__.update({k: saved["args"][k] for k in ("start", "end", "test_bars", "seeds")})
         write_report(Path(args.out), args, saved["windows"], saved["symbols"], saved["ic_rows"], saved["chosen"],
                      saved["portfolio"], saved["peers"], saved["seconds"])
@@ -96,7 +99,7 @@ def main(argv=None) -> None:
     windows = walk_forward_windows(len(panel), train=first - 5, test=args.test_bars, gap=5, first_test=first,
                                    expanding=True)
     config = BacktestConfig(min_trade_value=200_000)
-    models = {k: v for k, v in MODELS.items() if not args.models or k in args.models}
+    models = {} if args.peers_only else {k: v for k, v in MODELS.items() if not args.models or k in args.models}
 
     ic_rows: dict[str, dict[str, list[dict]]] = {label: {} for label in models}  # model -> year -> per seed
     chosen: dict[str, dict[str, list[str]]] = {label: {} for label in models}
@@ -157,6 +160,23 @@ def main(argv=None) -> None:
              "chosen": chosen, "portfolio": portfolio, "peers": peers, "seconds": seconds}
     Path(args.out).with_suffix(".json").write_text(json.dumps(saved, indent=1, default=float))
     write_report(Path(args.out), args, len(windows), len(panel.symbols), ic_rows, chosen, portfolio, peers, seconds)
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """One results dict from parts that ran different models (or only the peers) on the same
+    windows and seeds; the wall time is the longest part's (they ran side by side)."""
+    out = {"args": parts[0]["args"], "windows": parts[0]["windows"], "symbols": parts[0]["symbols"],
+           "ic_rows": {}, "chosen": {}, "portfolio": {}, "peers": {},
+           "seconds": max(p["seconds"] for p in parts)}
+    for p in parts:
+        if (p["windows"], p["args"]["start"], p["args"]["end"]) != (out["windows"], out["args"]["start"],
+                                                                    out["args"]["end"]):
+            raise ValueError("parts ran on different walk-forward windows: they cannot be merged")
+        for k in ("ic_rows", "chosen", "portfolio", "peers"):
+            out[k].update(p[k])
+        if p["ic_rows"]:
+            out["args"] = {**out["args"], "seeds": p["args"]["seeds"]}
+    return out
 
 
 def _fmt(v: float, pct: bool) -> str:
