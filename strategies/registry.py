@@ -59,6 +59,19 @@ def factor(ctx: StrategyContext) -> Agent:
     return FactorAgent(_engine(ctx), name="factor")
 
 
+def lgbm(ctx: StrategyContext, horizon: int = 20, rebalance: str = "monthly", name: str = "lgbm") -> Agent:
+    """LightGBM rank forecaster (strategies/forecaster.py) on strategies/features.py, refitted
+    every 252 bars on the data up to the decision (a continuous run refits yearly)."""
+    from market.data import load_index
+    from strategies.features import FeatureBuilder
+    from strategies.forecaster import LGBMForecaster
+    idx = load_index(ctx.paths.path("index"), ctx.regime_index)
+    features = FeatureBuilder(idx["date"].to_numpy().astype("datetime64[D]"),
+                              idx["close"].cast(float).to_numpy(), _engine(ctx))
+    return LGBMForecaster(features, horizon=horizon, rebalance=rebalance, seed=ctx.seed, refit_every=252,
+                          name=name)
+
+
 def regime_factor(ctx: StrategyContext) -> Agent:
     from strategies.factor_model import FactorAgent
     return FactorAgent(_engine(ctx), regime=_regime(ctx), name="regime-factor")
@@ -151,6 +164,8 @@ STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "regime-factor": regime_factor,
     "ensemble": ensemble,
     "ensemble-validated": ensemble_validated,
+    "lgbm": lgbm,  # 20-bar forward-return rank, monthly top 10
+    "lgbm-5d": lambda ctx: lgbm(ctx, horizon=5, rebalance="weekly", name="lgbm-5d"),
     # baselines (strategies/baselines.py); the KOSPI200 index itself is a benchmark series
     # (backtest.baselines.BENCHMARKS), not a tradable agent
     "equal-weight-hold": lambda ctx: EqualWeightHold(),
