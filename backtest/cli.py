@@ -85,8 +85,11 @@ def clip_to_data(start: dt.date | None, end: dt.date | None, prices: Path,
         first, last = data_span(prices)
     except DataError as exc:
         raise CommandError(str(exc)) from None
-    if (start is not None and start > last) or (end is not None and end < first):
-        raise CommandError(f"{start or first}..{end or last} has no price data: {prices} spans {first}..{last}")
+    span = f"{prices} spans {first}..{last}"
+    if start is not None and start > last:
+        raise CommandError(f"--start {start} is after the price data: {span}")
+    if end is not None and end < first:
+        raise CommandError(f"--end {end} is before the price data: {span}")
     if end is not None and end > last:
         notes.append(f"data ends {last}; --end {end} clipped to {last}")
         end = last
@@ -220,20 +223,24 @@ def run_summary(strategy: str, metrics: dict, result, panel, paths: DataPaths, s
 
 
 def run_lookahead_command(strategy: str, prices=None, index=None, fundamentals=None, market_caps=None,
-                          start=None, end=None, points: int = 12, seed: int = 0, json_out=None):
+                          start=None, end=None, points: int = 12, seed: int = 0, json_out=None,
+                          notes: list[str] | None = None):
+    """`notes` receives what was adjusted (a clipped --start/--end)."""
     from backtest.lookahead import check_lookahead
 
     if strategy in BENCHMARKS:
         raise CommandError(f"{strategy} is a benchmark series, not a strategy that decides anything")
+    check_strategy_name(strategy)
     paths = data_paths(prices, index, fundamentals, market_caps)
     d_end = parse_date(end, "--end") if end else None
+    d_start = parse_date(start, "--start") if start else None
+    d_start, d_end = clip_to_data(d_start, d_end, paths.path("prices"), notes if notes is not None else [])
     try:
         panel = load_panel(paths, end=d_end)
     except DataError as exc:
         raise CommandError(str(exc)) from None
     # default span: the last two years of the data
-    d_start = parse_date(start, "--start") if start else panel.date(max(len(panel) - 504, 1))
-    build_strategy(strategy, paths, seed)  # fail early on an unknown name
+    d_start = d_start or panel.date(max(len(panel) - 504, 1))
     probe = build_strategy(strategy, paths, seed)
     panel = panel_for(probe, panel)
     report = check_lookahead(lambda p: build_strategy(strategy, p, seed), panel, d_start, d_end, points=points,

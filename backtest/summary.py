@@ -234,8 +234,11 @@ def render(s: RunSummary, top: int = 5) -> str:
     out += ["", "  per year"]
     out += table(["year", *(r.label for r in s.rows)],
                  [[str(y), *(pct(v) for v in vals)] for y, vals in s.years], indent="  ")
+    # months the run never covers (a short demo) are left out rather than shown as dashes
+    shown = [m for m in range(12) if any(row[m] is not None for row in s.month_table)]
     out += ["", f"  per month ({s.rows[0].label})"]
-    out += table(["year", *MONTHS], [[str(y), *(pct(v) for v in row)] for y, row in zip(s.month_years, s.month_table)])
+    out += table(["year", *(MONTHS[m] for m in shown)],
+                 [[str(y), *(pct(row[m]) for m in shown)] for y, row in zip(s.month_years, s.month_table)])
     if t.by_symbol:
         best = list(t.by_symbol[:top])
         worst = [x for x in reversed(t.by_symbol[-top:]) if x not in best]
