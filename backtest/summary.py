@@ -89,7 +89,8 @@ class RunSummary:
 
 
 def rounded(value: Any, digits: int = 6) -> Any:
-    """Floats rounded for people and diffs (0.19024346000000003 → 0.190243); NaN/inf → None."""
+    """Floats rounded for people and diffs: ratios to `digits` decimals (0.19024346000000003 →
+    0.190243); amounts (|v| ≥ 1,000 and whole, or ≥ 100,000: KRW) to whole won; NaN/inf → None."""
     if isinstance(value, dict):
         return {k: rounded(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -98,7 +99,9 @@ def rounded(value: Any, digits: int = 6) -> Any:
         v = float(value)
         if not math.isfinite(v):
             return None
-        return round(v) if abs(v) >= 1e5 else round(v, digits)  # KRW amounts: whole won
+        if abs(v) >= 1e5 or (abs(v) >= 1e3 and v.is_integer()):
+            return round(v)
+        return round(v, digits)
     if isinstance(value, np.integer):
         return int(value)
     return value
