@@ -66,8 +66,9 @@ class TradeStats:
 @dataclass(frozen=True)
 class RunSummary:
     title: str
-    start: str
+    start: str  # the first trading day; the account opens at the close before it (`opening_close`)
     end: str
+    opening_close: str
     starting_cash: float
     final_equity: float
     rows: tuple[SeriesRow, ...]  # the strategy first, then its benchmarks
@@ -172,7 +173,8 @@ def build_summary(title: str, dates: np.ndarray, equity: np.ndarray, rows: list[
         per_row.append(dict(zip(ys, yearly_from_monthly(ys, table))))
     years = tuple((y, tuple(r.get(y) for r in per_row)) for y in month_years)
     table = tuple(tuple(None if not np.isfinite(v) else float(v) for v in row) for row in month_table)
-    return RunSummary(title=title, start=str(dates[0]), end=str(dates[-1]), starting_cash=float(equity[0]),
+    return RunSummary(title=title, start=str(dates[1]), end=str(dates[-1]), opening_close=str(dates[0]),
+                      starting_cash=float(equity[0]),
                       final_equity=float(equity[-1]), rows=tuple(rows), years=years,
                       month_years=tuple(month_years), month_table=table, trades=trades, notes=tuple(notes))
 
@@ -221,7 +223,7 @@ def _fmt(value: float | None, kind: str) -> str:
 
 
 def render(s: RunSummary, top: int = 5) -> str:
-    out = [f"{s.title}   {s.start} → {s.end}", ""]
+    out = [f"{s.title}   {s.start} → {s.end}   (the account opens at the close of {s.opening_close})", ""]
     out += table(["", *(c[1] for c in COMPARISON_COLUMNS)],
                  [[r.label, *(_fmt(r.metrics.get(k), kind) for k, _, kind in COMPARISON_COLUMNS)] for r in s.rows])
     out.append("")

@@ -16,9 +16,9 @@ def pytest_collection_modifyitems(config, items):
     """A test that starts Ray is slow: `ray`-marked tests and tests using a Ray fixture are also
     marked `slow`, so the quick loop (`pytest -m "not slow"`, README) never pays Ray's start-up."""
     for item in items:
-        if item.get_closest_marker("ray") or RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
-            if not item.get_closest_marker("slow"):
-                item.add_marker(pytest.mark.slow)
+        starts_ray = item.get_closest_marker("ray") or RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if starts_ray and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

@@ -69,6 +69,7 @@ def decisions():
     return out
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 @pytest.mark.parametrize("name", ["technical", "factor", "regime-factor", "ensemble"])
 def test_decisions_up_to_t_do_not_change_when_later_data_is_removed(decisions, name):
     full, cut = decisions["full"][name], decisions["cut"][name]
