@@ -170,8 +170,8 @@ def ray_output_to(log_path: Path | None):
     thread, which prints task-failure notices to sys.stdout ("(raylet) Task … failed"), and the
     native core worker, which writes straight to file descriptor 2 during start-up (the token-auth
     banner). The first two are rerouted at the Python level, the third by pointing fd 2 at the
-    log while `ray.init` runs. Our own progress lines go to the real terminal: `progress_line`
-    writes to the streams saved here."""
+    log while `ray.init` runs. Our own progress lines go to stderr (`progress_line`), which is
+    left alone, so stdout holds only the result (the summary, or --json)."""
     if log_path is None:
         yield
         return
@@ -190,24 +190,19 @@ def ray_output_to(log_path: Path | None):
             lg.handlers = [handler]
             lg.propagate = False
             lg.setLevel(logging.INFO)
-        _TERMINAL.append(sys.stdout)
         try:
             with contextlib.redirect_stdout(sink):
                 yield sink
         finally:
-            _TERMINAL.pop()
             for name, (handlers, propagate, level) in saved.items():
                 lg = logging.getLogger(name)
                 lg.handlers, lg.propagate = handlers, propagate
                 lg.setLevel(level)
 
 
-_TERMINAL: list = []  # the real stdout while ray_output_to reroutes sys.stdout
-
-
 def progress_line(text: str) -> None:
-    """A start-up step for the person at the terminal ("starting Ray…"), never into the log."""
-    print(text, file=_TERMINAL[-1] if _TERMINAL else sys.stdout, flush=True)
+    """A start-up step for the person at the terminal ("starting Ray…"): stderr, never the log."""
+    print(text, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -240,7 +235,7 @@ def run_demo(config: DemoConfig) -> dict:
 
     prepare(config)  # bad dates, symbols or too little history are refused before Ray starts
     served = plan(config.agents, rl_champions=config.rl_champions, models=config.models)
-    print(served.summary(), flush=True)
+    progress_line(served.summary())
     log = None if config.verbose else out / "ray.log"
     with ray_output_to(log) as sink:
         import ray
