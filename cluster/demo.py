@@ -241,18 +241,29 @@ def run_demo(config: DemoConfig) -> dict:
         import ray
         from ray import serve
 
+        timings: dict[str, float] = {}  # seconds per step, in metrics.json: where start-up time goes
+        step_start = time.time()
+
+        def step_done(name: str) -> None:
+            nonlocal step_start
+            timings[name] = round(time.time() - step_start, 1)
+            step_start = time.time()
+
         progress_line("starting Ray (embedded, 2 CPUs)…" + (f"  logs: {log}" if log else ""))
         with native_stderr_to(sink):
             # embedded and private: never attach to a cluster that `ray start` recorded on this machine
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=bool(config.verbose),
                      configure_logging=False)
         watch_driver()  # a SIGKILLed demo takes its Ray processes with it
+        step_done("ray_start")
         try:
             progress_line("deploying the decision service…")
             url = deploy_decision_service(config.agents, config.port or free_port(), config.max_position,
                                           config.max_gross, served=served)
+            step_done("deploy")
             progress_line(f"replaying {config.days} trading days ({config.venue} broker)…")
             stats = run_loop(config, url, journal, progress=config.progress)
+            step_done("replay")
         finally:
             progress_line("shutting down…")
             try:
@@ -261,9 +272,11 @@ def run_demo(config: DemoConfig) -> dict:
                 serve.shutdown()
             finally:
                 ray.shutdown()
+            step_done("shutdown")
     metrics = write_report(journal, out, stats)
     metrics["agents"] = served.describe()
     metrics["seconds"] = round(time.time() - t0, 1)
+    metrics["timings_s"] = timings
     (out / "metrics.json").write_text(json.dumps(rounded(metrics), indent=2, ensure_ascii=False))
     return metrics
 
