@@ -101,7 +101,9 @@ def reports_errors(func):
         try:
             return func(args)
         except input_errors() as exc:
-            print(error_line(getattr(args, "command_name", None) or args.command, exc), file=sys.stderr)
+            command = (getattr(args, "command_name", None) or getattr(args, "command", None)
+                       or func.__module__.rsplit(".", 1)[-1])
+            print(error_line(command, exc), file=sys.stderr)
             return EXIT_USAGE
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__

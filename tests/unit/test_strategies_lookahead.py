@@ -78,6 +78,7 @@ def test_decisions_up_to_t_do_not_change_when_later_data_is_removed(decisions, n
     assert full.sum(axis=1).max() > 0.2  # it did invest: the check compares real decisions
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 def test_ensemble_explains_its_decision(decisions):
     ex = decisions["full_agents"]["ensemble"].last_explanation
     assert set(ex["agent_weights"]) == {"f", "t", "e"}
