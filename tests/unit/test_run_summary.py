@@ -107,3 +107,14 @@ def test_rounding_for_people():
     assert rounded({"r": 0.19024346000000003, "krw": 2_241_304.0000001, "nan": float("nan"),
                     "n": np.int64(3), "xs": [np.float64(1.23456789)]}) == \
         {"r": 0.190243, "krw": 2_241_304, "nan": None, "n": 3, "xs": [1.234568]}
+
+
+def test_the_summary_is_plain_python():
+    """backtest/ is a plain room: building and printing a summary imports no Ray, training or serving."""
+    import subprocess
+    import sys
+
+    code = ("import sys, backtest.summary, backtest.cli, market.data; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'training', 'serving', 'actors'}))")
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]"
