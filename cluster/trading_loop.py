@@ -41,6 +41,7 @@ class ReplayConfig:
     paths: DataPaths = field(default_factory=DataPaths)
     end: str | None = None
     progress: bool = True
+    verbose: bool = False      # the demo: Ray's and Serve's logs on the terminal instead of out/ray.log
     run_id: str | None = None  # default: a fresh one per replay
     protections: tuple[dict, ...] = DEFAULT_PROTECTIONS  # the risk engine's rules (settings risk_engine)
     alerts: Any = None    # settings alerts (cluster/settings.py AlertsSettings); None: no alerts

@@ -39,7 +39,7 @@ class DataPaths:
         p = Path(getattr(self, name))
         return p if p.is_absolute() else Path(self.root) / p
 
-    def with_files(self, **files: str | Path | None) -> "DataPaths":
+    def with_files(self, **files: str | Path | None) -> DataPaths:
         """Override single files (absolute or relative to root); None keeps the default."""
         return replace(self, **{k: str(v) for k, v in files.items() if v is not None})  # type: ignore[arg-type]
 
@@ -55,10 +55,12 @@ def _as_date(value) -> dt.date | None:
         raise DataError(f"not a date (want YYYY-MM-DD): {value!r}") from exc
 
 
-def _read(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
+def _read(path: Path, required: tuple[str, ...], kind: str = "data") -> pl.DataFrame:
+    """The file as a frame with `date` as a Date and `symbol` as text; a missing file, an
+    unreadable one or one without the `required` columns is a DataError naming the file."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data file not found: {path}")
+        raise DataError(f"{kind} file not found: {path}")
     try:
         if path.suffix == ".parquet":
             df = pl.read_parquet(path)
@@ -68,15 +70,24 @@ def _read(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
         raise DataError(f"cannot read {path}: {exc}") from exc
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise DataError(f"{path} lacks columns {missing}; it has {df.columns}")
+        raise DataError(f"{path} is not a {kind} file: missing columns {', '.join(missing)} "
+                        f"(it has {', '.join(df.columns)})")
     date_type = df.schema["date"]
     if isinstance(date_type, pl.Datetime):
         date = pl.col("date").dt.date()
     elif date_type == pl.Utf8:
-        date = pl.col("date").str.to_date("%Y-%m-%d")
+        date = pl.col("date").str.to_date("%Y-%m-%d", strict=False)
+    elif date_type == pl.Date:
+        date = pl.col("date")
     else:
-        date = pl.col("date").cast(pl.Date)
+        raise DataError(f"{path} is not a {kind} file: column date is {date_type}, want dates (YYYY-MM-DD)")
     df = df.with_columns(date.alias("date"))
+    if df["date"].null_count():
+        raise DataError(f"{path} is not a {kind} file: {df['date'].null_count()} dates are not YYYY-MM-DD")
+    not_numeric = [c for c in required if c not in ("date", "symbol") and not df.schema[c].is_numeric()]
+    if not_numeric:
+        raise DataError(f"{path} is not a {kind} file: columns {', '.join(not_numeric)} are not numbers "
+                        f"({', '.join(str(df.schema[c]) for c in not_numeric)})")
     if "symbol" in df.columns:
         df = df.with_columns(pl.col("symbol").cast(pl.Utf8))
     return df
@@ -95,14 +106,55 @@ def _filter(df: pl.DataFrame, symbols, start, end) -> pl.DataFrame:
 
 def load_prices(path: Path | str, symbols=None, start=None, end=None) -> pl.DataFrame:
     """Long-format daily bars: date, symbol, open, high, low, close, volume (+ name if present)."""
-    df = _read(Path(path), ("date", "symbol", *FIELDS))
+    df = _read(Path(path), ("date", "symbol", *FIELDS), kind="price")
+    check_stock_symbols(df, Path(path))
     df = _filter(df, symbols, start, end)
     return df.sort(["date", "symbol"])
 
 
+def check_stock_symbols(df: pl.DataFrame, path: Path) -> None:
+    """Stock bars carry 6-character KRX codes (005930, 0126Z0); an index file has the same
+    columns but names (KOSPI200) and would otherwise fail far away (a tax table before 1996)."""
+    symbols = df["symbol"].unique().to_list()
+    bad = sorted(s for s in symbols if s is None or len(s) != 6 or not s.isalnum())
+    if bad:
+        hint = " (is it an index file? pass it as --index)" if set(bad) & {"KOSPI", "KOSDAQ", "KOSPI200"} else ""
+        raise DataError(f"{path} is not a price file: symbols {', '.join(map(str, bad[:5]))}"
+                        f"{' …' if len(bad) > 5 else ''} are not 6-character KRX codes{hint}")
+
+
+def data_span(path: Path | str) -> tuple[dt.date, dt.date]:
+    """First and last date in a data file (reads only the date column of a parquet file)."""
+    path = Path(path)
+    if path.suffix == ".parquet" and path.exists():
+        try:
+            dates = pl.read_parquet(path, columns=["date"])
+        except Exception as exc:  # a file without a date column or a corrupt one: _read names it
+            raise DataError(f"cannot read the dates of {path}: {exc}") from exc
+        dates = _read_dates(dates)
+    else:
+        dates = _read(path, ("date",)).select("date")
+    if dates.is_empty():
+        raise DataError(f"{path} has no rows")
+    return dates["date"].min(), dates["date"].max()
+
+
+def _read_dates(df: pl.DataFrame) -> pl.DataFrame:
+    t = df.schema["date"]
+    if isinstance(t, pl.Datetime):
+        return df.select(pl.col("date").dt.date())
+    if t == pl.Utf8:
+        return df.select(pl.col("date").str.to_date("%Y-%m-%d", strict=False)).drop_nulls()
+    return df.select(pl.col("date").cast(pl.Date))
+
+
 def load_index(path: Path | str, symbol: str = "KOSPI200", start=None, end=None) -> pl.DataFrame:
     """One index series (KOSPI, KOSDAQ or KOSPI200): date, open, high, low, close, volume."""
-    df = _read(Path(path), ("date", "symbol", "close"))
+    df = _read(Path(path), ("date", "symbol", "close"), kind="index")
+    if symbol not in set(df["symbol"].unique().to_list()):
+        have = sorted(df["symbol"].unique().to_list())
+        raise DataError(f"{path} is not an index file with {symbol}: its symbols are "
+                        f"{', '.join(map(str, have[:5]))}{' …' if len(have) > 5 else ''}")
     df = _filter(df, [symbol], start, end)
     if df.is_empty():
         raise DataError(f"index {symbol!r} has no rows in {path} for {start}..{end}")
@@ -147,23 +199,23 @@ class Panel:
         d = np.datetime64(_as_date(date), "D")
         return int(np.searchsorted(self.dates, d, side="right")) - 1
 
-    def rows(self, start: int, stop: int) -> "Panel":
+    def rows(self, start: int, stop: int) -> Panel:
         s = slice(max(start, 0), stop)
         return replace(self, dates=self.dates[s], **{f: getattr(self, f)[s] for f in FIELDS})
 
-    def upto(self, date) -> "Panel":
+    def upto(self, date) -> Panel:
         """Everything known at the close of `date`: rows up to and including it."""
         return self.rows(0, self.index_of(date) + 1)
 
-    def between(self, start=None, end=None) -> "Panel":
+    def between(self, start=None, end=None) -> Panel:
         lo = 0 if start is None else int(np.searchsorted(self.dates, np.datetime64(_as_date(start), "D")))
         hi = len(self.dates) if end is None else self.index_of(end) + 1
         return self.rows(lo, hi)
 
-    def tail(self, n: int) -> "Panel":
+    def tail(self, n: int) -> Panel:
         return self.rows(len(self.dates) - n, len(self.dates))
 
-    def select(self, symbols) -> "Panel":
+    def select(self, symbols) -> Panel:
         symbols = tuple(symbols)
         unknown = [s for s in symbols if s not in self.symbols]
         if unknown:
@@ -182,7 +234,7 @@ class Panel:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Panel":
+    def from_dict(cls, d: dict) -> Panel:
         def arr(rows):
             return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float).reshape(
                 len(d["dates"]), len(d["symbols"]))
@@ -192,7 +244,7 @@ class Panel:
         )
 
     @classmethod
-    def from_frame(cls, df: pl.DataFrame, calendar: np.ndarray | None = None) -> "Panel":
+    def from_frame(cls, df: pl.DataFrame, calendar: np.ndarray | None = None) -> Panel:
         """Pivot long bars into a panel on `calendar` (default: every date present in df)."""
         if df.is_empty():
             raise DataError("no price rows to build a panel from (check symbols and dates)")
@@ -218,9 +270,13 @@ def load_panel(paths: DataPaths | None = None, symbols=None, start=None, end=Non
                prices_file: Path | str | None = None) -> Panel:
     """The stock panel on the trading calendar (KOSPI index dates ∪ price dates)."""
     paths = paths or DataPaths()
-    df = load_prices(prices_file or paths.path("prices"), symbols, start, end)
+    file = prices_file or paths.path("prices")
+    df = load_prices(file, symbols, start, end)
     if df.is_empty():
-        raise DataError(f"no price rows for symbols={symbols} between {start} and {end}")
+        first, last = data_span(file)
+        which = "" if symbols is None else f" for {', '.join(symbols)}"
+        raise DataError(f"no price rows{which} between {start or first} and {end or last}: "
+                        f"{file} spans {first}..{last}")
     if symbols is not None:
         absent = sorted(set(symbols) - set(df["symbol"].unique().to_list()))
         if absent:

@@ -13,6 +13,18 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # loops and tests that call it agree on it, and no token file is written under the home folder
 os.environ.setdefault("KRT_DECIDE_TOKEN", "test-secret-" + os.urandom(12).hex())
 
+# fixtures that start a local Ray (directly or through the Serve app built on it)
+RAY_FIXTURES = {"ray_local", "decide_url"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that starts Ray is slow: `ray`-marked tests and tests using a Ray fixture are also
+    marked `slow`, so the quick loop (`pytest -m "not slow"`, README) never pays Ray's start-up."""
+    for item in items:
+        starts_ray = item.get_closest_marker("ray") or RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if starts_ray and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _ray_auth_env_stays(monkeypatch):

@@ -73,20 +73,47 @@ def examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+# exit codes of every `trader` command
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+def error_line(command: str, message: object) -> str:
+    """The one voice of every command's errors: `trader <command>: error: <message>`."""
+    return f"trader {command}: error: {message}"
+
+
+def note_line(command: str, message: object) -> str:
+    return f"trader {command}: note: {message}"
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean the input was wrong (exit 2): the commands' own, bad data files, bad values."""
+    from backtest.cli import CommandError as BacktestInputError
+    from market.data import DataError
+
+    return CommandError, BacktestInputError, DataError, ValueError
+
+
 def reports_errors(func):
-    """Turn a CommandError into a one-line message and exit code 2 (no traceback for user errors)."""
+    """Bad input (CommandError, DataError, ValueError) → one line `trader <command>: error: …` on
+    stderr and exit code 2, no traceback; anything else propagates to cli.main (exit 1)."""
     def wrapper(args):
         try:
             return func(args)
-        except CommandError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        except input_errors() as exc:
+            command = (getattr(args, "command_name", None) or getattr(args, "command", None)
+                       or func.__module__.rsplit(".", 1)[-1])
+            print(error_line(command, exc), file=sys.stderr)
+            return EXIT_USAGE
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
     return wrapper
 
 
 def new_parser(subparsers, name: str, help: str, description: str, example_lines: list[str]):
-    return subparsers.add_parser(name, help=help, description=description,
-                                 epilog=examples(*example_lines),
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    """A subcommand parser with examples in --help; `command_name` lets errors name the command."""
+    parser = subparsers.add_parser(name, help=help, description=description,
+                                   epilog=examples(*example_lines),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(command_name=name)
+    return parser

@@ -15,11 +15,26 @@ from pathlib import Path
 
 import polars as pl
 
+from cluster.commands._common import (
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    CommandError,
+    error_line,
+    new_parser,
+    reports_errors,
+)
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("data", help="download market data through the KIS client")
+    p = new_parser(subparsers, "data", help="download market data through the KIS client",
+                   description="Market data through the KIS client (or the local simulator).",
+                   example_lines=FETCH_EXAMPLES)
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    f = sub.add_parser("fetch", help="daily bars for symbols and a date range into parquet")
+    f = new_parser(sub, "fetch", help="daily bars for symbols and a date range into parquet",
+                   description="Daily bars for SYMBOLS over --start..--end into a parquet file with the shipped "
+                               "layout (keys from KIS_APP_KEY / KIS_APP_SECRET / KIS_ACCOUNT).",
+                   example_lines=FETCH_EXAMPLES)
+    f.set_defaults(command_name="data fetch")
     f.add_argument("--symbols", required=True, help="comma-separated 6-digit KRX codes, e.g. 005930,000660")
     f.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     f.add_argument("--end", required=True, help="last date, YYYY-MM-DD")
@@ -31,16 +46,24 @@ def register(subparsers) -> None:
     f.add_argument("--raw", action="store_true", help="unadjusted prices (default: adjusted)")
     f.add_argument("--merge", action="store_true", help="merge into an existing file (new rows win)")
     f.set_defaults(func=fetch)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=lambda args: (p.print_help(), EXIT_USAGE)[1])
+
+
+FETCH_EXAMPLES = [
+    "trader data fetch --symbols 005930,000660 --start 2024-01-01 --end 2024-06-30 --out data/kis.parquet",
+    ("trader data fetch --symbols 005930 --start 2024-01-01 --end 2024-01-31 --out d.parquet --env sim "
+     "--rest-url http://127.0.0.1:18080"),
+]
 
 
 def _date(text: str, flag: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise SystemExit(f"{flag} must be a date YYYY-MM-DD, got {text!r}") from None
+        raise CommandError(f"{flag} must be a date YYYY-MM-DD, got {text!r}") from None
 
 
+@reports_errors
 def fetch(args) -> int:
     from broker.kis import quotes
     from broker.kis.config import Credentials, environment, sim_environment
@@ -49,19 +72,16 @@ def fetch(args) -> int:
 
     start, end = _date(args.start, "--start"), _date(args.end, "--end")
     if start > end:
-        print(f"--start {start} is after --end {end}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--start {start} is after --end {end}")
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     bad = [s for s in symbols if not (len(s) == 6 and s.isalnum())]
     if not symbols or bad:
-        print(f"--symbols needs 6-character KRX codes; bad: {bad or '(none given)'}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--symbols needs 6-character KRX codes; bad: {bad or '(none given)'}")
+    if args.env == "sim" and not args.rest_url:
+        raise CommandError("--env sim needs --rest-url (and --ws-url) of a running simulator")
     try:
         cred = Credentials.from_env()
         if args.env == "sim":
-            if not args.rest_url:
-                print("--env sim needs --rest-url (and --ws-url) of a running simulator", file=sys.stderr)
-                return 2
             env = sim_environment(args.rest_url, args.ws_url or "ws://127.0.0.1:0")
         else:
             env = environment(args.env)
@@ -72,8 +92,8 @@ def fetch(args) -> int:
             print(f"{sym}: {len(df)} bars", file=sys.stderr)
             frames.append(df)
     except (KisConfigError, KisError) as exc:
-        print(f"data fetch failed: {exc}", file=sys.stderr)
-        return 1
+        print(error_line("data fetch", f"fetch failed: {exc}"), file=sys.stderr)
+        return EXIT_RUNTIME
     out = to_layout(pl.concat(frames) if frames else pl.DataFrame())
     path = Path(args.out)
     if args.merge and path.exists():

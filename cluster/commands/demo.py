@@ -1,23 +1,35 @@
 """`trader demo`: the whole decision loop on an embedded local Ray over the shipped data."""
 from __future__ import annotations
 
-import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
 
-EXAMPLES = """examples:
-  trader demo                              # last 250 trading days, 20 symbols, paper broker
-  trader demo --out reports/demo --days 60
-  trader demo --symbols 005930,000660,035420 --cash 50000000
-  trader demo --broker sim                 # through the real KIS client against the local KIS server
-  trader demo --no-rl-champions            # technical + factor only, even if MLflow has RL champions
-"""
+from cluster.commands._common import (
+    EXIT_OK,
+    CommandError,
+    new_parser,
+    note_line,
+    reports_errors,
+)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the decision loop end to end on local Ray with shipped data",
-                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(
+        sub, "demo", help="run the decision loop end to end on local Ray with shipped data",
+        description="Start an embedded Ray, deploy the decision service (Ray Serve), replay the last --days "
+                    "trading days bar by bar through the market-state and execution actors against a paper "
+                    "(or simulated KIS) broker, then print the run beside KOSPI200 and the equal-weight basket. "
+                    "Ray's and Serve's own logs go to OUT/ray.log unless --verbose. An --end past the data is "
+                    "clipped to the data's last day (with a note).",
+        example_lines=[
+            "trader demo                              # last 250 trading days, 20 symbols, paper broker",
+            "trader demo --out reports/demo --days 60",
+            "trader demo --symbols 005930,000660,035420 --cash 50000000",
+            "trader demo --broker sim                 # through the real KIS client against the local KIS server",
+            "trader demo --no-rl-champions            # technical + factor only, even if MLflow has RL champions",
+            "trader demo --days 20 --json             # the metrics and the summary as JSON"])
     p.add_argument("--out", type=Path, default=Path("reports/demo"), help="report folder (default reports/demo)")
     p.add_argument("--days", type=int, default=250, help="trading days to replay (default 250)")
     p.add_argument("--symbols", help="comma-separated KRX codes (default: the 20 most traded before the replay)")
@@ -25,34 +37,62 @@ def register(sub) -> None:
     p.add_argument("--cash", type=int, default=100_000_000, help="starting cash in KRW (default 100,000,000)")
     p.add_argument("--broker", choices=["paper", "sim"], default="paper", help="venue (default paper)")
     p.add_argument("--data-dir", type=Path, help="folder with the data files (default: the shipped data/)")
-    p.add_argument("--end", help="last date of the replay (YYYY-MM-DD; default: the newest bar)")
+    p.add_argument("--end", help="last date of the replay (YYYY-MM-DD; default: the newest bar; clipped to the data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-rl-champions", action="store_true",
                    help="do not add the RL agents (dqn, appo) whose champion is in the MLflow registry")
+    p.add_argument("--verbose", action="store_true", help="Ray's and Serve's logs on the terminal (not OUT/ray.log)")
+    p.add_argument("--json", action="store_true", help="print the metrics and the summary as JSON (rounded)")
     p.set_defaults(func=run)
 
 
+def checked_end(end: str | None, prices: Path) -> tuple[str | None, list[str]]:
+    """--end under the convention of every command: past the data → clipped (noted)."""
+    from backtest.cli import clip_to_data, parse_date
+
+    if end is None:
+        return None, []
+    notes: list[str] = []
+    _, clipped = clip_to_data(None, parse_date(end, "--end"), prices, notes)
+    return str(clipped), notes
+
+
+@reports_errors
 def run(args) -> int:
-    from cluster.demo import run_demo
+    from backtest.summary import render, rounded
+    from cluster.demo import demo_summary, run_demo
     from cluster.trading_loop import ReplayConfig
-    from market.data import DataError, DataPaths
+    from market.data import DataPaths
 
     if args.days < 2:
-        print("trader demo: --days must be at least 2", file=sys.stderr)
-        return 2
+        raise CommandError("--days must be at least 2")
     if args.cash <= 0:
-        print("trader demo: --cash must be a positive number of KRW", file=sys.stderr)
-        return 2
+        raise CommandError("--cash must be a positive number of KRW")
+    if args.n_symbols < 1:
+        raise CommandError("--n-symbols must be at least 1")
+    paths = DataPaths(root=args.data_dir) if args.data_dir else DataPaths()
+    end, notes = checked_end(args.end, paths.path("prices"))
+    for note in notes:
+        print(note_line("demo", note), file=sys.stderr)
     config = ReplayConfig(
         out=args.out, days=args.days, n_symbols=args.n_symbols, cash=args.cash, venue=args.broker,
         symbols=[s.strip() for s in args.symbols.split(",")] if args.symbols else None,
-        paths=DataPaths(root=args.data_dir) if args.data_dir else DataPaths(), end=args.end,
-        progress=not args.no_progress, rl_champions=not args.no_rl_champions)
-    try:
-        metrics = run_demo(config)
-    except (DataError, ValueError) as exc:
-        print(f"trader demo: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(metrics, indent=2))
-    print(f"report: {args.out / 'equity.png'}, {args.out / 'metrics.json'}, journal {args.out / 'journal.sqlite'}")
-    return 0
+        paths=paths, end=end, progress=not args.no_progress and not args.json,
+        rl_champions=not args.no_rl_champions, verbose=args.verbose)
+    started = dt.datetime.now()
+    metrics = run_demo(config)
+    summary = demo_summary(args.out / "journal.sqlite", config, metrics)
+    files = {"chart": str(args.out / "equity.png"), "metrics": str(args.out / "metrics.json"),
+             "journal": str(args.out / "journal.sqlite")}
+    if not args.verbose:
+        files["ray_log"] = str(args.out / "ray.log")
+    if args.json:
+        print(json.dumps({"metrics": rounded(metrics), "summary": summary.to_dict(), "notes": notes,
+                          "files": files}, indent=2, ensure_ascii=False))
+    else:
+        print()
+        print(render(summary))
+        print(f"\nchart {files['chart']}  ·  metrics {files['metrics']}  ·  journal {files['journal']}"
+              + (f"  ·  Ray log {files['ray_log']}" if "ray_log" in files else "")
+              + f"  ({(dt.datetime.now() - started).total_seconds():.0f} s)")
+    return EXIT_OK

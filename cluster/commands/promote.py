@@ -1,11 +1,18 @@
 """`trader promote`: move `champion` to the challenger only if it wins out of sample."""
 from __future__ import annotations
 
+from cluster.commands._common import EXIT_OK, CommandError, new_parser, reports_errors
+
 
 def register(subparsers) -> None:
     from training.registry import DEFAULT_DIR
 
-    p = subparsers.add_parser("promote", help="promote models:/agent-<algo>@challenger to champion if it wins OOS")
+    p = new_parser(subparsers, "promote", help="promote models:/agent-<algo>@challenger to champion if it wins OOS",
+                   description="Backtest the challenger and the champion of each algorithm on the same "
+                               "out-of-sample span; the challenger becomes champion only if its Sharpe beats "
+                               "the champion's by --min-improvement.",
+                   example_lines=["trader promote                           # dqn and appo, default span",
+                                  "trader promote --algo dqn --min-improvement 0.1"])
     p.add_argument("--algo", default="dqn,appo", help="comma-separated: dqn, appo")
     p.add_argument("--start", help="out-of-sample start (default: day after both models' validation end)")
     p.add_argument("--end", help="out-of-sample end (default: last date in the data)")
@@ -15,11 +22,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
+@reports_errors
 def _run(args) -> int:
+    from backtest.cli import unknown_name
+    from strategies.registry import RL_ALGOS
     from training.promote import promote
 
-    for algo in [a.strip() for a in args.algo.split(",") if a.strip()]:
+    algos = [a.strip() for a in args.algo.split(",") if a.strip()]
+    for algo in algos:
+        if algo not in RL_ALGOS:
+            raise CommandError(unknown_name("algorithm", algo, list(RL_ALGOS)))
+    for algo in algos:
         d = promote(algo, start=args.start, end=args.end, min_improvement=args.min_improvement,
                     data_dir=args.data_dir, mlflow_dir=args.mlflow_dir)
         print(f"agent-{algo}: {'PROMOTED' if d.promoted else 'kept champion'} — {d.reason}")
-    return 0
+    return EXIT_OK

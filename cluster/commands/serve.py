@@ -6,7 +6,14 @@ champion (serving/champions.py). The command prints the agents and model version
 """
 from __future__ import annotations
 
-from cluster.commands._common import CommandError, add_settings_arg, apply_ray_env, new_parser, reports_errors, settings_from
+from cluster.commands._common import (
+    CommandError,
+    add_settings_arg,
+    apply_ray_env,
+    new_parser,
+    reports_errors,
+    settings_from,
+)
 
 
 def register(subparsers) -> None:
@@ -35,6 +42,13 @@ def register(subparsers) -> None:
 def main(args) -> int:
     settings = settings_from(args)
     agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
+    if agents:  # refused before any cluster is contacted, with difflib's closest names
+        from backtest.cli import unknown_name
+        from strategies.registry import STRATEGIES
+
+        for agent in agents:
+            if agent not in STRATEGIES:
+                raise CommandError(unknown_name("agent", agent, sorted(STRATEGIES)))
     updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas),
                                  ("agents", agents)) if v}
     if args.no_rl_champions:

@@ -1,18 +1,24 @@
 """`trader train`: the RL hyper-parameter search (same entry point as `python -m training.tune`)."""
 from __future__ import annotations
 
+from cluster.commands._common import new_parser, reports_errors
+
 
 def register(subparsers) -> None:
     from training.tune import add_arguments
 
-    p = subparsers.add_parser("train", help="train RL agents: Ray Tune + Optuna over DQN/APPO, logged to MLflow",
-                              description="Search each algorithm's hyper-parameters (Optuna + ASHA) on the "
-                                          "training window, score on the validation window's net-of-cost "
-                                          "Sharpe, register the best as models:/agent-<algo>@challenger.")
+    p = new_parser(subparsers, "train", help="train RL agents: Ray Tune + Optuna over DQN/APPO, logged to MLflow",
+                   description="Search each algorithm's hyper-parameters (Optuna + ASHA) on the training window, "
+                               "score on the validation window's net-of-cost Sharpe, register the best as "
+                               "models:/agent-<algo>@challenger.",
+                   example_lines=["trader train --smoke                     # a tiny but complete search",
+                                  "trader train --algo dqn --num-samples 20",
+                                  "trader promote                           # then promote a winner"])
     add_arguments(p)
     p.set_defaults(func=_run)
 
 
+@reports_errors
 def _run(args) -> int:
     from training.tune import run_from_args
 

@@ -590,6 +590,7 @@ def test_registration_cap_is_40_summed_over_trs():
             assert _sub(ws, key, "H0STCNT0", "999999")["body"]["msg_cd"] == "OPSP0000"   # room again
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 def test_pingpong_is_answered_by_text_echo_or_pong_frame():
     """KIS's sample answers PINGPONG with a pong frame carrying the text; other clients echo the
     text. Both keep the session; no answer closes it ("PINGPONG timeout")."""

@@ -86,6 +86,7 @@ def test_expired_token_twice_surfaces_a_token_error(sim, tmp_path):
     assert err.value.msg_cd == "EGW00123"
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 def test_server_quota_is_respected_by_retrying(tmp_path):
     # a client allowed 10x the server's quota: the server answers EGW00201, the client backs off
     with SimServer(SimConfig(rate_per_s=20, burst=1, token_throttle_s=0.2), history=history()) as s:

@@ -27,6 +27,7 @@ from market.calendar import decision_time
 from tests.integration.kis_helpers import history, replay
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 def test_no_secret_in_files_logs_or_errors(tmp_path, caplog, capsys, monkeypatch):
     log_file = tmp_path / "session.log"
     handler = logging.FileHandler(log_file)

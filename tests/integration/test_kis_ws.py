@@ -88,6 +88,7 @@ def test_feed_and_encrypted_fill_notices(sim, tmp_path):
         ws.close()
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 def test_pingpong_is_echoed_and_session_survives(sim, tmp_path):
     rest, _, cred = client(sim, tmp_path)
     ws = _ws(sim, rest, cred)

@@ -34,6 +34,7 @@ def _symbols(sim, cred) -> dict[str, str]:
     return {book._orders[so.paper_id].request.symbol: so.odno for so in venue_orders(sim, cred)}
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 @pytest.mark.parametrize("kind", ["drop", "http_500_after", "malformed", "slow"])
 def test_processed_order_whose_lookup_fails_stays_unknown_and_is_never_resent(sim, tmp_path, kind):
     rest, broker, cred = client(sim, tmp_path, timeout_s=1.0)

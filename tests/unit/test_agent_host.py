@@ -1,8 +1,11 @@
 """The agent host keeps stateful agents apart per universe and never steps one twice for a bar."""
+import pytest
+
 from actors.agent import AgentHost
 from market.data import load_panel
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 def test_universes_do_not_share_agent_state_and_replays_restart_cleanly():
     host = AgentHost("factor")
     big = load_panel(symbols=["005930", "000660", "035420", "005380", "051910", "006400", "035720", "068270"],

@@ -36,8 +36,9 @@ def test_commands_are_registered_in_the_cli():
 
 
 # strategies that fit hidden-Markov regime models spend tens of seconds in hmmlearn on a busy
-# 2-core machine: marked slow so `-m "not slow"` skips them
-HEAVY = {"ensemble", "ensemble-validated", "regime-factor"}
+# 2-core machine, and the RL agents train with RLlib (a local Ray, ~90 s each): marked slow so
+# `-m "not slow"` skips them
+HEAVY = {"ensemble", "ensemble-validated", "regime-factor", "dqn", "appo", "lgbm", "lgbm-5d"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
@@ -181,7 +182,7 @@ def test_trader_backtest_as_a_process(tmp_path):
            "--index", INDEX, "--start", "2023-01-02", "--end", "2023-06-30", "--out", str(tmp_path / "run")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "sharpe" in done.stdout and (tmp_path / "run" / "metrics.json").exists()
+    assert "Sharpe" in done.stdout and "KOSPI200" in done.stdout and (tmp_path / "run" / "metrics.json").exists()
     bad = subprocess.run(cmd[:5] + ["no-such-strategy"] + cmd[6:], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown strategy 'no-such-strategy'" in bad.stderr
 

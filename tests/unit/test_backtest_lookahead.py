@@ -77,6 +77,7 @@ def test_leaky_strategies_are_caught_with_date_and_symbol(panel, make):
     assert "LOOK-AHEAD" in rep.message() and rep.leak_date in rep.message()
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 @pytest.mark.parametrize("name", ["technical", "equal-weight-hold", "equal-weight-monthly", "buy-hold-kodex200"])
 def test_real_strategies_pass(panel, name):
     from backtest.data import panel_for

@@ -35,6 +35,7 @@ def test_forward_filter_equals_hmmlearn_posterior_at_the_last_row_of_each_prefix
     assert np.max(np.abs(m.predict_proba(x) - ours)) > 1e-3
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 def test_appending_future_data_never_changes_a_past_regime_probability():
     dates, close, _ = _regime_series()
     cut = 1000

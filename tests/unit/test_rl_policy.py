@@ -7,6 +7,9 @@ import pytest
 from market.data import load_panel
 from training.env import DEFAULT_UNIVERSE, EnvSpec, TradingEnv, action_templates
 
+# every test needs an RLlib module built and saved (RLlib's import and build: seconds): slow
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def agent_dir(tmp_path_factory):

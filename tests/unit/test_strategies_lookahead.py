@@ -70,6 +70,7 @@ def decisions():
     return out
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 @pytest.mark.parametrize("name", ["technical", "factor", "regime-factor", "ensemble"])
 def test_decisions_up_to_t_do_not_change_when_later_data_is_removed(decisions, name):
     full, cut = decisions["full"][name], decisions["cut"][name]
@@ -78,6 +79,7 @@ def test_decisions_up_to_t_do_not_change_when_later_data_is_removed(decisions, n
     assert full.sum(axis=1).max() > 0.2  # it did invest: the check compares real decisions
 
 
+@pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
 def test_ensemble_explains_its_decision(decisions):
     ex = decisions["full_agents"]["ensemble"].last_explanation
     assert set(ex["agent_weights"]) == {"f", "t", "e"}

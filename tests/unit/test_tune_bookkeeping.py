@@ -12,6 +12,9 @@ import pytest
 from training import registry as R
 from training.tune import Interrupted, _existing_run, _finish
 
+# every test builds an MLflow SQLite store (its migrations take seconds on 2 cores): slow
+pytestmark = pytest.mark.slow
+
 
 def _result(trial_id, run_id=None, *, done=True, iteration=1, error=None, sid="s1"):
     metrics = {"trial_id": trial_id, **({"run_id": run_id, "val_sharpe": 0.1, "training_iteration": iteration}

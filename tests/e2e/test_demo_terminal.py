@@ -1,0 +1,40 @@
+"""What a person sees from `trader demo`: progress lines and the summary, not Ray's or Serve's logs
+(those go to OUT/ray.log), and a summary whose numbers are the run's own. Runs the command as a
+process, as a person would (its own embedded Ray)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+CASH = 30_000_000
+
+
+def test_demo_is_quiet_and_its_summary_adds_up(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "cluster.cli", "demo", "--days", "6", "--n-symbols", "4", "--cash", str(CASH),
+           "--out", str(out), "--no-rl-champions", "--json"]
+    done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for step in ("starting Ray", "deploying the decision service", "replaying 6 trading days", "shutting down"):
+        assert step in done.stderr
+    for noise in ("INFO", "(raylet)", "Started Serve", "Connecting to existing Serve", "graceful_shutdown",
+                  "Token authentication"):
+        assert noise not in done.stdout + done.stderr, noise
+    assert "Started Serve" in (out / "ray.log").read_text()  # what was hidden is kept
+
+    printed = json.loads(done.stdout)  # progress lines go to stderr: stdout is the JSON alone
+    metrics = json.loads((out / "metrics.json").read_text())
+    summary = printed["summary"]
+    assert summary["rows"][0]["total_return"] == metrics["total_return"]
+    assert [r["label"] for r in summary["rows"]] == ["demo", "KOSPI200", "equal-weight"]
+    # P&L per symbol (journal fills + final positions at the last close) adds up to the account
+    pnl = sum(s["pnl"] for s in summary["trades"]["by_symbol"])
+    assert abs(pnl - (metrics["final_equity"] - CASH)) <= len(summary["trades"]["by_symbol"])
+    assert summary["trades"]["commission"] + summary["trades"]["tax"] > 0
