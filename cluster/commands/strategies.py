@@ -23,6 +23,7 @@ DESCRIPTIONS = {
     "appo": "RL agent (RLlib APPO, the A3C family): trains in fit() unless --model is given",
     "equal-weight-hold": "baseline: an equal-weight basket bought once and held",
     "equal-weight-monthly": "baseline: equal weights over the tradable symbols, rebalanced monthly",
+    "equal-weight": "the ensemble's equal-weight member (equal-weight-monthly under the name the ensemble uses)",
     "buy-hold-kodex200": "baseline: all-in KODEX 200 ETF (069500), bought once and held",
     "buy-hold-kospi200": "benchmark series: the KOSPI200 index scaled to the starting cash (not tradable)",
 }
