@@ -131,7 +131,8 @@ def run_backtest_command(strategy: str, prices: str, index: str, start: str, end
     check_strategy_name(strategy)  # before any data is read
     paths = data_paths(prices, index, fundamentals, market_caps)
     notes: list[str] = []
-    d_start, d_end = clip_to_data(d_start, d_end, paths.path("prices"), notes)
+    clipped_start, clipped_end = clip_to_data(d_start, d_end, paths.path("prices"), notes)
+    d_start, d_end = clipped_start or d_start, clipped_end or d_end   # both were given: both come back
     try:
         # nothing after --end is even loaded: no code path can see it
         panel = load_panel(paths, start=d_train, end=d_end)

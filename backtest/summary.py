@@ -172,11 +172,11 @@ def build_summary(title: str, dates: np.ndarray, equity: np.ndarray, rows: list[
         ys, table = monthly_returns(dates, eq)
         per_row.append(dict(zip(ys, yearly_from_monthly(ys, table))))
     years = tuple((y, tuple(r.get(y) for r in per_row)) for y in month_years)
-    table = tuple(tuple(None if not np.isfinite(v) else float(v) for v in row) for row in month_table)
+    month_rows = tuple(tuple(None if not np.isfinite(v) else float(v) for v in row) for row in month_table)
     return RunSummary(title=title, start=str(dates[1]), end=str(dates[-1]), opening_close=str(dates[0]),
                       starting_cash=float(equity[0]),
                       final_equity=float(equity[-1]), rows=tuple(rows), years=years,
-                      month_years=tuple(month_years), month_table=table, trades=trades, notes=tuple(notes))
+                      month_years=tuple(month_years), month_table=month_rows, trades=trades, notes=tuple(notes))
 
 
 # --- formatting -------------------------------------------------------------------------------

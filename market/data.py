@@ -136,7 +136,9 @@ def data_span(path: Path | str) -> tuple[dt.date, dt.date]:
         dates = _read(path, ("date",)).select("date")
     if dates.is_empty():
         raise DataError(f"{path} has no rows")
-    return dates["date"].min(), dates["date"].max()
+    first, last = dates["date"].min(), dates["date"].max()
+    assert isinstance(first, dt.date) and isinstance(last, dt.date)   # a date column (read above)
+    return first, last
 
 
 def _read_dates(df: pl.DataFrame) -> pl.DataFrame:
