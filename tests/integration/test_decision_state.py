@@ -26,19 +26,28 @@ BARS = 15  # three decisions (every 5 bars) and the holds in between
 def world(decide_url, tmp_path_factory):
     from cluster.trading_loop import deploy_decision_service
     from serving.champions import ServedAgents
+    from strategies.pipeline import DecisionConfig
 
     port = urlparse(decide_url).port
     state = tmp_path_factory.mktemp("state") / "decision_state.sqlite"
 
+    # "halts": the ERC risk layer, whose drawdown protection has a hard HALTED state (the default
+    # overlay only brakes: down to half the gross at 25 % below the peak, never flat)
+    configs = {"halts": DecisionConfig(risk_layer="erc")}
+
+    def state_of(name):   # "halts" keeps its own file (and state actor): restarts of one app leave the other
+        return state.with_name("halts.sqlite") if name == "halts" else state
+
     def deploy(name, replicas=1):
         return deploy_decision_service(["technical"], port, served=ServedAgents(agents=["technical"]), name=name,
-                                       route_prefix=f"/{name}", state_path=state, replicas=replicas)
-    urls = {"state1": deploy("state1"), "state2": deploy("state2", replicas=2)}
+                                       route_prefix=f"/{name}", state_path=state_of(name), replicas=replicas,
+                                       config=configs.get(name))
+    urls = {"state1": deploy("state1"), "state2": deploy("state2", replicas=2), "halts": deploy("halts")}
     lookback = requests.get(urls["state1"].replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
     panel = load_panel(symbols=SYMBOLS, start="2021-01-01", end="2022-12-30")
     windows = [panel.rows(len(panel) - BARS - lookback + 1 + k, len(panel) - BARS + 1 + k).to_dict()
                for k in range(BARS)]
-    yield {"urls": urls, "deploy": deploy, "windows": windows, "state": state}
+    yield {"urls": urls, "deploy": deploy, "windows": windows, "state_of": state_of}
     for name in urls:
         serve.delete(name)
 
@@ -74,7 +83,7 @@ def restart_app(world, name):
     from serving.state import state_actor_name
 
     serve.delete(name)
-    ray.kill(ray.get_actor(state_actor_name(world["state"]), namespace=NAMESPACE), no_restart=True)
+    ray.kill(ray.get_actor(state_actor_name(world["state_of"](name)), namespace=NAMESPACE), no_restart=True)
     world["deploy"](name)
     wait_healthy(world["urls"][name])
 
@@ -119,7 +128,7 @@ def test_restarted_app_continues_the_run(world, auth, reference):
 
 
 def test_halted_book_stays_halted_across_a_restart_and_no_request_moves_it(world, auth):
-    url, w = world["urls"]["state1"], world["windows"]
+    url, w = world["urls"]["halts"], world["windows"]
     assert answer(ask(url, auth, w[0], "halt"))["risk"]["state"] == "ACTIVE"
     halted = answer(ask(url, auth, w[5], "halt", cash=70_000_000))  # the book lost 30 %: HALTED
     assert halted["risk"]["state"] == "HALTED" and sum(halted["targets"].values()) == 0
@@ -137,6 +146,6 @@ def test_halted_book_stays_halted_across_a_restart_and_no_request_moves_it(world
                          headers=auth("someone-else"), timeout=60).status_code == 403
     assert requests.post(url, json={"as_of": w[6]["dates"][-1], "bars": w[6], "run_id": "halt"},
                          headers=auth(), timeout=60).status_code == 403  # the service secret is stateless only
-    restart_app(world, "state1")
+    restart_app(world, "halts")
     after = answer(ask(url, auth, w[10], "halt", cash=70_000_000))
     assert after["rebalance"] and after["risk"]["state"] == "HALTED" and sum(after["targets"].values()) == 0
