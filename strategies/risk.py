@@ -26,6 +26,17 @@ from strategies.caps import cap_weights
 ALPHAS = (0.95, 0.99)
 
 
+def _sizing_inputs(weights, returns_window) -> tuple[np.ndarray, np.ndarray]:
+    """The weights and (T, N) returns window a risk layer sizes, checked (both layers take the same)."""
+    w_in = np.asarray(weights, float)
+    r = np.asarray(returns_window, float)
+    if r.ndim != 2 or r.shape[1] != len(w_in):
+        raise ValueError(f"returns_window must be (T, {len(w_in)}), got {r.shape}")
+    if np.any(w_in < -1e-12) or not np.all(np.isfinite(w_in)):
+        raise ValueError("weights must be finite and long-only")
+    return w_in, r
+
+
 def _clean_returns(r) -> np.ndarray:
     r = np.asarray(r, dtype=float).ravel()
     r = r[np.isfinite(r)]
@@ -261,13 +272,8 @@ class RiskModel:
         (all optional). If "protection" is given the state machine is restored from it and the
         updated state is returned in report["protection"]: the caller keeps it between calls.
         """
-        w_in = np.asarray(weights, float)
+        w_in, r = _sizing_inputs(weights, returns_window)
         n = len(w_in)
-        r = np.asarray(returns_window, float)
-        if r.ndim != 2 or r.shape[1] != n:
-            raise ValueError(f"returns_window must be (T, {n}), got {r.shape}")
-        if np.any(w_in < -1e-12) or not np.all(np.isfinite(w_in)):
-            raise ValueError("weights must be finite and long-only")
         account_state = account_state or {}
         prot = (DrawdownProtection.from_dict(account_state["protection"])
                 if account_state.get("protection") else self.protection)
@@ -457,13 +463,8 @@ class RiskOverlay:
     def size(self, weights: np.ndarray, returns_window: np.ndarray,
              account_state: dict | None = None) -> tuple[np.ndarray, dict]:
         """Scaled and capped weights, and a JSON-friendly report (same interface as RiskModel)."""
-        w_in = np.asarray(weights, float)
+        w_in, r = _sizing_inputs(weights, returns_window)
         n = len(w_in)
-        r = np.asarray(returns_window, float)
-        if r.ndim != 2 or r.shape[1] != n:
-            raise ValueError(f"returns_window must be (T, {n}), got {r.shape}")
-        if np.any(w_in < -1e-12) or not np.all(np.isfinite(w_in)):
-            raise ValueError("weights must be finite and long-only")
         account_state = account_state or {}
         saved = dict(account_state.get("protection") or {})
         peak = float(saved.get("peak", 0.0))
