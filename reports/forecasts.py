@@ -29,6 +29,7 @@ from backtest.engine import BacktestConfig
 from backtest.metrics import compute
 from backtest.walkforward import walk_forward, walk_forward_windows
 from market.data import DataPaths, index_close, load_index, load_panel
+from reports.strategies_backtest import write_keeping_analysis
 from strategies.baselines import EqualWeightRebalanced
 from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
@@ -248,14 +249,7 @@ def write_report(out: Path, args, n_windows: int, n_symbols: int, ic_rows, chose
         lines.append(f"| {label} | " + " | ".join(_fmt(m.get(k, np.nan), p) for k, p in PORTFOLIO_KEYS) + " |")
     lines += ["", ("IR is against the KOSPI200 price index on the same days; turnover is one-way per year; "
               "costs are commission + tax over the starting capital."), ""]
-    kept = ""
-    if out.exists() and MARKER in out.read_text():
-        kept = out.read_text().split(MARKER, 1)[1]
-    out.write_text("\n".join(lines) + "\n" + MARKER + kept)
-    print(f"wrote {out}")
-
-
-MARKER = "<!-- analysis (hand-written, kept when the tables are regenerated) -->"
+    write_keeping_analysis(out, lines)
 
 if __name__ == "__main__":
     main()

@@ -156,15 +156,19 @@ def write_report(out: Path, args, rows, var_rows, windows, panel, seconds):
             lines.append(f"| {name} | {meth} | {v['breaches']} / {v['n']} | {100 * v['rate']:.2f}% | "
                          f"{v['lr']:.2f} | {v['p_value']:.3f} |")
     lines += ["", "## Notes", "", NOTES]
-    # a hand-written analysis below the marker survives regeneration
+    write_keeping_analysis(out, lines)
+
+
+MARKER = "<!-- analysis (hand-written, kept when the tables are regenerated) -->"
+
+
+def write_keeping_analysis(out: Path, lines: list[str]) -> None:
+    """Write the generated lines; a hand-written analysis below MARKER survives regeneration."""
     kept = ""
     if out.exists() and MARKER in out.read_text():
         kept = out.read_text().split(MARKER, 1)[1]
     out.write_text("\n".join(lines) + "\n" + MARKER + kept)
     print(f"wrote {out}")
-
-
-MARKER = "<!-- analysis (hand-written, kept when the tables are regenerated) -->"
 
 NOTES = """* Value factors (book-to-price, earnings-to-price) need a point-in-time market cap, which the
   shipped snapshot has only from January 2021: before that they are missing and the composite uses
