@@ -2,9 +2,18 @@
 cluster recorded on the machine), and only for tests marked `ray`."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
+
+# every `trader backtest` / `trader demo` a test runs is tracked in MLflow: into a store of the
+# test session (set before training.registry reads it), never the developer's runs/mlflow
+if "KRT_MLFLOW_DIR" not in os.environ:
+    os.environ["KRT_MLFLOW_DIR"] = tempfile.mkdtemp(prefix="krt-test-mlflow-")
+    atexit.register(shutil.rmtree, os.environ["KRT_MLFLOW_DIR"], True)
 
 import training.strategies  # noqa: F401  (the RL agents in the registry, as the trader command line has them)
 

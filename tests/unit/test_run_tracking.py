@@ -1,0 +1,128 @@
+"""Every `trader backtest` is an MLflow run in the project's store (the one training/registry.py
+resolves): settings, every input file with its sha256, costs, seed and git sha as params, the
+headline numbers as metrics, the report and equity curve as artifacts. `--config run.yaml` gives
+the same options from a file (flags win; unknown keys refused), logged with its hash. A store
+that cannot be written costs a warning, never the run's own files."""
+import argparse
+import hashlib
+import json
+
+import pytest
+
+from cluster.commands import backtest as backtest_command
+from training import registry as R
+from training import tracking as T
+
+PRICES, INDEX = "data/kr_stocks_daily.parquet", "data/kr_index_daily.parquet"
+SHORT = ["--prices", PRICES, "--index", INDEX, "--start", "2022-10-04", "--end", "2022-12-29"]
+
+
+def trader(*argv):
+    parser = argparse.ArgumentParser(prog="trader")
+    backtest_command.register(parser.add_subparsers())
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    """The embedded store of a fresh checkout, under tmp_path (no MLFLOW_TRACKING_URI)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(R, "DEFAULT_DIR", tmp_path / "mlflow")
+    return tmp_path / "mlflow"
+
+
+def runs(experiment: str):
+    c = R.client(R.default_tracking_uri())
+    exp = c.get_experiment_by_name(experiment)
+    return c, ([] if exp is None else c.search_runs([exp.experiment_id]))
+
+
+def test_a_backtest_is_an_mlflow_run_with_inputs_costs_metrics_and_artifacts(store, tmp_path, capsys):
+    out = tmp_path / "bt"
+    assert trader("backtest", "--strategy", "equal-weight-monthly", *SHORT, "--seed", 4, "--out", out) == 0
+    printed = capsys.readouterr().out
+    c, found = runs(T.BACKTEST)
+    assert len(found) == 1
+    run = found[0]
+    assert run.info.status == "FINISHED" and run.info.run_id in printed
+    p = run.data.params
+    assert p["strategy"] == "equal-weight-monthly" and p["seed"] == "4"
+    assert p["span"] == "2022-10-04..2022-12-29"
+    assert p["data.prices.sha256"] == hashlib.sha256(open(PRICES, "rb").read()).hexdigest()
+    assert p["data.index.sha256"] == hashlib.sha256(open(INDEX, "rb").read()).hexdigest()
+    assert p["costs.commission_rate"] == "0.00015" and p["costs.sell_tax.2021-01-01"] == "0.0023/0.0023/0.001"
+    assert p["git_sha"] == R.git_sha() != ""
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert run.data.metrics["total_return"] == pytest.approx(metrics["total_return"])
+    assert run.data.metrics["sharpe"] == pytest.approx(metrics["sharpe"])
+    assert "kospi200.total_return" in run.data.metrics and "win_rate" in run.data.metrics
+    logged = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"report.html", "equity.csv", "metrics.json", "summary.txt", "settings.json"} <= logged
+    local = c.download_artifacts(run.info.run_id, "equity.csv", str(tmp_path))
+    assert open(local).read() == (out / "equity.csv").read_text()
+
+
+def test_no_track_logs_nothing(store, tmp_path):
+    assert trader("backtest", "--strategy", "buy-hold-kospi200", *SHORT, "--out", tmp_path / "bt", "--no-track") == 0
+    assert (tmp_path / "bt" / "report.html").is_file()
+    assert not (store / "mlflow.db").exists()
+
+
+def test_a_store_that_cannot_be_written_warns_and_keeps_the_run(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")
+    out = tmp_path / "bt"
+    assert trader("backtest", "--strategy", "buy-hold-kospi200", *SHORT, "--out", out) == 0
+    captured = capsys.readouterr()
+    assert "trader backtest: note: MLflow tracking failed, the run's files are kept" in captured.err
+    assert "KOSPI200" in captured.out
+    for name in ("report.html", "metrics.json", "equity.csv", "fills.csv"):
+        assert (out / name).is_file()
+
+
+def test_config_file_gives_the_options_flags_override_it_and_its_hash_is_logged(store, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    text = (f"strategy: equal-weight-monthly\nprices: {PRICES}\nindex: {INDEX}\nstart: 2022-10-04\n"
+            f"end: 2022-12-29\nseed: 1\ncommission-rate: 0.0003\nseeds: [1, 2]\nout: {tmp_path / 'from-file'}\n")
+    cfg.write_text(text)
+    assert trader("backtest", "--config", cfg, "--seed", 2, "--out", tmp_path / "bt") == 0
+    m = json.loads((tmp_path / "bt" / "metrics.json").read_text())   # --out from the flag
+    assert not (tmp_path / "from-file").exists()
+    assert m["seed"] == 2 and m["commission_rate"] == 0.0003 and m["seeds"] == [1, 2]
+    assert m["start"] == "2022-10-04"                                  # a YAML date, read as the flag's text
+    c, (run,) = runs(T.BACKTEST)
+    assert run.data.params["config_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert run.data.params["costs.commission_rate"] == "0.0003" and run.data.params["seed"] == "2"
+    local = c.download_artifacts(run.info.run_id, "run.yaml", str(tmp_path / "dl"))
+    assert open(local).read() == text
+
+
+@pytest.mark.parametrize("body, message", [
+    ("strategy: technical\nrebalanse: weekly\n", "unknown option 'rebalanse'; did you mean rebalance?"),
+    ("strategy: technical\ncash: lots\n", "cash must be int, got 'lots'"),
+    ("strategy: technical\nrefit: daily\n", "refit must be one of none, monthly, quarterly, yearly"),
+    ("- strategy\n", "must be a mapping of option: value"),
+])
+def test_config_file_mistakes_are_refused_naming_the_key(tmp_path, capsys, body, message):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(body)
+    assert trader("backtest", "--config", cfg) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"trader backtest: error: --config {cfg}") and message in err, err
+
+
+def test_required_options_missing_from_flags_and_file_are_named(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("strategy: technical\n")
+    assert trader("backtest", "--config", cfg, "--out", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "trader backtest: error: missing --prices, --index, --start, --end" in err
+
+
+def test_the_help_shows_a_config_file_example(capsys):
+    with pytest.raises(SystemExit):
+        trader("backtest", "--help")
+    text = capsys.readouterr().out
+    assert "trader backtest --config run.yaml" in text and "market-caps: data/kr_market_snapshot_daily.parquet" in text
