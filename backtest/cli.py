@@ -200,11 +200,12 @@ def run_backtest_command(strategy: str, prices: str, index: str, start: str, end
     if paths.path("etf").exists():
         benchmarks["KODEX 200 (total return)"] = etf_levels(result.dates, paths.path("etf"))
     outdir = Path(out)
-    write_report(result, outdir, metrics, benchmarks, title=f"{strategy}: {d_start} → {d_end}", meta=meta)
+    summary = run_summary(strategy, metrics, result, stock_panel, paths, d_start, d_end, config)
+    write_report(result, outdir, metrics, benchmarks, title=f"{strategy}: {d_start} → {d_end}", meta=meta,
+                 summary=summary)
     result.to_frame().write_csv(outdir / "equity.csv")
     result.fills.write_csv(outdir / "fills.csv")
-    return BacktestOutcome(metrics, run_summary(strategy, metrics, result, stock_panel, paths, d_start, d_end, config),
-                           notes)
+    return BacktestOutcome(metrics, summary, notes)
 
 
 def run_summary(strategy: str, metrics: dict, result, panel, paths: DataPaths, start: dt.date, end: dt.date,

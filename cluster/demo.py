@@ -200,31 +200,43 @@ def write_report(journal_path: Path, out: Path, stats: dict) -> dict:
     if ok.sum() >= 2:
         b = bench[ok]
         metrics["benchmark_total_return"] = float(b[-1] / b[0] - 1)
-    plot_equity(days, equity, bench, out / "equity.png")
+    plot_equity(days, equity, bench, out / "equity.png", metrics)
+    pl.DataFrame({"date": days.astype("datetime64[D]"), "equity": equity, "benchmark": bench}).write_csv(
+        out / "equity.csv")
     return metrics
 
 
-def plot_equity(days: np.ndarray, equity: np.ndarray, bench: np.ndarray, path: Path) -> None:
+def plot_equity(days: np.ndarray, equity: np.ndarray, bench: np.ndarray, path: Path,
+                metrics: dict | None = None) -> None:
+    """Cumulative return against KOSPI200 (the run's headline metrics in the title), drawdown below."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from backtest.report import chart_style, date_axis, headline, percent_axis
 
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[3, 1])
-    x = days.astype("datetime64[D]").astype(object)
-    ax1.plot(x, equity / equity[0], label="strategy (net of costs)", color="tab:blue")
-    ok = np.isfinite(bench)
-    if ok.any():
-        first = bench[ok][0]
-        ax1.plot(np.array(x)[ok], bench[ok] / first, label="KOSPI200", color="tab:gray")
-    ax1.set_ylabel("growth of 1 KRW")
-    ax1.legend(loc="upper left")
-    ax1.grid(alpha=0.3)
-    ax1.set_title("kis-ray-trader demo: equity vs KOSPI200")
-    dd = equity / np.maximum.accumulate(equity) - 1
-    ax2.fill_between(x, dd * 100, 0, color="tab:red", alpha=0.4)
-    ax2.set_ylabel("drawdown %")
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with matplotlib.rc_context(chart_style()):
+        fig = Figure(figsize=(12, 6.5), layout="constrained")
+        ax1, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        x = days.astype("datetime64[D]").astype(object)
+        ax1.plot(x, (equity / equity[0] - 1) * 100, label="strategy (net of costs)", color="#1f4e99", lw=1.8,
+                 zorder=3)
+        ok = np.isfinite(bench)
+        if ok.any():
+            first = bench[ok][0]
+            ax1.plot(np.array(x)[ok], (bench[ok] / first - 1) * 100, label="KOSPI200", color="#e67e22", lw=1.2)
+        ax1.axhline(0, color="black", lw=0.5)
+        ax1.set_ylabel("cumulative return")
+        percent_axis(ax1)
+        ax1.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)  # above the plot
+        ax1.grid(alpha=0.3)
+        title = "kis-ray-trader demo: equity vs KOSPI200"
+        if metrics:
+            title += f"\n{headline(metrics)}  ·  final ₩{metrics.get('final_equity', equity[-1]):,.0f}"
+        ax1.set_title(title, fontsize=11, pad=24)
+        dd = equity / np.maximum.accumulate(equity) - 1
+        ax2.fill_between(x, dd * 100, 0, color="#c0392b", alpha=0.45)
+        ax2.set_ylabel("drawdown")
+        percent_axis(ax2)
+        date_axis(ax2)
+        ax2.grid(alpha=0.3)
+        fig.savefig(path, dpi=110)

@@ -29,7 +29,8 @@ def register(sub) -> None:
             "trader demo --symbols 005930,000660,035420 --cash 50000000",
             "trader demo --broker sim                 # through the real KIS client against the local KIS server",
             "trader demo --no-rl-champions            # technical + factor only, even if MLflow has RL champions",
-            "trader demo --days 20 --json             # the metrics and the summary as JSON"])
+            "trader demo --days 20 --json             # the metrics and the summary as JSON",
+            "trader demo --no-track                   # not logged as an MLflow run"])
     p.add_argument("--out", type=Path, default=Path("reports/demo"), help="report folder (default reports/demo)")
     p.add_argument("--days", type=int, default=250, help="trading days to replay (default 250)")
     p.add_argument("--symbols", help="comma-separated KRX codes (default: the 20 most traded before the replay)")
@@ -43,6 +44,8 @@ def register(sub) -> None:
                    help="do not add the RL agents (dqn, appo) whose champion is in the MLflow registry")
     p.add_argument("--verbose", action="store_true", help="Ray's and Serve's logs on the terminal (not OUT/ray.log)")
     p.add_argument("--json", action="store_true", help="print the metrics and the summary as JSON (rounded)")
+    p.add_argument("--no-track", action="store_true",
+                   help="do not log the run to MLflow (default: experiment 'demos' in the project's store)")
     p.set_defaults(func=run)
 
 
@@ -86,13 +89,39 @@ def run(args) -> int:
              "journal": str(args.out / "journal.sqlite")}
     if not args.verbose:
         files["ray_log"] = str(args.out / "ray.log")
+    run_id = None if args.no_track else track(config, metrics, summary)
     if args.json:
         print(json.dumps({"metrics": rounded(metrics), "summary": summary.to_dict(), "notes": notes,
-                          "files": files}, indent=2, ensure_ascii=False))
+                          "files": files, "mlflow_run_id": run_id}, indent=2, ensure_ascii=False))
     else:
         print()
         print(render(summary))
         print(f"\nchart {files['chart']}  ·  metrics {files['metrics']}  ·  journal {files['journal']}"
               + (f"  ·  Ray log {files['ray_log']}" if "ray_log" in files else "")
               + f"  ({(dt.datetime.now() - started).total_seconds():.0f} s)")
+        if run_id:
+            print(f"MLflow run {run_id} (experiment demos)")
     return EXIT_OK
+
+
+def track(config, metrics: dict, summary) -> str | None:
+    """The finished demo as an MLflow run in experiment 'demos' (settings, input files with
+    sha256, costs, git sha, metrics, chart, equity curve, journal); None when it could not be
+    logged (a warning says why; the demo's files are already written)."""
+    from dataclasses import fields
+
+    from backtest.summary import render
+    from market.accounting import CostModel
+    from training import tracking as T
+
+    out = Path(config.out)
+    # alerts may carry webhook addresses: not logged; the data files are logged with their hashes
+    settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("alerts", "paths", "port")}
+    settings["span"] = f"{summary.start}..{summary.end}"
+    settings["served_agents"] = metrics.get("agents", [])   # with RL model URIs and versions
+    rec = T.record(T.DEMO, f"demo {config.venue} {summary.start}..{summary.end}", settings=settings,
+                   metrics={**metrics, **T.summary_metrics(summary)}, input_files=T.data_paths_files(config.paths),
+                   costs=CostModel(),  # the paper broker's and the simulator's default fees
+                   artifacts=[out / "equity.png", out / "metrics.json", out / "equity.csv", out / "journal.sqlite"],
+                   texts={"summary.txt": render(summary)}, tags={"venue": str(config.venue)})
+    return T.track_run(rec, warn=lambda m: print(note_line("demo", m), file=sys.stderr))

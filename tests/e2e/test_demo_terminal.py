@@ -3,7 +3,9 @@
 process, as a person would (its own embedded Ray)."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,9 @@ def test_demo_is_quiet_and_its_summary_adds_up(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "cluster.cli", "demo", "--days", "6", "--n-symbols", "4", "--cash", str(CASH),
            "--out", str(out), "--no-rl-champions", "--json"]
-    done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["KRT_MLFLOW_DIR"] = str(tmp_path / "mlflow")   # the embedded store of a fresh checkout
+    done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
     for step in ("starting Ray", "deploying the decision service", "replaying 6 trading days", "shutting down"):
         assert step in done.stderr
@@ -38,3 +42,15 @@ def test_demo_is_quiet_and_its_summary_adds_up(tmp_path):
     pnl = sum(s["pnl"] for s in summary["trades"]["by_symbol"])
     assert abs(pnl - (metrics["final_equity"] - CASH)) <= len(summary["trades"]["by_symbol"])
     assert summary["trades"]["commission"] + summary["trades"]["tax"] > 0
+
+    # the demo is an MLflow run in the embedded store: inputs with their hashes, metrics, files
+    from mlflow.tracking import MlflowClient
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    run = c.get_run(printed["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and c.get_experiment(run.info.experiment_id).name == "demos"
+    prices = ROOT / "data" / "kr_stocks_daily.parquet"
+    assert run.data.params["data.prices.sha256"] == hashlib.sha256(prices.read_bytes()).hexdigest()
+    assert run.data.params["cash"] == str(CASH) and run.data.params["span"] == f"{summary['start']}..{summary['end']}"
+    assert run.data.metrics["total_return"] == pytest.approx(metrics["total_return"])
+    assert {"equity.png", "equity.csv", "metrics.json", "journal.sqlite", "summary.txt"} <= {
+        a.path for a in c.list_artifacts(run.info.run_id)}

@@ -66,7 +66,7 @@ def test_report_and_files_of_a_year_long_run(tmp_path):
     assert m["days"] == 246 + 1 and m["max_drawdown"] < 0  # 2022's trading days + the starting close
     html = (tmp_path / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == 5 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert len(images) == 6 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "http" not in html.replace("http-equiv", "")  # self-contained
     equity = (tmp_path / "equity.csv").read_text().splitlines()
     assert equity[0].startswith("date,equity,cash") and len(equity) == 248
