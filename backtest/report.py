@@ -71,7 +71,7 @@ def chart_style() -> dict:
 
     installed = {f.name for f in font_manager.fontManager.ttflist}
     return {"font.family": ["DejaVu Sans", *(f for f in HANGUL_FONTS if f in installed)],
-            "axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "bold",
+            "axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "normal", "axes.titlesize": "large",
             "axes.titlelocation": "left", "axes.unicode_minus": False}
 
 

@@ -141,6 +141,16 @@ def data_span(path: Path | str) -> tuple[dt.date, dt.date]:
     return first, last
 
 
+def stock_names(paths: DataPaths | None = None) -> dict[str, str]:
+    """{KRX code: name} from the symbols file (kr_stocks_symbols.csv: symbol, name, …): what the
+    dashboard shows beside a code (005930 삼성전자). Empty when the file is absent."""
+    path = (paths or DataPaths()).path("symbols")
+    if not path.is_file():
+        return {}
+    df = pl.read_csv(path, schema_overrides={"symbol": pl.Utf8, "name": pl.Utf8}, columns=["symbol", "name"])
+    return {s: n for s, n in df.iter_rows() if s and n}
+
+
 def _read_dates(df: pl.DataFrame) -> pl.DataFrame:
     t = df.schema["date"]
     if isinstance(t, pl.Datetime):

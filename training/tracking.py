@@ -14,8 +14,10 @@ plain rooms stay below training/), the command layer calls it with what the run 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -153,10 +155,33 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _quiet_store():
+    """MLflow's and alembic's INFO lines ("Creating initial MLflow database tables…") stay off the
+    terminal: the command's own output is the summary; warnings still show."""
+    import mlflow  # noqa: F401  (its import sets its loggers' levels: set ours after it)
+
+    saved = {}
+    for name in ("mlflow", "alembic"):
+        lg = logging.getLogger(name)
+        saved[name] = lg.level
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def track_run(rec: RunRecord, warn: Callable[[str], None] = _warn, mlflow_dir: str | Path | None = None) -> str | None:
     """Log `rec` as one finished MLflow run in the project's store; its run id, or None (with a
     warning through `warn`) when the store cannot take it. Never raises: the run's own files are
     already written and stay the record of truth."""
+    with _quiet_store():
+        return _track_run(rec, warn, mlflow_dir)
+
+
+def _track_run(rec: RunRecord, warn: Callable[[str], None], mlflow_dir: str | Path | None) -> str | None:
     run_id = None
     try:
         import mlflow
