@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -28,11 +29,28 @@ except SettingsError as exc:
 
 
 def krw(x) -> str:
-    return "—" if x is None or pd.isna(x) else f"₩{x:,.0f}"
+    return "—" if x is None or pd.isna(x) else ("-" if x < 0 else "") + f"₩{abs(x):,.0f}"
 
 
 def pct(x) -> str:
     return "—" if x is None or pd.isna(x) else f"{x:.2%}"
+
+
+# distinct colours, the same in every chart: the portfolio blue, KOSPI200 orange
+SERIES_COLOURS = alt.Scale(domain=["portfolio", "KOSPI200"], range=["#1f4e99", "#e67e22"])
+
+
+@st.cache_data(ttl=3600)
+def names() -> dict[str, str]:
+    """KRX code → stock name from the shipped symbols file (005930 → 삼성전자)."""
+    from market.data import DataPaths, stock_names
+
+    return stock_names(DataPaths(root=Path(SETTINGS.data_dir)) if SETTINGS.data_dir else DataPaths())
+
+
+def date_x(title: str | None = None) -> alt.X:
+    # a temporal axis: Vega-Lite picks a few month/week ticks instead of labelling every day
+    return alt.X("day:T", title=title, axis=alt.Axis(format="%Y-%m-%d", labelAngle=0, tickCount=8))
 
 
 def header():
@@ -50,34 +68,50 @@ def account_section(snap: data.Snapshot):
         return
     acct = snap.account
     first_eq = float(acct["equity"].iloc[0])
-    cols = st.columns(6)
-    cols[0].metric("Equity", krw(latest["equity"]), pct(latest["equity"] / first_eq - 1) + " since start")
-    cols[1].metric("Cash", krw(latest["cash"]))
-    cols[2].metric("Daily P&L", krw(latest["pnl"]))
-    cols[3].metric("Drawdown", pct(latest["drawdown"]), f"max {pct(acct['drawdown'].min())}", delta_color="off")
+    # two rows of three: a card is wide enough for ₩ amounts in the hundreds of millions
+    top, bottom = st.columns(3), st.columns(3)
+    top[0].metric("Equity", krw(latest["equity"]), pct(latest["equity"] / first_eq - 1) + " since start")
+    top[1].metric("Cash", krw(latest["cash"]), pct(latest["cash"] / latest["equity"]) + " of equity"
+                  if latest["equity"] else None, delta_color="off", delta_arrow="off")
+    pnl = latest["pnl"]
+    prev = latest["equity"] - pnl if pd.notna(pnl) else None
+    top[2].metric("Daily P&L", krw(pnl), pct(pnl / prev) if prev else None)
+    bottom[0].metric("Drawdown", pct(latest["drawdown"]), f"max {pct(acct['drawdown'].min())}", delta_color="off", delta_arrow="off")
     bench = latest.get("bench_equity")
-    cols[4].metric("KOSPI200 (same start)", krw(bench),
-                   pct(bench / first_eq - 1) if bench is not None and pd.notna(bench) else None)
-    cols[5].metric("As of", str(latest["day"]))
+    bottom[1].metric("KOSPI200 (same start)", pct(bench / first_eq - 1) if bench is not None and pd.notna(bench)
+                     else "—", krw(bench) if bench is not None and pd.notna(bench) else None, delta_color="off", delta_arrow="off")
+    bottom[2].metric("As of", str(latest["day"]), f"{len(acct)} trading days", delta_color="off", delta_arrow="off")
 
+    curves = data.normalised_curves(acct)
     left, right = st.columns(2)
-    curve = acct.set_index("day")[["equity", "bench_equity"]].rename(columns={"bench_equity": "KOSPI200"})
-    left.subheader("Equity vs KOSPI200")
-    left.line_chart(curve)
+    left.subheader("Equity vs KOSPI200 (both start at 100)")
+    colour = alt.Color("series:N", scale=SERIES_COLOURS, legend=alt.Legend(orient="top", title=None))
+    left.altair_chart(alt.Chart(curves).mark_line().encode(
+        x=date_x(), y=alt.Y("value:Q", title="growth of 100", scale=alt.Scale(zero=False)), color=colour,
+        tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), "series:N", alt.Tooltip("value:Q", format=".1f")]),
+        width="stretch")
     right.subheader("Drawdown")
-    right.area_chart(acct.set_index("day")[["drawdown", "bench_drawdown"]].rename(
-        columns={"bench_drawdown": "KOSPI200"}))
+    right.altair_chart(alt.Chart(curves).mark_line().encode(
+        x=date_x(), y=alt.Y("drawdown:Q", title="drawdown", axis=alt.Axis(format="%")), color=colour,
+        tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), "series:N", alt.Tooltip("drawdown:Q", format=".2%")]),
+        width="stretch")
     st.subheader("Daily P&L")
-    st.bar_chart(acct.set_index("day")["pnl"].dropna())
+    daily = acct.assign(day=pd.to_datetime(acct["day"])).dropna(subset=["pnl"])
+    st.altair_chart(alt.Chart(daily).mark_bar().encode(
+        x=date_x(), y=alt.Y("pnl:Q", title="KRW", axis=alt.Axis(format=",.0f")),
+        color=alt.condition("datum.pnl >= 0", alt.value("#27ae60"), alt.value("#c0392b")),
+        tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), alt.Tooltip("pnl:Q", format=",.0f")]),
+        width="stretch")
 
 
 def positions_section(snap: data.Snapshot):
     st.subheader("Positions and weights")
-    table = data.positions_table(snap)
+    table = data.positions_table(snap, names=names())
     if table.empty:
         st.write("No positions.")
         return
     shown = table.assign(price=table["price"].map(krw), value=table["value"].map(krw),
+                         shares=table["shares"].map(lambda q: f"{q:,}"),
                          weight=table["weight"].map(pct), target=table["target"].map(pct))
     st.table(shown.set_index("symbol"))
 
@@ -90,7 +124,7 @@ def risk_section(snap: data.Snapshot):
     if risk:
         budget = risk.get("budget", SETTINGS.trading.cvar_budget)
         left.metric("VaR (95%, 1 day)", pct(risk.get("var")))
-        left.metric("CVaR (99%, 1 day)", pct(risk.get("cvar")), f"budget {pct(budget)}", delta_color="off")
+        left.metric("CVaR (99%, 1 day)", pct(risk.get("cvar")), f"budget {pct(budget)}", delta_color="off", delta_arrow="off")
         left.metric("Trading state", str(risk.get("state") or "—"))
     else:
         left.write("No risk figures in the decisions yet.")
@@ -119,29 +153,40 @@ def risk_section(snap: data.Snapshot):
 def orders_section(snap: data.Snapshot):
     left, right = st.columns(2)
     left.subheader(f"Orders (latest {len(snap.orders)})")
-    left.table(snap.orders.head(20).set_index("client_order_id")[["decided_at", "symbol", "side", "qty", "state",
-                                                                   "filled_qty", "reason"]])
+    orders = data.with_names(snap.orders.head(20), names())
+    left.table(orders.set_index("client_order_id")[["decided_at", "symbol", "name", "side", "qty", "state",
+                                                     "filled_qty", "reason"]])
     right.subheader(f"Fills (latest {len(snap.fills)})")
-    fills = snap.fills.head(20).assign(price=lambda f: f["price"].map(krw))
-    right.table(fills.set_index("filled_at")[["symbol", "side", "qty", "price", "commission", "tax"]])
+    fills = data.with_names(snap.fills.head(20), names()).assign(
+        price=lambda f: f["price"].map(krw), commission=lambda f: f["commission"].map(krw),
+        tax=lambda f: f["tax"].map(krw))
+    right.table(fills.set_index("filled_at")[["symbol", "name", "side", "qty", "price", "commission", "tax"]])
 
 
-def mlflow_section():
-    st.subheader("Training runs and models (MLflow)")
-    ov = data.mlflow_overview(SETTINGS.mlflow.tracking_uri or default_tracking_uri())
+def mlflow_section(journal_run_id: str | None = None):
+    st.subheader("Runs and models (MLflow)")
+    ov = data.mlflow_overview(SETTINGS.mlflow.tracking_uri or default_tracking_uri(), journal_run_id=journal_run_id)
     if ov.get("error"):
         st.caption(ov["error"])
-    left, right = st.columns(2)
-    left.write("Runs")
+    this = ov.get("this_run")
+    if this:
+        st.caption(f"This journal's run in MLflow: **{this['run']}** (experiment {this['experiment']}, "
+                   f"run id `{this['run_id']}`)")
+    st.write("Recent runs: backtests, demos, walk-forward reports, training trials")
     if ov["runs"]:
-        left.table(pd.DataFrame(ov["runs"]))
+        runs = pd.DataFrame(ov["runs"])
+        for col in ("total return", "max DD"):
+            runs[col] = runs[col].map(pct)
+        for col in ("Sharpe", "val Sharpe"):
+            runs[col] = runs[col].map(lambda v: "—" if v is None or pd.isna(v) else f"{v:.2f}")
+        st.table(runs.drop(columns=["run_id"]).set_index("run"))
     else:
-        left.write("No training runs yet.")
-    right.write("Registered model versions")
+        st.write("No runs tracked yet.")
+    st.write("Registered model versions")
     if ov["models"]:
-        right.table(pd.DataFrame(ov["models"]))
+        st.table(pd.DataFrame(ov["models"]))
     else:
-        right.write("No registered models yet.")
+        st.write("No registered models yet.")
 
 
 @st.fragment(run_every=SETTINGS.dashboard.refresh_s)
@@ -159,7 +204,7 @@ def body():
     positions_section(snap)
     risk_section(snap)
     orders_section(snap)
-    mlflow_section()
+    mlflow_section(snap.run_id)
 
 
 header()

@@ -26,6 +26,7 @@ class Snapshot:
     orders: pd.DataFrame
     fills: pd.DataFrame
     decisions: list[dict] = field(default_factory=list)   # oldest first, each {"day":..., **payload}
+    run_id: str = ""                           # the journal's run shown (its latest)
 
     @property
     def latest(self) -> dict | None:
@@ -64,7 +65,7 @@ def read_snapshot(path: Path, max_rows: int = 200) -> Snapshot:
         except json.JSONDecodeError:
             body = {"error": "unreadable payload"}
         decisions.append({"day": row["day"], **(body if isinstance(body, dict) else {"payload": body})})
-    return Snapshot(equity_curve(acct), orders, fills, decisions)
+    return Snapshot(equity_curve(acct), orders, fills, decisions, run_id=journal.run_id)
 
 
 def equity_curve(acct: pd.DataFrame) -> pd.DataFrame:
@@ -90,12 +91,15 @@ def equity_curve(acct: pd.DataFrame) -> pd.DataFrame:
     return acct
 
 
-def positions_table(snapshot: Snapshot, prices: dict[str, float] | None = None) -> pd.DataFrame:
-    """Latest positions (shares) with value and weight of equity when a price is known, plus the
-    target weight of the latest decision."""
+def positions_table(snapshot: Snapshot, prices: dict[str, float] | None = None,
+                    names: dict[str, str] | None = None) -> pd.DataFrame:
+    """Latest positions (shares) with the stock's name, value and weight of equity when a price
+    is known, plus the target weight of the latest decision."""
     latest = snapshot.latest
+    columns = ["symbol", "name", "shares", "price", "value", "weight", "target"]
     if latest is None:
-        return pd.DataFrame(columns=["symbol", "shares", "price", "value", "weight", "target"])
+        return pd.DataFrame(columns=columns)
+    names = names or {}
     shares = json.loads(latest["positions"]) if isinstance(latest["positions"], str) else latest["positions"]
     targets = targets_of(snapshot.latest_decision)
     prices = dict(prices or {})
@@ -107,10 +111,37 @@ def positions_table(snapshot: Snapshot, prices: dict[str, float] | None = None) 
         q = int(shares.get(sym, 0))
         px = prices.get(sym)
         value = q * px if px is not None else np.nan
-        rows.append({"symbol": sym, "shares": q, "price": px, "value": value,
+        rows.append({"symbol": sym, "name": names.get(sym, ""), "shares": q, "price": px, "value": value,
                      "weight": value / latest["equity"] if latest["equity"] else np.nan,
                      "target": targets.get(sym, 0.0)})
-    return pd.DataFrame(rows, columns=["symbol", "shares", "price", "value", "weight", "target"])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def with_names(frame: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    """`frame` with a `name` column right after `symbol` (the stock's name from the data)."""
+    if "symbol" not in frame.columns:
+        return frame
+    out = frame.copy()
+    out.insert(list(out.columns).index("symbol") + 1, "name", out["symbol"].map(lambda s: names.get(str(s), "")))
+    return out
+
+
+def normalised_curves(acct: pd.DataFrame) -> pd.DataFrame:
+    """Long frame (day as a datetime, series, value) of the portfolio and KOSPI200, both starting
+    at 100 on the first day, plus both drawdowns: what the charts plot, so their y-axes compare
+    returns and a date axis gets proper ticks (the journal's day is text)."""
+    if acct.empty:
+        return pd.DataFrame(columns=["day", "series", "value", "drawdown"])
+    day = pd.to_datetime(acct["day"])
+    eq = acct["equity"].astype(float).to_numpy()
+    frames = [pd.DataFrame({"day": day, "series": "portfolio", "value": 100 * eq / eq[0],
+                            "drawdown": acct["drawdown"].astype(float)})]
+    bench = acct["bench_equity"].astype(float)
+    if bench.notna().any():
+        first = bench.dropna().iloc[0]
+        frames.append(pd.DataFrame({"day": day, "series": "KOSPI200", "value": 100 * bench / first,
+                                    "drawdown": acct["bench_drawdown"].astype(float)}))
+    return pd.concat(frames, ignore_index=True).dropna(subset=["value"])
 
 
 def targets_of(decision: dict | None) -> dict[str, float]:
@@ -217,27 +248,35 @@ def agent_performance(decisions: list[dict], closes: pd.DataFrame | None = None,
 
 
 # --- MLflow -----------------------------------------------------------------------------------
-def mlflow_overview(tracking_uri: str, max_runs: int = 20) -> dict:
-    """Recent training runs and registered model versions; {"error": ...} when MLflow is absent.
+HEADLINE_METRICS = (("total_return", "total return"), ("sharpe", "Sharpe"), ("max_drawdown", "max DD"),
+                    ("val_sharpe", "val Sharpe"))
 
-    A sqlite store that does not exist yet is reported, not created (opening it would write)."""
+
+def mlflow_overview(tracking_uri: str, max_runs: int = 20, journal_run_id: str | None = None) -> dict:
+    """Recent runs of every experiment (backtests, demos, walk-forward, training trials) with
+    their strategy, span and headline metrics, the registered model versions, and the MLflow run
+    of the journal's own run (tag journal_run_id) if it was tracked; {"error": ...} when MLflow is
+    absent. A sqlite store that does not exist yet is reported, not created (opening it would write)."""
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri[len("sqlite:///"):])
         if not db.exists():
-            return {"error": f"no MLflow store at {db} yet (no training run logged)", "runs": [], "models": []}
+            return {"error": f"no MLflow store at {db} yet (no run tracked)", "runs": [], "models": [],
+                    "this_run": None}
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     try:
         from mlflow.tracking import MlflowClient
         client = MlflowClient(tracking_uri=tracking_uri)
         experiments = client.search_experiments()
-        runs = client.search_runs([e.experiment_id for e in experiments], max_results=max_runs,
+        names = {e.experiment_id: e.name for e in experiments}
+        runs = client.search_runs(list(names), max_results=max_runs,
                                   order_by=["attributes.start_time DESC"]) if experiments else []
-        run_rows = [{"run": r.info.run_name, "experiment": next((e.name for e in experiments
-                                                                  if e.experiment_id == r.info.experiment_id), ""),
-                     "status": r.info.status,
-                     "started": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
-                     **{k: v for k, v in list(r.data.metrics.items())[:6]}} for r in runs]
+        run_rows = [_run_row(r, names) for r in runs]
+        this_run = None
+        if journal_run_id and experiments:
+            hit = client.search_runs(list(names), filter_string=f"tags.journal_run_id = '{journal_run_id}'",
+                                     max_results=1)
+            this_run = _run_row(hit[0], names) if hit else None
         model_rows = []
         for m in client.search_registered_models():
             by_version: dict[str, list[str]] = {}
@@ -248,6 +287,19 @@ def mlflow_overview(tracking_uri: str, max_runs: int = 20) -> dict:
                                    "alias": ", ".join(sorted(by_version.get(str(v.version), []))),
                                    "status": v.status, "run_id": v.run_id,
                                    "created": pd.to_datetime(v.creation_timestamp, unit="ms", utc=True)})
-        return {"runs": run_rows, "models": sorted(model_rows, key=lambda r: (r["model"], -r["version"]))}
+        return {"runs": run_rows, "models": sorted(model_rows, key=lambda r: (r["model"], -r["version"])),
+                "this_run": this_run}
     except Exception as exc:  # unreachable server, old schema: the dashboard still shows trading
-        return {"error": f"MLflow at {tracking_uri}: {str(exc).splitlines()[0][:200]}", "runs": [], "models": []}
+        return {"error": f"MLflow at {tracking_uri}: {str(exc).splitlines()[0][:200]}", "runs": [], "models": [],
+                "this_run": None}
+
+
+def _run_row(r, experiments: dict[str, str]) -> dict:
+    p, m = r.data.params, r.data.metrics
+    row = {"run": r.info.run_name, "experiment": experiments.get(r.info.experiment_id, ""),
+           "strategy": p.get("strategy") or p.get("algo") or r.data.tags.get("algo", ""),
+           "span": p.get("span", ""), "status": r.info.status,
+           "started": pd.to_datetime(r.info.start_time, unit="ms", utc=True).strftime("%Y-%m-%d %H:%M"),
+           "run_id": r.info.run_id}
+    row.update({label: m.get(key) for key, label in HEADLINE_METRICS})
+    return row

@@ -93,9 +93,13 @@ def _local_store_path(uri: str) -> Path | None:
 
 
 def artifact_root(base_dir: str | Path | None = None) -> str | None:
-    """Artifact folder next to the sqlite store (None: let a tracking server decide)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
+    """Artifact folder next to the sqlite store, also for an sqlite MLFLOW_TRACKING_URI (MLflow's
+    own default would be ./mlruns under whatever folder the command ran in); None for a server
+    or a file store, which decide themselves."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri() \
+            if uri.startswith("sqlite:///") else None
     return (Path(base_dir or DEFAULT_DIR).resolve() / "artifacts").as_uri()
 
 

@@ -28,7 +28,9 @@ def register(subparsers) -> None:
 def streamlit_command(port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none"]
+            "--server.fileWatcherType", "none",
+            # "viewer": no Deploy button and no developer menu: a monitoring page, not an app to edit
+            "--client.toolbarMode", "viewer"]
 
 
 @reports_errors

@@ -119,9 +119,17 @@ def track(config, metrics: dict, summary) -> str | None:
     settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("alerts", "paths", "port")}
     settings["span"] = f"{summary.start}..{summary.end}"
     settings["served_agents"] = metrics.get("agents", [])   # with RL model URIs and versions
+    from broker.journal import Journal
+
+    journal = Journal(out / "journal.sqlite", readonly=True)
+    try:
+        journal_run = journal.latest_run() or ""   # the dashboard finds this MLflow run by it
+    finally:
+        journal.close()
     rec = T.record(T.DEMO, f"demo {config.venue} {summary.start}..{summary.end}", settings=settings,
                    metrics={**metrics, **T.summary_metrics(summary)}, input_files=T.data_paths_files(config.paths),
                    costs=CostModel(),  # the paper broker's and the simulator's default fees
                    artifacts=[out / "equity.png", out / "metrics.json", out / "equity.csv", out / "journal.sqlite"],
-                   texts={"summary.txt": render(summary)}, tags={"venue": str(config.venue)})
+                   texts={"summary.txt": render(summary)},
+                   tags={"venue": str(config.venue), "journal_run_id": journal_run})
     return T.track_run(rec, warn=lambda m: print(note_line("demo", m), file=sys.stderr))

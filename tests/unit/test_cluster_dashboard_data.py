@@ -71,3 +71,46 @@ def test_mlflow_absent_store_is_reported_not_created(tmp_path):
     out = data.mlflow_overview(uri)
     assert "no MLflow store" in out["error"] and out["runs"] == [] and out["models"] == []
     assert not (tmp_path / "none.db").exists()
+
+
+def test_positions_orders_and_fills_carry_the_stock_names(tmp_path):
+    from market.data import stock_names
+
+    _journal(tmp_path / "j.sqlite")
+    snap = data.read_snapshot(tmp_path / "j.sqlite")
+    names = stock_names()
+    assert names["005930"] == "삼성전자"   # from data/kr_stocks_symbols.csv
+    table = data.positions_table(snap, names=names)
+    assert list(table.columns[:2]) == ["symbol", "name"]
+    assert dict(zip(table["symbol"], table["name"])) == {"005930": "삼성전자"}
+    fills = data.with_names(pd.DataFrame({"filled_at": ["x"], "symbol": ["000660"], "qty": [1]}), names)
+    assert list(fills.columns) == ["filled_at", "symbol", "name", "qty"] and fills["name"][0] == "SK하이닉스"
+
+
+def test_equity_and_kospi200_both_start_at_100_on_a_date_axis(tmp_path):
+    _journal(tmp_path / "j.sqlite")
+    curves = data.normalised_curves(data.read_snapshot(tmp_path / "j.sqlite").account)
+    assert str(curves["day"].dtype).startswith("datetime64")   # a time axis, not one label per day
+    by = {s: list(g["value"].round(6)) for s, g in curves.groupby("series")}
+    assert by["portfolio"] == [100.0, 110.0, 99.0]
+    assert by["KOSPI200"] == [100.0, 102.0, 101.0]
+    assert list(curves[curves.series == "portfolio"]["drawdown"].round(6)) == [0.0, 0.0, round(99 / 110 - 1, 6)]
+
+
+def test_mlflow_overview_lists_tracked_backtests_and_finds_the_journals_run(tmp_path, monkeypatch):
+    from training import tracking as T
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    T.track_run(T.RunRecord(T.BACKTEST, "factor 2023-01-02..2023-12-28",
+                            params={"strategy": "factor", "span": "2023-01-02..2023-12-28"},
+                            metrics={"total_return": 0.12, "sharpe": 1.1, "max_drawdown": -0.08}))
+    T.track_run(T.RunRecord(T.DEMO, "demo paper", params={"strategy": "demo"}, metrics={"total_return": 0.01},
+                            tags={"journal_run_id": "run-42"}))
+    out = data.mlflow_overview(uri, journal_run_id="run-42")
+    assert "error" not in out
+    rows = {r["run"]: r for r in out["runs"]}
+    bt = rows["factor 2023-01-02..2023-12-28"]
+    assert bt["experiment"] == "backtests" and bt["strategy"] == "factor" and bt["span"] == "2023-01-02..2023-12-28"
+    assert bt["total return"] == pytest.approx(0.12) and bt["Sharpe"] == pytest.approx(1.1)
+    assert out["this_run"]["run"] == "demo paper" and out["this_run"]["experiment"] == "demos"

@@ -126,3 +126,14 @@ def test_the_help_shows_a_config_file_example(capsys):
         trader("backtest", "--help")
     text = capsys.readouterr().out
     assert "trader backtest --config run.yaml" in text and "market-caps: data/kr_market_snapshot_daily.parquet" in text
+
+
+def test_an_sqlite_tracking_uri_keeps_artifacts_beside_its_database(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    (tmp_path / "store").mkdir()
+    report = tmp_path / "report.html"
+    report.write_text("<html></html>")
+    run_id = T.track_run(T.RunRecord(T.BACKTEST, "x", params={"strategy": "x"}, artifacts=[report]))
+    assert run_id is not None
+    assert (tmp_path / "store" / "artifacts").is_dir() and not (tmp_path / "mlruns").exists()
