@@ -321,7 +321,8 @@ img{{width:100%;display:block;margin:1em 0}}table{{border-collapse:collapse;marg
 th{{text-align:right;padding:3px 12px;border-bottom:2px solid #999}}th:first-child{{text-align:left}}
 td{{border-bottom:1px solid #ddd;padding:3px 12px}}td:last-child{{text-align:right}}
 table.num td{{text-align:right;font-variant-numeric:tabular-nums}}table.num td:first-child{{text-align:left}}
-td.neg{{color:#c0392b}}table.pnl td:nth-child(-n+3){{text-align:left}}.grid{{display:grid;grid-template-columns:1fr 1fr;gap:2em}}</style></head>
+td.neg{{color:#c0392b}}table.pnl td:nth-child(-n+3){{text-align:left}}
+.grid{{display:grid;grid-template-columns:1fr 1fr;gap:2em}}</style></head>
 <body><h1>{html.escape(title or result.strategy)}</h1>
 <p>{html.escape(str(result.dates[0]))} → {html.escape(str(result.dates[-1]))}; decided on each close, filled at
 the next bar through the shared accounting (tick grid, price limits, commission, dated sell tax, slippage).</p>

@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_report_charts_draw_hangul_with_a_real_font():
-    from backtest.report import _pnl_chart, hangul_font_available
+    import matplotlib
+
+    from backtest.report import _pnl_chart, chart_style, hangul_font_available
     from backtest.summary import SymbolPnl
 
     assert hangul_font_available(), "no Hangul font for matplotlib: run .ci/system-setup.sh (fonts-nanum)"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        import matplotlib
-        from backtest.report import chart_style
         with matplotlib.rc_context(chart_style()):
             _pnl_chart((SymbolPnl("005930", "삼성전자", 1_000_000), SymbolPnl("035720", "카카오", -500_000)))
     missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
