@@ -44,6 +44,7 @@ def main(argv=None):
     ap.add_argument("--test-bars", type=int, default=246, help="bars per walk-forward test window (~1 year)")
     ap.add_argument("--out", default=str(ROOT / "strategies.md"))
     ap.add_argument("--only", nargs="*", help="subset of strategies to run")
+    ap.add_argument("--no-track", action="store_true", help="do not log the runs to MLflow (experiment walk-forward)")
     args = ap.parse_args(argv)
 
     paths = DataPaths()
@@ -105,6 +106,32 @@ def main(argv=None):
             r = curves[name].returns
             var_rows[name] = {meth: var_backtest(r, 250, 0.95, meth) for meth in ("historical", "cornish-fisher")}
     write_report(Path(args.out), args, rows, var_rows, windows, panel, time.time() - t0)
+    if not args.no_track:
+        track(args, paths, config, windows, rows, curves)
+
+
+def track(args, paths, config, windows, rows, curves) -> None:
+    """One MLflow run per strategy in experiment 'walk-forward' (training/tracking.py): the span,
+    windows, inputs with their sha256, costs, git sha, its metrics, the report and its stitched
+    equity curve. A store that cannot be written is a warning; the report is already written."""
+    import tempfile
+
+    from training import tracking as T
+
+    for name, run in curves.items():
+        with tempfile.TemporaryDirectory(prefix="krt-wf-") as tmp:
+            equity = Path(tmp) / "equity.csv"
+            run.to_frame().write_csv(equity)
+            settings = {"strategy": name, "script": "reports.strategies_backtest", "start": args.start,
+                        "end": args.end, "span": f"{run.dates[1]}..{run.dates[-1]}", "test_bars": args.test_bars,
+                        "windows": len(windows), "seed": 0, "cash": config.cash,
+                        "min_trade_value": config.min_trade_value, "rebalance": str(config.rebalance)}
+            rec = T.record(T.WALK_FORWARD, f"{name} {args.start}..{args.end}", settings=settings, metrics=rows[name],
+                           input_files=T.data_paths_files(paths), costs=config.costs,
+                           artifacts=[Path(args.out), equity], tags={"strategy": name})
+            run_id = T.track_run(rec)
+            if run_id:
+                print(f"MLflow run {run_id} (experiment walk-forward): {name}")
 
 
 def _fmt(v, pct=False):

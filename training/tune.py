@@ -30,6 +30,7 @@ import numpy as np
 
 from training import algos as A
 from training import registry as R
+from training import tracking as T
 from training.env import DEFAULT_UNIVERSE, EnvSpec, TradingEnv, run_greedy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -108,12 +109,17 @@ def evaluate(module, panel, spec: dict, start: str, end: str) -> dict:
             "turnover": m["turnover"], "equity": res["equity"], "actions": res["actions"], "dates": res["dates"]}
 
 
+def data_paths(data_dir: str | None):
+    from market.data import DataPaths
+
+    return DataPaths(root=Path(data_dir)) if data_dir else DataPaths()
+
+
 def load_data(data_dir: str | None, symbols, end: str):
     """The panel up to `end` only: a trial cannot see anything after its validation window."""
-    from market.data import DataPaths, load_panel
+    from market.data import load_panel
 
-    paths = DataPaths(root=Path(data_dir)) if data_dir else DataPaths()
-    return load_panel(paths, symbols=list(symbols), end=end)
+    return load_panel(data_paths(data_dir), symbols=list(symbols), end=end)
 
 
 class Interrupted(RuntimeError):
@@ -174,7 +180,10 @@ def trial(config: dict, fixed: dict) -> None:
             "search_id": search_id or "", "seed": str(seed)})
         state["run_id"] = run.info.run_id
         params = {**A.hyperparams(algo_name, hp), **env_hp, "seed": seed, "episode_len": spec.episode_len,
-                  "preset": fixed["preset"]}
+                  "preset": fixed["preset"], "git_sha": fixed["code_version"],
+                  # the one convention of every tracked run (training/tracking.py): inputs with sha256, costs
+                  **T.input_file_params(T.data_paths_files(data_paths(fixed["data_dir"]))),
+                  **T.costs_params(spec.costs())}
         c.log_batch(state["run_id"], params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
     run_id = state["run_id"]
     meta = {"algo": algo_name, "hyperparams": A.hyperparams(algo_name, hp), "env_params": env_hp, "seed": seed,

@@ -20,12 +20,15 @@ def register(subparsers) -> None:
         example_lines=["trader run                               # paper, the default",
                        "trader run --mode sim --days 20",
                        "KRT_TRADING__SYMBOLS=005930,000660 trader run --mode vts",
-                       "trader run --mode live --live           # asks for the account number"])
+                       "trader run --mode live --live           # asks for the account number",
+                       "trader run --verbose                     # Ray's and Serve's logs on the terminal"])
     p.add_argument("--mode", choices=[m.value for m in Mode], help="venue (default: settings mode, paper)")
     p.add_argument("--live", action="store_true", help="required for --mode live (real money)")
     p.add_argument("--days", type=int, default=None,
                    help="stop after this many trading days (paper/sim: replayed bars; vts/live: sessions, "
                         "default unlimited)")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's and Serve's own logs on the terminal (default: ray.log beside the journal)")
     add_settings_arg(p)
     p.set_defaults(func=main)
 
@@ -58,38 +61,56 @@ def main(args) -> int:
     settings = settings_from(args)
     mode = Mode(args.mode) if args.mode else settings.mode
     credentials = check_mode(mode, args.live)
-    return start_loop(settings, mode, credentials, days=args.days)
+    return start_loop(settings, mode, credentials, days=args.days, verbose=args.verbose)
 
 
-def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
+def start_loop(settings, mode: Mode, credentials, days: int | None, verbose: bool = False) -> int:
     """Run the loop on the Ray cluster at cluster.address (else an embedded local Ray): the decision
     service is deployed (or updated) first, then MarketState and Execution actors trade into the
-    journal at settings.journal — replaying stored bars (paper, sim) or in real time (vts, live)."""
+    journal at settings.journal — replaying stored bars (paper, sim) or in real time (vts, live).
+    Quiet like the demo: Ray's and Serve's output goes to ray.log beside the journal unless
+    `verbose`; the steps are announced on stderr, the result is printed on stdout."""
+    from cluster.demo import ray_output_to
+
     live = live_config(settings, mode, credentials, days) if mode in (Mode.VTS, Mode.LIVE) else None
+    settings.journal.parent.mkdir(parents=True, exist_ok=True)
+    log = None if verbose else settings.journal.parent / "ray.log"
+    with ray_output_to(log) as sink:
+        stats = _loop(settings, mode, live, days, sink, log)
+    print(f"done: {stats['decisions']} decisions, {stats['orders']} orders, {stats['fills']} fills, "
+          f"{stats['rejected']} rejected; cash {stats['cash']:,} KRW" + (f"  (Ray log {log})" if log else ""))
+    return 0
+
+
+def _loop(settings, mode: Mode, live, days: int | None, sink, log) -> dict:
     import ray
     from ray import serve
 
     from cluster.commands.serve import deploy
+    from cluster.demo import native_stderr_to, progress_line
     from cluster.fate import watch_driver
     from cluster.live import run_live_loop
     from cluster.trading_loop import ReplayConfig, run_replay
     from market.data import DataError, DataPaths
 
     embedded = not settings.cluster.address
-    if embedded:  # private local Ray: never attach to a cluster `ray start` recorded on this machine
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-        watch_driver()  # a SIGKILLed driver takes its Ray processes with it
-    else:
-        ray.init(address=settings.cluster.address, log_to_driver=False, configure_logging=False)
+    progress_line(("starting Ray (embedded)…" if embedded else f"connecting to Ray at {settings.cluster.address}…")
+                  + (f"  logs: {log}" if log else ""))
+    with native_stderr_to(sink):
+        if embedded:  # private local Ray: never attach to a cluster `ray start` recorded on this machine
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+            watch_driver()  # a SIGKILLed driver takes its Ray processes with it
+        else:
+            ray.init(address=settings.cluster.address, log_to_driver=False, configure_logging=False)
     try:
+        progress_line("deploying the decision service…")
         url = deploy(settings) + "/v1/decide"
-        settings.journal.parent.mkdir(parents=True, exist_ok=True)
-        print(f"trading loop ({mode.value}): decisions from {url}, journal {settings.journal}", flush=True)
+        progress_line(f"trading loop ({mode.value}): decisions from {url}, journal {settings.journal}")
         try:
             if live is not None:
-                print(f"KIS {live.environment.name} at {live.environment.rest_url}, {len(live.symbols)} symbols; "
-                      f"orders at {live.session.order_time} KST of each session, bars final at "
-                      f"{live.session.bar_final}; {days or 'unlimited'} sessions", flush=True)
+                progress_line(f"KIS {live.environment.name} at {live.environment.rest_url}, {len(live.symbols)} "
+                              f"symbols; orders at {live.session.order_time} KST of each session, bars final at "
+                              f"{live.session.bar_final}; {days or 'unlimited'} sessions")
                 stats = run_live_loop(live, url, settings.journal)
             else:
                 config = ReplayConfig(out=settings.journal.parent, days=days or settings.trading.replay_days,
@@ -103,13 +124,14 @@ def start_loop(settings, mode: Mode, credentials, days: int | None) -> int:
             raise CommandError(f"the trading loop stopped: {type(exc.cause).__name__}: {exc.cause}") from None
         except (DataError, ValueError) as exc:
             raise CommandError(str(exc)) from None
-        print(f"done: {stats['decisions']} decisions, {stats['orders']} orders, {stats['fills']} fills, "
-              f"{stats['rejected']} rejected; cash {stats['cash']:,} KRW")
-        return 0
+        return stats
     finally:
-        if embedded:
-            serve.shutdown()
-        ray.shutdown()
+        progress_line("shutting down…")
+        try:
+            if embedded:
+                serve.shutdown()
+        finally:
+            ray.shutdown()
 
 
 def live_config(settings, mode: Mode, credentials, days: int | None):

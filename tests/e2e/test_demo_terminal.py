@@ -54,3 +54,24 @@ def test_demo_is_quiet_and_its_summary_adds_up(tmp_path):
     assert run.data.metrics["total_return"] == pytest.approx(metrics["total_return"])
     assert {"equity.png", "equity.csv", "metrics.json", "journal.sqlite", "summary.txt"} <= {
         a.path for a in c.list_artifacts(run.info.run_id)}
+
+
+def test_trader_run_is_quiet_like_the_demo(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    journal = tmp_path / "loop" / "journal.sqlite"
+    env = {**os.environ, "KRT_JOURNAL": str(journal), "KRT_SERVE__PORT": str(port), "KRT_SERVE__AGENTS": "technical",
+           "KRT_TRADING__SYMBOLS": "005930,000660,005380", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("KRT_CONFIG", None)
+    done = subprocess.run([sys.executable, "-m", "cluster.cli", "run", "--mode", "paper", "--days", "3"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "done: 3 decisions" in done.stdout
+    for step in ("starting Ray", "deploying the decision service", "trading loop (paper)", "shutting down"):
+        assert step in done.stderr
+    for noise in ("INFO", "(raylet)", "Started Serve", "graceful_shutdown", "Token authentication"):
+        assert noise not in done.stdout + done.stderr, noise
+    assert "Serve" in (journal.parent / "ray.log").read_text()   # what was hidden is kept
