@@ -51,7 +51,7 @@ def test_demo_is_quiet_and_its_summary_adds_up(tmp_path):
     prices = ROOT / "data" / "kr_stocks_daily.parquet"
     assert run.data.params["data.prices.sha256"] == hashlib.sha256(prices.read_bytes()).hexdigest()
     assert run.data.params["cash"] == str(CASH) and run.data.params["span"] == f"{summary['start']}..{summary['end']}"
-    assert run.data.metrics["total_return"] == pytest.approx(metrics["total_return"])
+    assert run.data.metrics["total_return"] == pytest.approx(metrics["total_return"], abs=1e-6)  # json: rounded
     assert {"equity.png", "equity.csv", "metrics.json", "journal.sqlite", "summary.txt"} <= {
         a.path for a in c.list_artifacts(run.info.run_id)}
 
