@@ -25,24 +25,25 @@ def trader(*argv):
 
 
 @pytest.fixture()
-def store(tmp_path, monkeypatch):
-    """The embedded store of a fresh checkout, under tmp_path (no MLFLOW_TRACKING_URI)."""
+def store(monkeypatch):
+    """The embedded store, as in a checkout without MLFLOW_TRACKING_URI: the test session's own
+    (tests/conftest.py points KRT_MLFLOW_DIR at it), shared so its tables are created once."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(R, "DEFAULT_DIR", tmp_path / "mlflow")
-    return tmp_path / "mlflow"
+    return R.DEFAULT_DIR
 
 
-def runs(experiment: str):
+def runs(experiment: str, out):
+    """The runs of `experiment` that wrote into `out` (other tests track into the same store)."""
     c = R.client(R.default_tracking_uri())
     exp = c.get_experiment_by_name(experiment)
-    return c, ([] if exp is None else c.search_runs([exp.experiment_id]))
+    return c, ([] if exp is None else c.search_runs([exp.experiment_id], filter_string=f"params.out = '{out}'"))
 
 
 def test_a_backtest_is_an_mlflow_run_with_inputs_costs_metrics_and_artifacts(store, tmp_path, capsys):
     out = tmp_path / "bt"
     assert trader("backtest", "--strategy", "equal-weight-monthly", *SHORT, "--seed", 4, "--out", out) == 0
     printed = capsys.readouterr().out
-    c, found = runs(T.BACKTEST)
+    c, found = runs(T.BACKTEST, out)
     assert len(found) == 1
     run = found[0]
     assert run.info.status == "FINISHED" and run.info.run_id in printed
@@ -64,9 +65,11 @@ def test_a_backtest_is_an_mlflow_run_with_inputs_costs_metrics_and_artifacts(sto
 
 
 def test_no_track_logs_nothing(store, tmp_path):
-    assert trader("backtest", "--strategy", "buy-hold-kospi200", *SHORT, "--out", tmp_path / "bt", "--no-track") == 0
-    assert (tmp_path / "bt" / "report.html").is_file()
-    assert not (store / "mlflow.db").exists()
+    out = tmp_path / "bt"
+    assert trader("backtest", "--strategy", "buy-hold-kospi200", *SHORT, "--out", out, "--no-track") == 0
+    assert (out / "report.html").is_file()
+    assert trader("backtest", "--strategy", "buy-hold-kospi200", *SHORT, "--out", tmp_path / "tracked") == 0
+    assert runs(T.BACKTEST, out)[1] == [] and len(runs(T.BACKTEST, tmp_path / "tracked")[1]) == 1
 
 
 def test_a_store_that_cannot_be_written_warns_and_keeps_the_run(tmp_path, monkeypatch, capsys):
@@ -92,7 +95,7 @@ def test_config_file_gives_the_options_flags_override_it_and_its_hash_is_logged(
     assert not (tmp_path / "from-file").exists()
     assert m["seed"] == 2 and m["commission_rate"] == 0.0003 and m["seeds"] == [1, 2]
     assert m["start"] == "2022-10-04"                                  # a YAML date, read as the flag's text
-    c, (run,) = runs(T.BACKTEST)
+    c, (run,) = runs(T.BACKTEST, tmp_path / "bt")
     assert run.data.params["config_sha256"] == hashlib.sha256(text.encode()).hexdigest()
     assert run.data.params["costs.commission_rate"] == "0.0003" and run.data.params["seed"] == "2"
     local = c.download_artifacts(run.info.run_id, "run.yaml", str(tmp_path / "dl"))
