@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from cluster.commands._common import EXIT_OK, CommandError, new_parser, note_line, reports_errors
@@ -34,14 +35,14 @@ NOT_IN_FILE = ("config", "func", "command_name", "command")
 def register(subparsers) -> None:
     p = new_parser(
         subparsers, "backtest", help="backtest a strategy: terminal summary, HTML report, metrics.json, MLflow run",
-        description="Fit STRATEGY on data before --start only, trade --start..--end (decide at each close, "
+        description=textwrap.fill("Fit STRATEGY on data before --start only, trade --start..--end (decide at each close, "
                     "fill at the next bar: tick grid, price limits, commission, dated sell tax, slippage), "
                     "print the run beside KOSPI200 and the equal-weight basket, and write DIR/metrics.json, "
                     "DIR/report.html, DIR/equity.csv, DIR/fills.csv. A span past the data is clipped to it "
                     "(with a note); a span with no data is refused. Every run is logged to the project's "
                     "MLflow store (experiment 'backtests': settings, input files with sha256, costs, seed, "
                     "git sha, metrics, report and equity curve) unless --no-track. Options can come from a "
-                    "YAML file (--config), flags override it:\n\n" + EXAMPLE_CONFIG,
+                    "YAML file (--config), flags override it:", 100) + "\n\n" + EXAMPLE_CONFIG,
         example_lines=[
             ("trader backtest --strategy factor --prices data/kr_stocks_daily.parquet "
              "--index data/kr_index_daily.parquet --start 2022-01-03 --end 2023-12-28 --out reports/factor"),
@@ -127,8 +128,9 @@ def read_config(path: str, parser: argparse.ArgumentParser) -> tuple[dict, str]:
         else:
             if isinstance(value, (dict, list)):
                 raise CommandError(f"{where} must be a single value, got {value!r}")
+            convert = action.type if callable(action.type) else str
             try:
-                value = action.type(str(value)) if action.type else str(value)  # a YAML date → ISO text
+                value = convert(str(value))   # a YAML date → ISO text, as the flag would give it
             except ValueError:
                 raise CommandError(f"{where} must be {getattr(action.type, '__name__', 'text')}, "
                                    f"got {value!r}") from None

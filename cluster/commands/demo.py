@@ -22,7 +22,9 @@ def register(sub) -> None:
                     "trading days bar by bar through the market-state and execution actors against a paper "
                     "(or simulated KIS) broker, then print the run beside KOSPI200 and the equal-weight basket. "
                     "Ray's and Serve's own logs go to OUT/ray.log unless --verbose. An --end past the data is "
-                    "clipped to the data's last day (with a note).",
+                    "clipped to the data's last day (with a note). The run is logged to the project's MLflow "
+                    "store (experiment 'demos': settings, input files with sha256, costs, git sha, metrics, "
+                    "equity.png, equity.csv, the journal) unless --no-track.",
         example_lines=[
             "trader demo                              # last 250 trading days, 20 symbols, paper broker",
             "trader demo --out reports/demo --days 60",
