@@ -134,6 +134,9 @@ def main(argv=None) -> int:
     ap.add_argument("--storage", default=str(Path(tempfile.gettempdir()) / "krt-wf"), help="Tune results folder")
     ap.add_argument("--from-results", action="store_true",
                     help="do not train: render the report from the trials already finished in --storage")
+    ap.add_argument("--no-track", action="store_true",
+                    help="do not log the results to MLflow (default: one run per algo, fold and seed in "
+                         "experiment walk-forward)")
     args = ap.parse_args(argv)
     if args.from_results:
         t0 = time.time()
@@ -201,6 +204,36 @@ def _write(args, base, rl, folds, elapsed) -> None:
     if args.tables:
         Path(args.tables).write_text(text + "\n")
     print(text)
+    if not getattr(args, "no_track", False):
+        track(args, rl)
+
+
+def track(args, rl: list[dict]) -> list[str]:
+    """One MLflow run per (algo, fold, seed) test result in experiment 'walk-forward', under the
+    convention of every tracked run (training/tracking.py): windows, seed, iterations, inputs with
+    sha256, costs, git sha; the test and validation numbers; the JSON and tables as artifacts.
+    A store that cannot be written is a warning; the report files are already written."""
+    from market.data import DataPaths
+    from training import tracking as T
+
+    paths = DataPaths(root=Path(args.data_dir)) if args.data_dir else DataPaths()
+    files = T.data_paths_files(paths)
+    artifacts = [Path(args.json)] + ([Path(args.tables)] if args.tables else [])
+    ids = []
+    for r in rl:
+        fold = FOLDS[int(r["fold"])]
+        settings = {"strategy": r["algo"], "algo": r["algo"], "script": "training.walkforward", "fold": r["fold"],
+                    **fold, "span": f"{fold['test_start']}..{fold['test_end']}", "seed": r["seed"],
+                    "iters": args.iters, "preset": args.preset}
+        rec = T.record(T.WALK_FORWARD, f"{r['algo']} fold {r['fold']} seed {r['seed']}", settings=settings,
+                       metrics={k: v for k, v in r.items() if k not in ("algo", "fold", "seed")},
+                       input_files=files, costs=EnvSpec().costs(), artifacts=artifacts, tags={"strategy": r["algo"]})
+        run_id = T.track_run(rec)
+        if run_id:
+            ids.append(run_id)
+    if ids:
+        print(f"MLflow: {len(ids)} runs in experiment walk-forward", file=sys.stderr)
+    return ids
 
 
 def render(base, rl, folds, args, elapsed) -> str:

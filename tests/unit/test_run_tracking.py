@@ -140,3 +140,28 @@ def test_an_sqlite_tracking_uri_keeps_artifacts_beside_its_database(tmp_path, mo
     run_id = T.track_run(T.RunRecord(T.BACKTEST, "x", params={"strategy": "x"}, artifacts=[report]))
     assert run_id is not None
     assert (tmp_path / "store" / "artifacts").is_dir() and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.slow  # the report step backtests its baselines over three folds (~tens of seconds)
+def test_rl_walk_forward_results_are_tracked_one_run_per_algo_fold_and_seed(store, tmp_path):
+    from training import walkforward as W
+
+    # a finished trial as Ray Tune leaves it: the last line of result.json holds its config and metrics
+    trial = tmp_path / "tune" / "walkforward-dqn" / "trial_0"
+    trial.mkdir(parents=True)
+    metrics = {"val_sharpe": 0.4, "val_history": [0.1, 0.4], "test_sharpe": -0.2, "test_return": -0.03,
+               "test_max_drawdown": -0.12, "test_turnover": 9.5, "test_action_share": [0.5, 0.5]}
+    trial.joinpath("result.json").write_text(json.dumps({"config": {"algo": "dqn", "fold": 1, "seed": 2},
+                                                         **metrics, "time_total_s": 12.0}) + "\n")
+    out = tmp_path / "wf.json"
+    assert W.main(["--from-results", "--storage", str(tmp_path / "tune"), "--json", str(out),
+                   "--tables", str(tmp_path / "wf.md"), "--iters", "8"]) == 0
+    c = R.client(R.default_tracking_uri())
+    exp = c.get_experiment_by_name(T.WALK_FORWARD)
+    (run,) = c.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'dqn fold 1 seed 2'",
+                           max_results=1, order_by=["attributes.start_time DESC"])
+    p = run.data.params
+    assert p["algo"] == "dqn" and p["seed"] == "2" and p["iters"] == "8" and p["span"] == "2019-01-01..2020-12-31"
+    assert len(p["data.prices.sha256"]) == 64 and "costs.commission_rate" in p and p["git_sha"] == R.git_sha()
+    assert run.data.metrics["test_sharpe"] == pytest.approx(-0.2) and "val_history" not in run.data.metrics
+    assert {"wf.json", "wf.md"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
