@@ -314,7 +314,7 @@ def write_report(result: BacktestResult, out_dir: Path | str, metrics: dict, ben
     head_imgs = imgs.pop("equity", "") + imgs.pop("drawdown", "")
     pnl_img = imgs.pop("pnl_by_symbol", "")
     doc = f"""<!DOCTYPE html>
-<html lang="ko"><head><meta charset="utf-8"><title>{html.escape(title or result.strategy)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or result.strategy)}</title>
 <style>body{{font-family:"DejaVu Sans","NanumGothic","Noto Sans CJK KR",sans-serif;max-width:1280px;margin:1.5em auto;
 padding:0 1.5em;color:#222}}
 img{{width:100%;display:block;margin:1em 0}}table{{border-collapse:collapse;margin:.5em 0 1.5em}}
