@@ -147,7 +147,13 @@ def risk_section(snap: data.Snapshot):
         right.table(perf.set_index("agent").map(lambda v: pct(v) if isinstance(v, float) else v))
         hist = data.agent_weights_history(snap.decisions)
         if len(hist) > 1:
-            right.line_chart(hist)
+            weights = hist.reset_index().melt("day", var_name="agent", value_name="weight")
+            weights["day"] = pd.to_datetime(weights["day"])
+            right.altair_chart(alt.Chart(weights).mark_line().encode(
+                x=date_x(), y=alt.Y("weight:Q", title="weight in the ensemble", axis=alt.Axis(format="%")),
+                color=alt.Color("agent:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="top")),
+                tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), "agent:N", alt.Tooltip("weight:Q", format=".1%")]),
+                width="stretch")
 
 
 def orders_section(snap: data.Snapshot):

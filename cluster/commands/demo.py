@@ -119,6 +119,7 @@ def track(config, metrics: dict, summary) -> str | None:
     out = Path(config.out)
     # alerts may carry webhook addresses: not logged; the data files are logged with their hashes
     settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("alerts", "paths", "port")}
+    settings["strategy"] = "+".join(config.agents)   # the decision service's agents (RL champions in served_agents)
     settings["span"] = f"{summary.start}..{summary.end}"
     settings["served_agents"] = metrics.get("agents", [])   # with RL model URIs and versions
     from broker.journal import Journal
