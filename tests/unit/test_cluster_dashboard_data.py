@@ -97,20 +97,22 @@ def test_equity_and_kospi200_both_start_at_100_on_a_date_axis(tmp_path):
     assert list(curves[curves.series == "portfolio"]["drawdown"].round(6)) == [0.0, 0.0, round(99 / 110 - 1, 6)]
 
 
-def test_mlflow_overview_lists_tracked_backtests_and_finds_the_journals_run(tmp_path, monkeypatch):
+def test_mlflow_overview_lists_tracked_backtests_and_finds_the_journals_run(monkeypatch):
+    import uuid
+
+    from training import registry as R
     from training import tracking as T
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    T.track_run(T.RunRecord(T.BACKTEST, "factor 2023-01-02..2023-12-28",
-                            params={"strategy": "factor", "span": "2023-01-02..2023-12-28"},
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)   # the test session's embedded store
+    tag = uuid.uuid4().hex[:8]
+    T.track_run(T.RunRecord(T.BACKTEST, f"factor {tag}", params={"strategy": "factor", "span": "2023-01-02..2023-12-28"},
                             metrics={"total_return": 0.12, "sharpe": 1.1, "max_drawdown": -0.08}))
-    T.track_run(T.RunRecord(T.DEMO, "demo paper", params={"strategy": "demo"}, metrics={"total_return": 0.01},
-                            tags={"journal_run_id": "run-42"}))
-    out = data.mlflow_overview(uri, journal_run_id="run-42")
+    T.track_run(T.RunRecord(T.DEMO, f"demo {tag}", params={"strategy": "technical+factor"},
+                            metrics={"total_return": 0.01}, tags={"journal_run_id": f"run-{tag}"}))
+    out = data.mlflow_overview(R.default_tracking_uri(), journal_run_id=f"run-{tag}")
     assert "error" not in out
     rows = {r["run"]: r for r in out["runs"]}
-    bt = rows["factor 2023-01-02..2023-12-28"]
+    bt = rows[f"factor {tag}"]
     assert bt["experiment"] == "backtests" and bt["strategy"] == "factor" and bt["span"] == "2023-01-02..2023-12-28"
     assert bt["total return"] == pytest.approx(0.12) and bt["Sharpe"] == pytest.approx(1.1)
-    assert out["this_run"]["run"] == "demo paper" and out["this_run"]["experiment"] == "demos"
+    assert out["this_run"]["run"] == f"demo {tag}" and out["this_run"]["experiment"] == "demos"
