@@ -87,6 +87,11 @@ class LiveMarketState:
     def snapshot(self, lookback: int) -> dict:
         return self.panel.tail(lookback).to_dict()
 
+    def window(self, as_of, symbols, lookback: int) -> Panel:
+        """A decision's bars by reference (serving resolves /v1/decide's `universe` requests here):
+        final bars only, never more than the stored `lookback`."""
+        return self.panel.window(as_of, symbols, lookback, known_until=self.today())
+
     def bars(self) -> dict:
         i = len(self.panel) - 1
         p = self.panel

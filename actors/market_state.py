@@ -32,6 +32,10 @@ class MarketState:
         """Bars up to and including the cursor: what a decision at this bar may see."""
         return self.panel.rows(self.cursor + 1 - lookback, self.cursor + 1).to_dict()
 
+    def window(self, as_of, symbols, lookback: int) -> Panel:
+        """A decision's bars by reference (serving resolves /v1/decide's `universe` requests here)."""
+        return self.panel.window(as_of, symbols, lookback, known_until=self.today())
+
     def bars(self) -> dict:
         """The cursor bar as {symbol: (open, high, low, close)} plus its date and benchmark close."""
         i = self.cursor
@@ -49,3 +53,9 @@ class MarketState:
 
 
 MarketStateActor = ray.remote(num_cpus=0)(MarketState)
+
+
+def market_actor_name(market: str) -> str:
+    """The Ray name (in actors.NAMESPACE) of the market state `market`: the decision service finds
+    the bars of a request by reference (its `market` field) under it."""
+    return f"market:{market}"
