@@ -83,8 +83,10 @@ class Ensemble:
         self.markets: dict[str, Any] = {}   # market state name → actor handle
         self._lookback: int | None = None
 
-    async def _ask_members(self, window: Panel) -> dict:
-        ref = ray.put(window)  # once in the object store, read by every member (numpy: no copy)
+    async def _ask_members(self, window: Panel | ray.ObjectRef) -> dict:
+        # once in the object store (a market state's window already is), read by every member
+        # without a copy (numpy arrays are mapped from the store)
+        ref = window if isinstance(window, ray.ObjectRef) else ray.put(window)
         answers = await asyncio.gather(*(self.agents[n].decide.remote(ref) for n in self.agent_names))
         return dict(zip(self.agent_names, answers))
 
@@ -94,8 +96,9 @@ class Ensemble:
             self._lookback = self.pipeline.lookback(lookbacks)
         return self._lookback
 
-    async def _resolve(self, market: str, as_of: dt.date, universe: tuple[str, ...]) -> Panel:
-        """A request by reference's window, read from the named market state in Ray."""
+    async def _resolve(self, market: str, as_of: dt.date, universe: tuple[str, ...]) -> tuple[Panel, ray.ObjectRef]:
+        """A request by reference's window, read from the named market state in Ray, and its
+        object reference (the members read it from the object store)."""
         lookback = await self._members_lookback()
         for attempt in (0, 1):   # a restarted market state has a new handle under the same name
             actor = self.markets.get(market)
@@ -104,8 +107,9 @@ class Ensemble:
                     actor = self.markets[market] = ray.get_actor(market_actor_name(market), namespace=NAMESPACE)
                 except ValueError:
                     raise UnknownMarket(f"no market state named {market!r} is running") from None
+            ref = actor.window.remote(as_of, universe, lookback)
             try:
-                return await actor.window.remote(as_of, universe, lookback)
+                return await ref, ref
             except ray.exceptions.RayTaskError as exc:
                 raise exc.cause from None   # the market state's DataError: the service answers 422
             except ray.exceptions.RayActorError:
@@ -116,7 +120,7 @@ class Ensemble:
         raise AssertionError("unreachable")
 
     async def _size(self, snap, account, combined, state):
-        return await self.risk.size.remote(snap, account, combined, state)
+        return await self.risk.size.remote(self.pipeline.sizing_window(snap), account, combined, state)
 
     async def _store_get(self, run_id):
         return await self.store.get.remote(run_id)

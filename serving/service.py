@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -28,10 +28,12 @@ from serving.http import ServiceError
 from serving.schema import AgentDecision, DecideRequest, DecideResponse
 from strategies.pipeline import Account, Decision, DecisionPipeline, DecisionState, Snapshot, StateConflict
 
-AskMembers = Callable[[Panel], Awaitable[dict[str, dict]]]  # window → {member: {"targets"} | {"abstained"}}
-# market state name, as_of, universe → the window a decision at as_of sees; raises UnknownMarket,
-# or DataError for a universe or day the market state does not hold (or has not seen yet)
-Resolve = Callable[[str, dt.date, tuple[str, ...]], Awaitable[Panel]]
+# the members' input (a window, or what `resolve` gave for it) → {member: {"targets"} | {"abstained"}}
+AskMembers = Callable[[Any], Awaitable[dict[str, dict]]]
+# market state name, as_of, universe → (the window a decision at as_of sees, the members' input
+# for it: the window itself or a reference to it); raises UnknownMarket, or DataError for a
+# universe or day the market state does not hold (or has not seen yet)
+Resolve = Callable[[str, dt.date, tuple[str, ...]], Awaitable[tuple[Panel, Any]]]
 
 
 class UnknownMarket(LookupError):
@@ -66,12 +68,12 @@ class DecisionService:
                 version, state = record["version"], DecisionState.from_dict(record["state"])
                 if state.seen == request.as_of.isoformat() and tuple(state.symbols) == symbols:
                     return DecideResponse.model_validate(record["answer"])  # the same bar again
-        window = await self._window(request, symbols)
+        window, members_input = await self._window(request, symbols)
         snap = Snapshot.from_panel(window)
         try:
             self.pipeline.check(snap, state)
             if self.pipeline.due(snap, state):
-                decision, state = await self._decide(snap, account, state, window)
+                decision, state = await self._decide(snap, account, state, members_input)
             else:
                 decision, state = self.pipeline.hold(snap, account, state)
         except StateConflict as exc:
@@ -84,25 +86,26 @@ class DecisionService:
                 raise ServiceError(409, str(exc), field="run_id") from None
         return response
 
-    async def _window(self, request: DecideRequest, symbols: tuple[str, ...]) -> Panel:
+    async def _window(self, request: DecideRequest, symbols: tuple[str, ...]) -> tuple[Panel, Any]:
         if request.bars is not None:
-            return Panel.from_dict(request.bars.model_dump(mode="json"))
+            window = Panel.from_dict(request.bars.model_dump(mode="json"))
+            return window, window
         market = request.market
         if self.resolve is None or market is None:
             raise ServiceError(422, "universe: this service holds no market state; send the bars", field="universe")
         try:
-            window = await self.resolve(market, request.as_of, symbols)
+            window, members_input = await self.resolve(market, request.as_of, symbols)
         except UnknownMarket as exc:
             raise ServiceError(422, f"market: {exc}", field="market") from None
         except DataError as exc:
             raise ServiceError(422, f"universe: {exc}", field="universe") from None
         if window.symbols != symbols or window.date(len(window) - 1) != request.as_of:
             raise ServiceError(422, f"market: {market} gave bars for another universe or day", field="market")
-        return window
+        return window, members_input
 
-    async def _decide(self, snap: Snapshot, account: Account | None, state: DecisionState, window: Panel
+    async def _decide(self, snap: Snapshot, account: Account | None, state: DecisionState, members_input: Any
                       ) -> tuple[Decision, DecisionState]:
-        answers = await self.ask_members(window)
+        answers = await self.ask_members(members_input)
         decided = {n: a["targets"] for n, a in answers.items() if "targets" in a}
         abstained = {n: a["abstained"] for n, a in answers.items() if "abstained" in a}
         if not decided:

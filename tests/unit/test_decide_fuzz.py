@@ -56,7 +56,8 @@ def client(tmp_path_factory):
     async def resolve(name, as_of, universe):
         if name != "fuzz":
             raise UnknownMarket(f"no market state named {name!r} is running")
-        return market.window(as_of, universe, LOOKBACK)
+        window = market.window(as_of, universe, LOOKBACK)
+        return window, window
 
     async def ask_members(window):
         try:
