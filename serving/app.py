@@ -21,6 +21,7 @@ AgentActors it starts inherit, so they read the registry the driver resolved.
 # no `from __future__ import annotations` here: FastAPI must see the real request types
 import asyncio
 import datetime as dt
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from ray import serve
 
 from actors import NAMESPACE, metrics
 from actors.agent import get_or_create_agent
-from actors.market_state import market_actor_name
+from actors.market_state import MAX_SHARED_WINDOWS, market_actor_name
 from market.data import Panel
 from serving.auth import Secret, Unauthorized, principal
 from serving.http import ServiceError, make_api, request_principal
@@ -81,14 +82,26 @@ class Ensemble:
         self.service = DecisionService(self.pipeline, self.agent_names, self._ask_members, self._size,
                                        self._store_get, self._store_put, self._resolve)
         self.markets: dict[str, Any] = {}   # market state name → actor handle
+        # the members' answers per shared window (a market state puts each bar's window in the
+        # store once: the same reference is the same bars); every AgentActor caches the same way,
+        # this saves the hops to them for a bar already answered
+        self.answers: OrderedDict[str | None, dict] = OrderedDict()
         self._lookback: int | None = None
 
     async def _ask_members(self, window: Panel | ray.ObjectRef) -> dict:
+        key = window.hex() if isinstance(window, ray.ObjectRef) else None
+        if key in self.answers:
+            return self.answers[key]
         # once in the object store (a market state's window already is), read by every member
         # without a copy (numpy arrays are mapped from the store)
         ref = window if isinstance(window, ray.ObjectRef) else ray.put(window)
-        answers = await asyncio.gather(*(self.agents[n].decide.remote(ref) for n in self.agent_names))
-        return dict(zip(self.agent_names, answers))
+        answers = dict(zip(self.agent_names, await asyncio.gather(
+            *(self.agents[n].decide.remote(ref) for n in self.agent_names))))
+        if key is not None:
+            self.answers[key] = answers
+            while len(self.answers) > MAX_SHARED_WINDOWS:
+                self.answers.popitem(last=False)
+        return answers
 
     async def _members_lookback(self) -> int:
         if self._lookback is None:
@@ -98,7 +111,8 @@ class Ensemble:
 
     async def _resolve(self, market: str, as_of: dt.date, universe: tuple[str, ...]) -> tuple[Panel, ray.ObjectRef]:
         """A request by reference's window, read from the named market state in Ray, and its
-        object reference (the members read it from the object store)."""
+        object reference (the members read it from the object store; the market state keeps
+        each bar's window there once, actors/market_state.py shared_window)."""
         lookback = await self._members_lookback()
         for attempt in (0, 1):   # a restarted market state has a new handle under the same name
             actor = self.markets.get(market)
@@ -107,12 +121,12 @@ class Ensemble:
                     actor = self.markets[market] = ray.get_actor(market_actor_name(market), namespace=NAMESPACE)
                 except ValueError:
                     raise UnknownMarket(f"no market state named {market!r} is running") from None
-            ref = actor.window.remote(as_of, universe, lookback)
             try:
+                ref = await actor.window_ref.remote(as_of, universe, lookback)
                 return await ref, ref
             except ray.exceptions.RayTaskError as exc:
                 raise exc.cause from None   # the market state's DataError: the service answers 422
-            except ray.exceptions.RayActorError:
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):  # died, or its window went
                 self.markets.pop(market, None)
                 if attempt:
                     raise ServiceError(503, f"market: the market state {market!r} is not reachable",
