@@ -55,11 +55,12 @@ class AgentHost:
                 swapped += 1
         return swapped
 
-    def act(self, snapshot: dict) -> dict[str, float]:
-        """Target weights for the snapshot's symbols; AgentAbstains if the agent cannot decide."""
+    def act(self, snapshot: Panel | dict) -> dict[str, float]:
+        """Target weights for the snapshot's symbols (a Panel, or its JSON form); AgentAbstains if
+        the agent cannot decide."""
         if time.monotonic() - self._refreshed_at >= self.refresh_every_s:
             self.refresh()
-        window = Panel.from_dict(snapshot)
+        window = snapshot if isinstance(snapshot, Panel) else Panel.from_dict(snapshot)
         key, today = tuple(window.symbols), window.dates[-1]
         missing = [s for s in getattr(self.template, "required_symbols", ()) if s not in key]
         if missing:  # before building (an RL agent per universe loads its model): no decision here
@@ -77,7 +78,7 @@ class AgentHost:
             self._by_universe.popitem(last=False)
         return slot["answer"]
 
-    def decide(self, snapshot: dict) -> dict:
+    def decide(self, snapshot: Panel | dict) -> dict:
         """`{"targets": {symbol: weight}}`, or `{"abstained": reason}` when the agent cannot decide."""
         try:
             return {"targets": self.act(snapshot)}

@@ -58,6 +58,11 @@ class LoopConfig:
     # settings `alerts` (cluster/settings.py AlertsSettings): who hears about orders, fills,
     # denials, trading-state changes and the daily P&L; None: nobody
     alerts: Any = field(default=None, repr=False)
+    # the market state's name in Ray (actors.market_state.market_actor_name): the loop decides by
+    # reference — /v1/decide gets as_of, universe and portfolio, and the service reads the bars
+    # from that market state. Empty: the loop sends the whole `lookback` snapshot (outside Ray's
+    # reach, e.g. a service in another cluster)
+    market_name: str = ""
 
 
 class TradingLoop:
@@ -123,7 +128,8 @@ class TradingLoop:
             return None  # no bar left to trade a decision on
         try:
             ray.get(self.market.wait_for_order_window.remote())  # real time: the next session's order time
-            snap = ray.get(self.market.snapshot.remote(self.config.lookback))
+            # by reference the loop itself needs only the last two closes (order sizes, price collar)
+            snap = ray.get(self.market.snapshot.remote(2 if self.config.market_name else self.config.lookback))
         except ray.exceptions.RayTaskError as exc:
             if type(exc.cause).__name__ == "FeedStalled":   # actors/live_market.py: no final bar for days
                 self._alert(alerts.feed_stall_alert(None, None, feed=f"daily bars: {exc.cause}"))
@@ -161,8 +167,12 @@ class TradingLoop:
 
     # --- internals ------------------------------------------------------------------------
     def _decide(self, today: dt.date, snap: dict, account) -> dict:
-        payload = {"as_of": today.isoformat(), "bars": snap, "run_id": self.config.run_id,
+        payload = {"as_of": today.isoformat(), "run_id": self.config.run_id,
                    "portfolio": {"cash": account.cash, "positions": account.positions}}
+        if self.config.market_name:
+            payload.update(universe=snap["symbols"], market=self.config.market_name)
+        else:
+            payload["bars"] = snap
         started = time.perf_counter()
         try:
             resp = self.http.post(self.config.decide_url, json=payload, timeout=self.config.timeout_s)

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import ray
 
+from actors.market_state import shared_window
 from market.data import Panel
 from market.session import Clock, SessionTimes
 
@@ -86,6 +87,14 @@ class LiveMarketState:
 
     def snapshot(self, lookback: int) -> dict:
         return self.panel.tail(lookback).to_dict()
+
+    def window(self, as_of, symbols, lookback: int) -> Panel:
+        """A decision's bars by reference (serving resolves /v1/decide's `universe` requests here):
+        final bars only, never more than the stored `lookback`."""
+        return self.panel.window(as_of, symbols, lookback, known_until=self.today())
+
+    def window_ref(self, as_of, symbols, lookback: int) -> ray.ObjectRef:
+        return shared_window(self, as_of, symbols, lookback)
 
     def bars(self) -> dict:
         i = len(self.panel) - 1

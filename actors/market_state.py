@@ -2,11 +2,32 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 
 import numpy as np
 import ray
 
 from market.data import Panel
+
+MAX_SHARED_WINDOWS = 8
+
+
+def shared_window(market, as_of, symbols, lookback: int) -> ray.ObjectRef:
+    """`market.window(...)` put in Ray's object store once, so that every decision on the same bar
+    (the members, other runs' requests) reads it from there instead of receiving a copy. Keyed by
+    (as_of, universe, lookback); forgotten when the market state's panel is replaced (a live
+    refresh, a re-adjusted history). Call it inside the market state's actor (it owns the objects)."""
+    cache = market.__dict__.setdefault("_shared_windows", {"panel": None, "refs": OrderedDict()})
+    if cache["panel"] is not market.panel:   # the old panel is held, so its id is never reused
+        cache.update(panel=market.panel, refs=OrderedDict())
+    key = (str(as_of), tuple(symbols), int(lookback))
+    refs = cache["refs"]
+    if key not in refs:   # window() refuses a bar not yet seen; a bar once seen stays seen
+        refs[key] = ray.put(market.window(as_of, symbols, lookback))
+        while len(refs) > MAX_SHARED_WINDOWS:
+            refs.popitem(last=False)
+    refs.move_to_end(key)
+    return refs[key]
 
 
 class MarketState:
@@ -32,6 +53,13 @@ class MarketState:
         """Bars up to and including the cursor: what a decision at this bar may see."""
         return self.panel.rows(self.cursor + 1 - lookback, self.cursor + 1).to_dict()
 
+    def window(self, as_of, symbols, lookback: int) -> Panel:
+        """A decision's bars by reference (serving resolves /v1/decide's `universe` requests here)."""
+        return self.panel.window(as_of, symbols, lookback, known_until=self.today())
+
+    def window_ref(self, as_of, symbols, lookback: int) -> ray.ObjectRef:
+        return shared_window(self, as_of, symbols, lookback)
+
     def bars(self) -> dict:
         """The cursor bar as {symbol: (open, high, low, close)} plus its date and benchmark close."""
         i = self.cursor
@@ -49,3 +77,9 @@ class MarketState:
 
 
 MarketStateActor = ray.remote(num_cpus=0)(MarketState)
+
+
+def market_actor_name(market: str) -> str:
+    """The Ray name (in actors.NAMESPACE) of the market state `market`: the decision service finds
+    the bars of a request by reference (its `market` field) under it."""
+    return f"market:{market}"

@@ -45,6 +45,7 @@ class ReplayConfig:
     run_id: str | None = None  # default: a fresh one per replay
     protections: tuple[dict, ...] = DEFAULT_PROTECTIONS  # the risk engine's rules (settings risk_engine)
     alerts: Any = None    # settings alerts (cluster/settings.py AlertsSettings); None: no alerts
+    by_reference: bool = True  # decisions by reference (the service reads the bars from the market state)
 
 
 def free_port() -> int:
@@ -121,19 +122,24 @@ def service_lookback(decide_url: str) -> int:
 def start_replay_actors(config: ReplayConfig, decide_url: str, journal: Path, panel_override: tuple | None = None):
     """The (ExecutionActor, MarketStateActor) pair of a replay on the running Ray, and its bar count.
     `panel_override`: (panel, first decision row, benchmark) instead of `prepare(config)`."""
+    from actors import NAMESPACE
     from actors.execution import ExecutionActor, LoopConfig
-    from actors.market_state import MarketStateActor
+    from actors.market_state import MarketStateActor, market_actor_name
     from serving.auth import load_secret, run_token
 
     config.lookback = max(config.lookback, service_lookback(decide_url))
     panel, first_row, bench = panel_override or prepare(config)
     run_id = config.run_id or f"replay{uuid.uuid4().hex[:8]}"
-    market = MarketStateActor.remote(panel, first_row, bench)
+    # named (uniquely: a rerun of the run id never meets a dying namesake), so that the decision
+    # service reads each decision's bars from it (decisions by reference)
+    market_name = f"m{uuid.uuid4().hex[:16]}" if config.by_reference else ""
+    market = (MarketStateActor.options(name=market_actor_name(market_name), namespace=NAMESPACE)
+              if market_name else MarketStateActor).remote(panel, first_row, bench)
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=run_id,
                    cash=config.cash, venue=config.venue, lookback=config.lookback,
                    decide_token=run_token(load_secret(), run_id), protections=tuple(config.protections),
-                   alerts=config.alerts),
+                   alerts=config.alerts, market_name=market_name),
         market, panel.dates)
     return loop, market, len(panel) - 1 - first_row
 

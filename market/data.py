@@ -227,6 +227,23 @@ class Panel:
     def tail(self, n: int) -> Panel:
         return self.rows(len(self.dates) - n, len(self.dates))
 
+    def window(self, as_of, symbols, lookback: int, known_until) -> Panel:
+        """What a decision at the close of `as_of` may see: the last `lookback` bars up to and
+        including `as_of` (a bar date) for `symbols`. `known_until`: the last bar that has
+        happened; a later `as_of` is refused, so no decision sees a bar after its decision time."""
+        day, last = _as_date(as_of), _as_date(known_until)
+        if day is None or last is None:
+            raise DataError("a window needs both as_of and the market's last bar date")
+        if day > last:
+            raise DataError(f"as_of {day} is after the market's last bar {last}: "
+                            "a decision sees no bar after its decision time")
+        i = self.index_of(day)
+        if i < 0 or self.date(i) != day:
+            raise DataError(f"as_of {day} is not a bar date of the market state")
+        if lookback < 1:
+            raise DataError(f"lookback must be at least 1 bar, got {lookback}")
+        return self.rows(i + 1 - lookback, i + 1).select(symbols)
+
     def select(self, symbols) -> Panel:
         symbols = tuple(symbols)
         unknown = [s for s in symbols if s not in self.symbols]
@@ -238,7 +255,7 @@ class Panel:
     def to_dict(self) -> dict:
         """JSON-friendly form (NaN as None) used in snapshots sent over HTTP."""
         def arr(a):
-            return [[None if np.isnan(v) else float(v) for v in row] for row in a]
+            return [[None if v != v else v for v in row] for row in a.astype(float).tolist()]  # v != v: NaN
         return {
             "dates": [str(d) for d in self.dates.astype("datetime64[D]")],
             "symbols": list(self.symbols),

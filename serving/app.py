@@ -20,19 +20,24 @@ AgentActors it starts inherit, so they read the registry the driver resolved.
 """
 # no `from __future__ import annotations` here: FastAPI must see the real request types
 import asyncio
+import datetime as dt
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import ray
 from fastapi import Request, Response
 from ray import serve
 
-from actors import metrics
+from actors import NAMESPACE, metrics
 from actors.agent import get_or_create_agent
-from serving.auth import Secret
-from serving.http import make_api, request_principal
+from actors.market_state import MAX_SHARED_WINDOWS, market_actor_name
+from market.data import Panel
+from serving.auth import Secret, Unauthorized, principal
+from serving.http import ServiceError, make_api, request_principal
 from serving.schema import DecideRequest, DecideResponse
-from serving.service import DecisionService
+from serving.service import DecisionService, UnknownMarket
 from serving.state import default_state_path, get_or_create_state_actor
 from strategies.pipeline import DecisionConfig, DecisionPipeline
 from strategies.registry import StrategyContext, regime_source
@@ -75,14 +80,61 @@ class Ensemble:
         self.store = get_or_create_state_actor(state_path or default_state_path())
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.service = DecisionService(self.pipeline, self.agent_names, self._ask_members, self._size,
-                                       self._store_get, self._store_put)
+                                       self._store_get, self._store_put, self._resolve)
+        self.markets: dict[str, Any] = {}   # market state name → actor handle
+        # the members' answers per shared window (a market state puts each bar's window in the
+        # store once: the same reference is the same bars); every AgentActor caches the same way,
+        # this saves the hops to them for a bar already answered
+        self.answers: OrderedDict[str | None, dict] = OrderedDict()
+        self._lookback: int | None = None
 
-    async def _ask_members(self, snapshot: dict) -> dict:
-        answers = await asyncio.gather(*(self.agents[n].decide.remote(snapshot) for n in self.agent_names))
-        return dict(zip(self.agent_names, answers))
+    async def _ask_members(self, window: Panel | ray.ObjectRef) -> dict:
+        key = window.hex() if isinstance(window, ray.ObjectRef) else None
+        if key in self.answers:
+            return self.answers[key]
+        # once in the object store (a market state's window already is), read by every member
+        # without a copy (numpy arrays are mapped from the store)
+        ref = window if isinstance(window, ray.ObjectRef) else ray.put(window)
+        answers = dict(zip(self.agent_names, await asyncio.gather(
+            *(self.agents[n].decide.remote(ref) for n in self.agent_names))))
+        if key is not None:
+            self.answers[key] = answers
+            while len(self.answers) > MAX_SHARED_WINDOWS:
+                self.answers.popitem(last=False)
+        return answers
+
+    async def _members_lookback(self) -> int:
+        if self._lookback is None:
+            lookbacks = await asyncio.gather(*(a.lookback.remote() for a in self.agents.values()))
+            self._lookback = self.pipeline.lookback(lookbacks)
+        return self._lookback
+
+    async def _resolve(self, market: str, as_of: dt.date, universe: tuple[str, ...]) -> tuple[Panel, ray.ObjectRef]:
+        """A request by reference's window, read from the named market state in Ray, and its
+        object reference (the members read it from the object store; the market state keeps
+        each bar's window there once, actors/market_state.py shared_window)."""
+        lookback = await self._members_lookback()
+        for attempt in (0, 1):   # a restarted market state has a new handle under the same name
+            actor = self.markets.get(market)
+            if actor is None:
+                try:
+                    actor = self.markets[market] = ray.get_actor(market_actor_name(market), namespace=NAMESPACE)
+                except ValueError:
+                    raise UnknownMarket(f"no market state named {market!r} is running") from None
+            try:
+                ref = await actor.window_ref.remote(as_of, universe, lookback)
+                return await ref, ref
+            except ray.exceptions.RayTaskError as exc:
+                raise exc.cause from None   # the market state's DataError: the service answers 422
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):  # died, or its window went
+                self.markets.pop(market, None)
+                if attempt:
+                    raise ServiceError(503, f"market: the market state {market!r} is not reachable",
+                                       field="market") from None
+        raise AssertionError("unreachable")
 
     async def _size(self, snap, account, combined, state):
-        return await self.risk.size.remote(snap, account, combined, state)
+        return await self.risk.size.remote(self.pipeline.sizing_window(snap), account, combined, state)
 
     async def _store_get(self, run_id):
         return await self.store.get.remote(run_id)
@@ -92,10 +144,9 @@ class Ensemble:
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        lookbacks = await asyncio.gather(*(a.lookback.remote() for a in self.agents.values()))
         served = await asyncio.gather(*(a.describe.remote() for a in self.agents.values()))
         return {"status": "ok", "agents": self.agent_names, "served": dict(zip(self.agent_names, served)),
-                "lookback": self.pipeline.lookback(lookbacks),
+                "lookback": await self._members_lookback(),
                 "rebalance_every": self.pipeline.config.rebalance_every}
 
     @api.post("/v1/decide", response_model=DecideResponse)
@@ -105,6 +156,17 @@ class Ensemble:
         response.headers["X-Replica"] = self.replica
         with metrics.timed_decision("serve"):
             return await self.service.decide(body, request_principal(request))
+
+    async def decide_from_handle(self, body: dict, authorization: str | None) -> dict:
+        """/v1/decide for callers inside the cluster (a DeploymentHandle, no HTTP): the same
+        token check and validation; errors raise ServiceError (status, message, field)."""
+        try:
+            who = principal(_SECRET["secret"], authorization)
+        except Unauthorized as exc:
+            raise ServiceError(401, str(exc)) from None
+        request = DecideRequest.model_validate(body)
+        with metrics.timed_decision("serve"):
+            return (await self.service.decide(request, who)).model_dump(mode="json")
 
 
 def build_app(agents: list[str], config: DecisionConfig | None = None, *, secret: Secret,

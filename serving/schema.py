@@ -66,8 +66,15 @@ class Portfolio(BaseModel):
 
 
 class DecideRequest(BaseModel):
+    """Either the bars themselves (`bars`: any caller) or a reference to them (`universe` and
+    `market`: the service reads the bars up to `as_of` from that market state, held in Ray — the
+    trading loop's small request, no snapshot shipped)."""
+
     as_of: dt.date
-    bars: Bars
+    bars: Bars | None = None
+    universe: list[Symbol] | None = Field(None, min_length=1, max_length=MAX_SYMBOLS,
+                                          description="symbols to decide on, bars read from the market state")
+    market: RunId | None = Field(None, description="the market state (in Ray) that holds the bars of `universe`")
     portfolio: Portfolio | None = None
     run_id: RunId | None = Field(None, description="the trading run whose decision state this continues; "
                                                    "needs that run's bearer token. Absent: a stateless decision")
@@ -77,9 +84,20 @@ class DecideRequest(BaseModel):
         today = dt.datetime.now(SEOUL).date()
         if self.as_of > today:
             raise ValueError(f"as_of {self.as_of} is in the future (today in Seoul is {today})")
-        if self.bars.dates[-1] != self.as_of:
-            raise ValueError(f"as_of {self.as_of} must be the last bar date {self.bars.dates[-1]}: "
-                             "a decision sees no bar after its decision time")
+        if (self.bars is None) == (self.universe is None):
+            raise ValueError("give either bars (a snapshot) or universe (bars read from the market state), "
+                             "not both and not neither")
+        if self.bars is not None:
+            if self.market is not None:
+                raise ValueError("market: names where to read the bars of `universe`; a request with bars needs none")
+            if self.bars.dates[-1] != self.as_of:
+                raise ValueError(f"as_of {self.as_of} must be the last bar date {self.bars.dates[-1]}: "
+                                 "a decision sees no bar after its decision time")
+        elif self.universe is not None:
+            if len(set(self.universe)) != len(self.universe):
+                raise ValueError("universe: symbols must be unique")
+            if self.market is None:
+                raise ValueError("market: a request by reference (universe) names the market state holding its bars")
         return self
 
 

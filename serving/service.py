@@ -8,30 +8,45 @@
 3. a repeat of the last bar answered gets the stored answer (a loop retrying after a lost reply
    is not scored twice); a bar that does not continue the run (earlier date, other universe) is
    a 409, never a silent reset of a HALTED book;
-4. `DecisionPipeline.due` → ask the members (`ask_members`) → `combine` → `size` (the Risk
+4. the bars: the request's own snapshot, or — for a request by reference (`universe`) — the window
+   up to `as_of` read from the market state held in Ray (`resolve`; it refuses a bar that has
+   not happened);
+5. `DecisionPipeline.due` → ask the members (`ask_members`) → `combine` → `size` (the Risk
    deployment) → `finish`; or `hold` between decisions;
-5. the new state and answer are written with a compare-and-set on the version (a concurrent
+6. the new state and answer are written with a compare-and-set on the version (a concurrent
    request for the same run gets a 409 instead of a lost update).
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+import datetime as dt
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
+from market.data import DataError, Panel
 from serving.http import ServiceError
 from serving.schema import AgentDecision, DecideRequest, DecideResponse
 from strategies.pipeline import Account, Decision, DecisionPipeline, DecisionState, Snapshot, StateConflict
 
-AskMembers = Callable[[dict], Awaitable[dict[str, dict]]]  # snapshot → {member: {"targets"} | {"abstained"}}
+# the members' input (a window, or what `resolve` gave for it) → {member: {"targets"} | {"abstained"}}
+AskMembers = Callable[[Any], Awaitable[dict[str, dict]]]
+# market state name, as_of, universe → (the window a decision at as_of sees, the members' input
+# for it: the window itself or a reference to it); raises UnknownMarket, or DataError for a
+# universe or day the market state does not hold (or has not seen yet)
+Resolve = Callable[[str, dt.date, tuple[str, ...]], Awaitable[tuple[Panel, Any]]]
+
+
+class UnknownMarket(LookupError):
+    """No market state of that name is running."""
 Size = Callable[[Snapshot, Account | None, np.ndarray, DecisionState], Awaitable[tuple]]
 
 
 class DecisionService:
     def __init__(self, pipeline: DecisionPipeline, members: list[str], ask_members: AskMembers, size: Size,
                  store_get: Callable[[str], Awaitable[dict | None]],
-                 store_put: Callable[[str, int, dict, dict], Awaitable[int]]):
+                 store_put: Callable[[str, int, dict, dict], Awaitable[int]], resolve: Resolve | None = None):
         self.pipeline, self.members = pipeline, list(members)
+        self.resolve = resolve
         self.ask_members, self.size = ask_members, size
         self.store_get, self.store_put = store_get, store_put
 
@@ -42,10 +57,7 @@ class DecisionService:
         if run_id is not None and who != run_id:
             raise ServiceError(403, "run_id: this token may not act for that run (a run's decisions need "
                                     "that run's own token)", field="run_id")
-        bars = request.bars
-        symbols = tuple(bars.symbols)
-        snap = Snapshot(np.array([d.isoformat() for d in bars.dates], dtype="datetime64[D]"), symbols,
-                        np.array([[np.nan if v is None else v for v in row] for row in bars.close], dtype=float))
+        symbols = tuple(request.bars.symbols if request.bars is not None else request.universe or ())
         account = (Account(request.portfolio.cash, dict(request.portfolio.positions))
                    if request.portfolio is not None else None)
 
@@ -56,10 +68,12 @@ class DecisionService:
                 version, state = record["version"], DecisionState.from_dict(record["state"])
                 if state.seen == request.as_of.isoformat() and tuple(state.symbols) == symbols:
                     return DecideResponse.model_validate(record["answer"])  # the same bar again
+        window, members_input = await self._window(request, symbols)
+        snap = Snapshot.from_panel(window)
         try:
             self.pipeline.check(snap, state)
             if self.pipeline.due(snap, state):
-                decision, state = await self._decide(snap, account, state, bars.model_dump(mode="json"))
+                decision, state = await self._decide(snap, account, state, members_input)
             else:
                 decision, state = self.pipeline.hold(snap, account, state)
         except StateConflict as exc:
@@ -72,9 +86,26 @@ class DecisionService:
                 raise ServiceError(409, str(exc), field="run_id") from None
         return response
 
-    async def _decide(self, snap: Snapshot, account: Account | None, state: DecisionState, snapshot: dict
+    async def _window(self, request: DecideRequest, symbols: tuple[str, ...]) -> tuple[Panel, Any]:
+        if request.bars is not None:
+            window = Panel.from_dict(request.bars.model_dump(mode="json"))
+            return window, window
+        market = request.market
+        if self.resolve is None or market is None:
+            raise ServiceError(422, "universe: this service holds no market state; send the bars", field="universe")
+        try:
+            window, members_input = await self.resolve(market, request.as_of, symbols)
+        except UnknownMarket as exc:
+            raise ServiceError(422, f"market: {exc}", field="market") from None
+        except DataError as exc:
+            raise ServiceError(422, f"universe: {exc}", field="universe") from None
+        if window.symbols != symbols or window.date(len(window) - 1) != request.as_of:
+            raise ServiceError(422, f"market: {market} gave bars for another universe or day", field="market")
+        return window, members_input
+
+    async def _decide(self, snap: Snapshot, account: Account | None, state: DecisionState, members_input: Any
                       ) -> tuple[Decision, DecisionState]:
-        answers = await self.ask_members(snapshot)
+        answers = await self.ask_members(members_input)
         decided = {n: a["targets"] for n, a in answers.items() if "targets" in a}
         abstained = {n: a["abstained"] for n, a in answers.items() if "abstained" in a}
         if not decided:

@@ -263,6 +263,17 @@ class DecisionPipeline:
                         last_date=snap.as_of.isoformat(), last_close=tuple(float(x) for x in snap.close[-1]))
         return combined, expl, state
 
+    def sizing_window(self, snap: Snapshot) -> Snapshot:
+        """The bars `size` reads (the risk window's closes and the last close): a caller that sizes
+        elsewhere (the Serve Risk deployment) sends only these."""
+        keep = self.config.risk_window + 1
+        if len(snap.dates) <= keep:
+            return snap
+        trimmed = Snapshot(snap.dates[-keep:], snap.symbols, snap.close[-keep:])
+        # the book is valued at each name's last known close: keep everything when one is older
+        same_book = np.array_equal(trimmed.last_known_close(), snap.last_known_close(), equal_nan=True)
+        return trimmed if same_book else snap
+
     def size(self, snap: Snapshot, account: Account | None, combined: np.ndarray, state: DecisionState
              ) -> tuple[np.ndarray, dict, DecisionState]:
         """Construction (top-k), risk sizing (exposure, caps) and protections (drawdown)."""

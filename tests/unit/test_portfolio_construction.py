@@ -304,3 +304,27 @@ def test_blend_weights_pick_the_better_member_and_the_grid_covers_the_simplex():
     good, bad = rng.normal(0.002, 0.01, 500), rng.normal(-0.001, 0.01, 500)
     weights, _ = blend_weights({"bad": bad, "good": good})
     assert weights["good"] > weights["bad"]
+
+
+def test_sizing_on_the_sizing_window_equals_sizing_on_the_whole_snapshot():
+    # the Serve Risk deployment gets only pipeline.sizing_window(snap): the same sizing, the same
+    # report, also for a held name whose last close is older than the risk window (suspended)
+    rng = np.random.default_rng(5)
+    n, days = 8, 400
+    close = 10_000 * np.cumprod(1 + rng.normal(0, 0.015, (days, n)), axis=0)
+    dates = np.arange(np.datetime64("2021-01-04"), np.datetime64("2021-01-04") + days).astype("datetime64[D]")
+    symbols = tuple(f"{i:06d}" for i in range(n))
+    pipe = DecisionPipeline()
+    combined = np.full(n, 1 / n)
+    account = Account(cash=50_000_000, positions={symbols[0]: 1_000, symbols[3]: 500})
+    for suspended_for in (0, 10, 300):
+        c = close.copy()
+        if suspended_for:
+            c[-suspended_for:, 3] = np.nan
+        snap = Snapshot(dates, symbols, c)
+        window = pipe.sizing_window(snap)
+        assert len(window.dates) == (pipe.config.risk_window + 1 if suspended_for < 300 else days)
+        whole = pipe.size(snap, account, combined, pipe.start(symbols))
+        part = pipe.size(window, account, combined, pipe.start(symbols))
+        np.testing.assert_array_equal(whole[0], part[0])
+        assert whole[1] == part[1] and whole[2] == part[2]
