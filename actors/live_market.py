@@ -30,8 +30,9 @@ ADJUSTMENT_TOLERANCE = 1e-6
 
 
 class KisDailyBars:
-    """The fetch function over the KIS REST client, built lazily in the process that uses it
-    (the token cache on disk is shared with the broker's client)."""
+    """The fetch function over the app key's one KIS session (the BrokerGateway actor, shared
+    with the execution loop's broker: one rate limiter, one token), found lazily in the process
+    that uses it."""
 
     def __init__(self, environment, credentials, cache_dir=None):
         self.environment, self.credentials, self.cache_dir = environment, credentials, cache_dir
@@ -41,14 +42,12 @@ class KisDailyBars:
         from broker.kis.quotes import daily_bars
 
         if self._rest is None:
-            from broker.kis.auth import TokenCache
-            from broker.kis.rest import KisRest
+            from actors.gateway import GatewayRest
 
-            tokens = TokenCache(self.environment, self.credentials, self.cache_dir)
-            self._rest = KisRest(self.environment, self.credentials, tokens)
+            self._rest = GatewayRest(self.environment, self.credentials, self.cache_dir)
         return daily_bars(self._rest, symbol, start, end)
 
-    def __getstate__(self):  # the client (sessions, locks) stays behind; credentials travel
+    def __getstate__(self):  # the client (its actor handle) stays behind; credentials travel
         return {**self.__dict__, "_rest": None}
 
 

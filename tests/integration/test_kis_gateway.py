@@ -2,13 +2,14 @@
 
 KIS counts the REST quota per app key (VTS: a couple of calls a second) and issues a token once
 a minute. The feed (LiveMarketStateActor over KisDailyBars) and the execution loop
-(ExecutionActor over KisVenue/KisBroker) run in two processes; with a client each, each bucket
-thinks it owns the whole quota and together they overrun it. Measured where it counts: at the
-simulator, which records the arrival time of every request (broker/sim/exchange.py
-`peak_requests`) and answers EGW00201 to a request over its quota.
+(ExecutionActor over KisVenue/KisBroker) run in two processes; with a client each (as before
+the BrokerGateway), each bucket thinks it owns the whole quota and together they overrun it.
+Measured where it counts: at the simulator, which records the arrival time of every request
+(broker/sim/exchange.py `peak_requests`) and answers EGW00201 to a request over its quota.
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import pytest
@@ -53,6 +54,7 @@ def run_feed_and_execution_together(env, creds, clock, cache_dir, journal):
     import ray
 
     from actors.execution import ExecutionActor, LoopConfig
+    from actors.gateway import GatewayRest, close_gateway
     from actors.live_market import KisDailyBars, LiveMarketStateActor
 
     market = LiveMarketStateActor.remote(KisDailyBars(env, creds, cache_dir), SYMBOLS[:4], LOOKBACK, clock,
@@ -68,18 +70,44 @@ def run_feed_and_execution_together(env, creds, clock, cache_dir, journal):
         account_reads = [loop.summary.remote() for _ in range(4)]
         ray.get([load, *account_reads])
         ray.get(loop.start.remote())
+        return GatewayRest(env, creds, cache_dir).stats()
     finally:
         ray.get(loop.close.remote())
         ray.kill(loop)
         ray.kill(market)
+        close_gateway(env, creds)
+
+
+ALLOWED_PER_S = math.floor(CLIENT_RATE * 1.0 + CLIENT_BURST)   # most calls a 1-s window may hold
+
+
+def test_two_clients_in_two_processes_overrun_the_quota(ray_local, vts_sim, tmp_path):
+    """The hazard the gateway removes, reproduced with the same calls: the feed's history read
+    and the execution loop's account reads, each process with its own client at the configured rate."""
+    import ray
+
+    from tests.integration.kis_helpers import OwnClient
+
+    env, creds, _, cache_dir = loop_config(vts_sim, tmp_path)
+    own = ray.remote(num_cpus=0)(OwnClient)
+    feed, execution = own.remote(env, creds, cache_dir), own.remote(env, creds, cache_dir)
+    try:
+        end = vts_sim.exchange.today
+        start = end - dt.timedelta(days=int(LOOKBACK * 1.5) + 30)
+        ray.get([feed.daily_bars.remote(SYMBOLS[:4], start, end), execution.account_reads.remote(4)])
+    finally:
+        ray.kill(feed)
+        ray.kill(execution)
+    ex = vts_sim.exchange
+    assert ex.counts["rate_limited"] > 0 or ex.peak_requests(creds.app_key, 1.0) > ALLOWED_PER_S
 
 
 def test_feed_and_execution_together_stay_inside_the_quota(ray_local, vts_sim, tmp_path):
     env, creds, clock, cache_dir = loop_config(vts_sim, tmp_path)
-    run_feed_and_execution_together(env, creds, clock, cache_dir, tmp_path / "journal.sqlite")
+    gateway = run_feed_and_execution_together(env, creds, clock, cache_dir, tmp_path / "journal.sqlite")
     ex = vts_sim.exchange
-    allowed = math.floor(CLIENT_RATE * 1.0 + CLIENT_BURST)
     assert ex.counts["requests"] >= 20      # the workload really ran: history pages and account reads
+    assert gateway["requests"] == ex.counts["requests"]   # every call the venue saw came through the gateway
     assert ex.counts["rate_limited"] == 0, f"the venue refused {ex.counts['rate_limited']} requests (EGW00201)"
-    assert ex.peak_requests(creds.app_key, 1.0) <= allowed
+    assert ex.peak_requests(creds.app_key, 1.0) <= ALLOWED_PER_S
     assert ex.counts["tokenP"] == 1
