@@ -10,7 +10,10 @@ process or node its actors run on.
 * Named from a hash of the key (the name shows in the dashboard), detached: it outlives whichever
   actor asked first, so a killed market or execution actor never takes the session down with it.
   `close_gateway` ends it (the live loop does, at its end).
-* One call at a time (a plain actor): calls queue in arrival order in front of the token bucket.
+* REST calls one at a time (the default concurrency group): they queue in arrival order in front
+  of the token bucket. Live-quote reads (`live_quote`, `stale`, ...) have a group of their own,
+  so a market actor asking for the touch never waits behind a rate-limited REST call.
+* The WebSocket session (`watch`) lives in the gateway too: KIS allows one per app key.
 * A KIS error travels back as a value and is raised again in the caller as the same type, so
   KisBroker's handling (a refusal → REJECTED, a lost answer → look the order up) is unchanged.
 * The gateway dying mid-call is a lost answer: an order gets KisTransportError (its outcome is
@@ -32,27 +35,53 @@ from broker.kis.errors import KisError, KisTransportError
 from broker.kis.gateway import KisGateway
 from broker.kis.rest import Reply, RestClient
 
-QUERY_ATTEMPTS = 3   # a query reaching a gateway that is restarting is tried this often
+# a query that finds the gateway restarting is tried again this often, waiting 0.25 s, 0.5 s, ...
+# (about 8 s in all: an actor restart on a busy machine takes seconds)
+QUERY_ATTEMPTS = 6
+FIRST_WAIT_S = 0.25
 
 
 class BrokerGateway(KisGateway):
+    """The actor's face of KisGateway: a KIS error is returned instead of raised (raised, Ray
+    would wrap it in a RayTaskError carrying the gateway's traceback); the callers' clients
+    raise it again as it was."""
+
     def call(self, method: str, path: str, tr_id: str, params: dict | None, body: dict | None, tr_cont: str,
              idempotent: bool, extra_headers: dict | None) -> Reply | KisError:
-        """`request`, with a KIS error returned instead of raised (raised, Ray would wrap it in a
-        RayTaskError carrying the gateway's traceback)."""
-        try:
-            return self.request(method, path, tr_id, params, body, tr_cont, idempotent, extra_headers)
-        except KisError as exc:
-            return exc
+        return _value_or_error(self.request, method, path, tr_id, params, body, tr_cont, idempotent, extra_headers)
 
     def hashkey_or_error(self, body: dict) -> str | KisError:
-        try:
-            return self.hashkey(body)
-        except KisError as exc:
-            return exc
+        return _value_or_error(self.hashkey, body)
+
+    def watch_or_error(self, symbols: list[str], book: bool = True) -> int | KisError:
+        return _value_or_error(self.watch, symbols, book)
+
+    @ray.method(concurrency_group="quotes")
+    def live_quote(self, symbol: str) -> dict:
+        return super().live_quote(symbol)
+
+    @ray.method(concurrency_group="quotes")
+    def stale(self, symbols: list[str], max_silence_s: float) -> dict[str, float | None]:
+        return super().stale(symbols, max_silence_s)
+
+    @ray.method(concurrency_group="quotes")
+    def new_stalls(self, symbols: list[str], max_silence_s: float) -> dict[str, float | None]:
+        return super().new_stalls(symbols, max_silence_s)
+
+    @ray.method(concurrency_group="quotes")
+    def ws_stats(self) -> dict:
+        return super().ws_stats()
 
 
-BrokerGatewayActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(BrokerGateway)
+def _value_or_error(fn, *args):
+    try:
+        return fn(*args)
+    except KisError as exc:
+        return exc
+
+
+BrokerGatewayActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0,
+                                concurrency_groups={"quotes": 2})(BrokerGateway)
 
 
 def gateway_name(env: Environment, credentials: Credentials) -> str:
@@ -69,11 +98,15 @@ def get_or_create_gateway(env: Environment, credentials: Credentials, cache_dir:
 
 
 def close_gateway(env: Environment, credentials: Credentials) -> bool:
-    """End the app key's gateway, if one runs; True when one was ended."""
+    """End the app key's gateway (its WebSocket session first), if one runs; True when one was ended."""
     try:
         handle = ray.get_actor(gateway_name(env, credentials), namespace=NAMESPACE)
     except ValueError:
         return False
+    try:
+        ray.get(handle.close.remote(), timeout=10)
+    except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+        pass   # dead or stuck: killed below all the same
     ray.kill(handle, no_restart=True)
     return True
 
@@ -127,5 +160,42 @@ class GatewayRest(RestClient):
                 # restarting, or ended: look it up (or start one) again next time
                 self._gateway = None
                 if attempt + 1 < attempts:
-                    time.sleep(self.env.backoff_s * (attempt + 1))
+                    time.sleep(FIRST_WAIT_S * 2 ** attempt)
         raise KisTransportError(tr_id=tr_id, detail="the KIS gateway actor did not answer")
+
+
+class GatewayQuotes:
+    """The app key's live quotes from the gateway's WebSocket session (broker/kis/realtime.py
+    RealtimeQuotes), for the live market state; the handle is found lazily, never pickled."""
+
+    def __init__(self, env: Environment, credentials: Credentials, cache_dir: Path | str | None = None):
+        self.env, self.credentials = env, credentials
+        self._cache_arg = None if cache_dir is None else str(cache_dir)
+        self._gateway = None
+
+    def __repr__(self) -> str:
+        return f"GatewayQuotes(env={self.env.name!r}, ws={self.env.ws_url!r})"
+
+    def __getstate__(self):
+        return {**self.__dict__, "_gateway": None}
+
+    def gateway(self):
+        if self._gateway is None:
+            self._gateway = get_or_create_gateway(self.env, self.credentials, self._cache_arg)
+        return self._gateway
+
+    def watch(self, symbols: list[str], book: bool = True) -> int:
+        """Register the symbols' trades (and book) on the session; SubscriptionCapError when they do not fit."""
+        out = ray.get(self.gateway().watch_or_error.remote(list(symbols), book))
+        if isinstance(out, KisError):
+            raise out
+        return out
+
+    def live_quote(self, symbol: str) -> dict:
+        return ray.get(self.gateway().live_quote.remote(symbol))
+
+    def stale(self, symbols: list[str], max_silence_s: float) -> dict[str, float | None]:
+        return ray.get(self.gateway().stale.remote(list(symbols), max_silence_s))
+
+    def new_stalls(self, symbols: list[str], max_silence_s: float) -> dict[str, float | None]:
+        return ray.get(self.gateway().new_stalls.remote(list(symbols), max_silence_s))

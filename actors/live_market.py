@@ -8,6 +8,12 @@ Same calls as the replay MarketState (snapshot, bars, advance, remaining) plus
   snapshot               the last `lookback` FINAL bars: today's partial bar never enters
   advance                sleep until the next session's bar is final, fetch it, return it
 
+With `realtime` (actors/gateway.py GatewayQuotes: the app key's one WebSocket session, in the
+BrokerGateway) it also watches its symbols intraday — `live_quote(symbol)` (last trade, best
+bid/ask, final one-minute bars) and `stale()` (symbols whose feed went silent) — for marks and
+intraday checks. Decisions never see any of it: `snapshot` is final daily bars only, from REST,
+which also stays the truth at the close.
+
 Prices are KIS's adjusted daily bars. After a split or similar event KIS re-adjusts the history:
 when refreshed bars disagree with stored ones, that symbol's whole window is fetched again, so a
 snapshot never mixes two adjustment bases.
@@ -57,23 +63,45 @@ class FeedStalled(RuntimeError):
 
 class LiveMarketState:
     def __init__(self, fetch: Fetch, symbols: list[str], lookback: int, clock: Clock, session: SessionTimes,
-                 poll_s: float = 60.0, days: int | None = None, stall_days: int = 10, load: bool = True):
+                 poll_s: float = 60.0, days: int | None = None, stall_days: int = 10, load: bool = True,
+                 realtime=None, max_silence_s: float = 60.0):
         """`load=False` defers reading the history to `load()` (an actor reports errors from a
-        method call plainly; from its constructor only as a dead actor)."""
+        method call plainly; from its constructor only as a dead actor). `realtime`: live quotes
+        (GatewayQuotes); a symbol silent for more than `max_silence_s` is stale."""
         if not symbols:
             raise ValueError("a live market state needs at least one symbol")
         self.fetch, self.symbols, self.lookback = fetch, sorted(symbols), int(lookback)
         self.clock, self.session, self.poll_s = clock, session, float(poll_s)
         self.days_left = days
         self.stall_days = stall_days
+        self.realtime, self.max_silence_s = realtime, float(max_silence_s)
         if load:
             self.load()
 
     def load(self) -> str:
-        """Read `lookback` final bars of every symbol; returns the newest bar's date."""
+        """Read `lookback` final bars of every symbol (and start watching them live, with
+        `realtime`: refused as a whole when they exceed the session's subscription cap);
+        returns the newest bar's date."""
         self.frame = pl.concat([self._history(s) for s in self.symbols])
         self.panel = self._panel(self.session.last_final_day(self.clock.now()))
+        if self.realtime is not None:
+            self.realtime.watch(self.symbols)
         return self.today().isoformat()
+
+    # --- intraday (the WebSocket feed; never part of a decision's snapshot) --------------------
+    def live_quote(self, symbol: str) -> dict:
+        """Last trade, touch, final one-minute bars and the minute still trading of one symbol."""
+        if self.realtime is None:
+            raise ValueError("this market state has no live feed (start it with realtime=...)")
+        if symbol not in self.symbols:
+            raise ValueError(f"{symbol} is not in this market state's universe ({len(self.symbols)} symbols)")
+        return self.realtime.live_quote(symbol)
+
+    def stale(self) -> dict[str, float | None]:
+        """Symbols with nothing received for more than `max_silence_s` → seconds silent (None: never)."""
+        if self.realtime is None:
+            raise ValueError("this market state has no live feed (start it with realtime=...)")
+        return self.realtime.stale(self.symbols, self.max_silence_s)
 
     # --- the MarketState calls ------------------------------------------------------------------
     def today(self) -> dt.date:

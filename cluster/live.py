@@ -37,6 +37,8 @@ class LiveConfig:
     cache_dir: Path | None = None  # KIS token cache and order-id map (default ~/.cache/kis-ray-trader)
     protections: tuple[dict, ...] = DEFAULT_PROTECTIONS  # the risk engine's rules (settings risk_engine)
     alerts: Any = None    # settings alerts (cluster/settings.py AlertsSettings); None: no alerts
+    realtime: bool = False         # the market actor also watches the symbols on the KIS WebSocket
+    feed_silence_s: float = 60.0   # ... and calls a symbol silent this long stale
 
     def __post_init__(self):
         if self.mode not in ("vts", "live"):
@@ -69,16 +71,18 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
     import ray
 
     from actors.execution import ExecutionActor, LoopConfig
-    from actors.gateway import get_or_create_gateway
+    from actors.gateway import GatewayQuotes, get_or_create_gateway
     from actors.live_market import KisDailyBars, LiveMarketStateActor
     from serving.auth import load_secret, run_token
 
     need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
     lookback = max(config.lookback, int(need))
     get_or_create_gateway(config.environment, config.credentials, config.cache_dir)
+    quotes = GatewayQuotes(config.environment, config.credentials, config.cache_dir) if config.realtime else None
     market = LiveMarketStateActor.remote(KisDailyBars(config.environment, config.credentials, config.cache_dir), config.symbols,
                                          lookback, config.clock, config.session, poll_s=config.poll_s,
-                                         days=config.days, load=False)
+                                         days=config.days, load=False, realtime=quotes,
+                                         max_silence_s=config.feed_silence_s)
     try:
         ray.get(market.load.remote(), timeout=load_timeout_s)
     except ray.exceptions.GetTimeoutError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from functools import partial
 
 import pytest
 
@@ -111,3 +112,138 @@ def test_feed_and_execution_together_stay_inside_the_quota(ray_local, vts_sim, t
     assert ex.counts["rate_limited"] == 0, f"the venue refused {ex.counts['rate_limited']} requests (EGW00201)"
     assert ex.peak_requests(creds.app_key, 1.0) <= ALLOWED_PER_S
     assert ex.counts["tokenP"] == 1
+
+
+def test_an_order_in_flight_when_the_gateway_dies_is_found_not_sent_twice(ray_local, tmp_path):
+    """The gateway process is killed while an order's answer is on its way: the caller learns
+    nothing (a lost answer), KisBroker looks the order up through the restarted gateway, and the
+    venue holds the order once."""
+    import threading
+
+    import ray
+
+    from actors import NAMESPACE
+    from actors.gateway import GatewayRest, close_gateway, gateway_name
+    from broker.base import OrderRequest, OrderStatus
+    from broker.kis.broker import KisBroker
+    from tests.integration.kis_helpers import credentials, fast_sim, venue_orders
+
+    with fast_sim() as sim:
+        cred = credentials(sim.add_account(50_000_000))
+        env = sim.environment(unknown_check_delay_s=0.5)
+        broker = KisBroker(GatewayRest(env, cred, tmp_path), id_map=tmp_path / "ids.sqlite",
+                           clock=lambda: sim.exchange.today)
+        try:
+            broker.positions()                      # the gateway is up and holds the token
+            sim.faults.inject("slow", path="order-cash", delay=3.0)   # processed, the answer waits
+            answer: list = []
+            sending = threading.Thread(target=lambda: answer.append(
+                broker.submit(OrderRequest("gw-1", "005930", "buy", 3))))
+            sending.start()
+            while sim.exchange.counts["orders"] == 0:
+                assert sending.is_alive()
+                threading.Event().wait(0.05)
+            ray.kill(ray.get_actor(gateway_name(env, cred), namespace=NAMESPACE), no_restart=False)
+            sending.join(timeout=120)
+            first = answer[0]
+            assert first.status in (OrderStatus.OPEN, OrderStatus.UNKNOWN)
+            found = broker.find_order("gw-1")
+            assert found.status is OrderStatus.OPEN and found.broker_order_id
+            assert len(venue_orders(sim, cred)) == 1
+            assert sim.exchange.counts["tokenP"] == 1   # the restarted gateway reads the token cache
+        finally:
+            broker.ids.close()
+            close_gateway(env, cred)
+
+
+def _wait_for(probe, what: str, deadline_s: float = 60.0):
+    """Poll until `probe()` is truthy (frames cross two processes); fail naming what never came."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    while not (value := probe()):
+        assert time.monotonic() < end, f"{what} did not arrive"
+        time.sleep(0.1)
+    return value
+
+
+def _quote_at(market, symbol: str, at: dt.time) -> dict | None:
+    """The market state's live quote of `symbol` once its last trade is the print at `at`."""
+    import ray
+
+    q = ray.get(market.live_quote.remote(symbol))
+    return q if q["trade"] and q["trade"]["time"].time() == at else None
+
+
+def _all_stale(market, symbols: list[str]) -> dict | None:
+    import ray
+
+    stale = ray.get(market.stale.remote())
+    return stale if set(stale) == set(symbols) else None
+
+
+def test_live_market_state_from_the_gateways_websocket(ray_local, tmp_path):
+    """The live market state watches its symbols on the gateway's one WebSocket session, fed by
+    the simulator's (synthetic) intraday stream: last trade, touch and final one-minute bars equal
+    the streamed prints; a silent feed shows as stale; the daily snapshot stays final bars only;
+    a list over the subscription cap is refused whole."""
+    import ray
+
+    from actors.gateway import GatewayQuotes, close_gateway
+    from actors.live_market import KisDailyBars, LiveMarketStateActor
+    from broker.kis.errors import SubscriptionCapError
+    from broker.sim.intraday import synth_session
+
+    symbols = sorted(SYMBOLS[:3])
+    sim = SimServer(SimConfig(virtual=True, rate_per_s=500.0, burst=50, token_throttle_s=1.0),
+                    history=history(), replay=replay()).start()
+    sim.enable_intraday(seed=7, step_s=30)
+    cred = credentials_for(sim)
+    env = sim.environment()
+    quotes = GatewayQuotes(env, cred, tmp_path)
+    market = LiveMarketStateActor.remote(KisDailyBars(env, cred, tmp_path), symbols, 30,
+                                         SimClock(sim.rest_url, sim.admin_secret), SessionTimes(), load=False,
+                                         realtime=quotes, max_silence_s=1.0)
+    try:
+        last_final = ray.get(market.load.remote())
+        day = sim.next_replay_date()
+        sim.stream_session(until=dt.time(10, 0))
+        for sym in symbols:
+            bar = replay().filter((replay()["date"] == day) & (replay()["symbol"] == sym)).row(0, named=True)
+            prints = synth_session(sym, day, (bar["open"], bar["high"], bar["low"], bar["close"], bar["volume"]),
+                                   seed=7, step_s=30)
+            sent = [p for p in prints if p.time <= dt.time(10, 0)]
+            q = _wait_for(partial(_quote_at, market, sym, dt.time(10, 0)), f"{sym}'s 10:00 print")
+            assert q["trade"]["price"] == sent[-1].price and q["trade"]["cum_volume"] == sum(p.qty for p in sent)
+            assert (q["touch"]["bid"], q["touch"]["ask"]) == (sent[-1].bids[0], sent[-1].asks[0])
+            # final bars: every minute before 10:00, aggregated from exactly the prints sent
+            expected = {}
+            for p in sent[:-1]:
+                m = p.time.replace(second=0)
+                o, h, lo, c, v = expected.get(m, (p.price, p.price, p.price, p.price, 0))
+                expected[m] = (o, max(h, p.price), min(lo, p.price), p.price, v + p.qty)
+            got = {b["start"].time(): (b["open"], b["high"], b["low"], b["close"], b["volume"]) for b in q["bars"]}
+            assert got == expected and all(b["final"] for b in q["bars"])
+            assert q["partial_bar"]["start"].time() == dt.time(10, 0) and not q["partial_bar"]["final"]
+        # decisions see final daily bars only: the day streaming now is not in the snapshot
+        snap = ray.get(market.snapshot.remote(30))
+        assert snap["dates"][-1] == last_final and last_final < day.isoformat()
+        # the stream stops: every symbol goes stale; it flows again: none is
+        stale = _wait_for(partial(_all_stale, market, symbols), "stale symbols")
+        assert all(silent is not None and silent > 1.0 for silent in stale.values())
+        sim.stream_session(until=dt.time(10, 5))
+        _wait_for(lambda: all(_quote_at(market, s, dt.time(10, 5)) for s in symbols), "the 10:05 prints")
+        assert ray.get(market.stale.remote()) == {}
+        # 6 registrations in use (trades + book of 3 symbols); 20 more symbols need 40: refused whole
+        with pytest.raises(SubscriptionCapError, match="at most 17 symbols fit"):
+            quotes.watch([f"{100000 + i:06d}" for i in range(20)])
+        assert len(sim._ws.subscribed()) == 6
+    finally:
+        ray.kill(market)
+        close_gateway(env, cred)
+        sim.stop()
+
+
+def credentials_for(sim) -> Credentials:
+    keys = sim.add_account(30_000_000)
+    return Credentials(keys["KIS_APP_KEY"], keys["KIS_APP_SECRET"], keys["KIS_ACCOUNT"], keys["KIS_HTS_ID"])
