@@ -185,8 +185,9 @@ def _all_stale(market, symbols: list[str]) -> dict | None:
 def test_live_market_state_from_the_gateways_websocket(ray_local, tmp_path):
     """The live market state watches its symbols on the gateway's one WebSocket session, fed by
     the simulator's (synthetic) intraday stream: last trade, touch and final one-minute bars equal
-    the streamed prints; a silent feed shows as stale; the daily snapshot stays final bars only;
-    a list over the subscription cap is refused whole."""
+    the streamed prints; a silent feed shows as stale; a dropped session is reconnected and
+    re-subscribed; the daily snapshot stays final bars only; a list over the subscription cap is
+    refused whole."""
     import ray
 
     from actors.gateway import GatewayQuotes, close_gateway
@@ -234,6 +235,12 @@ def test_live_market_state_from_the_gateways_websocket(ray_local, tmp_path):
         sim.stream_session(until=dt.time(10, 5))
         _wait_for(lambda: all(_quote_at(market, s, dt.time(10, 5)) for s in symbols), "the 10:05 prints")
         assert ray.get(market.stale.remote()) == {}
+        # the venue drops the session: the gateway reconnects and re-subscribes, the feed goes on
+        sim.drop_websockets()
+        _wait_for(lambda: ray.get(quotes.gateway().ws_stats.remote())["connects"] >= 2
+                  and len(sim._ws.subscribed()) == 6, "the reconnect and its re-subscriptions")
+        sim.stream_session(until=dt.time(10, 10))
+        _wait_for(lambda: all(_quote_at(market, s, dt.time(10, 10)) for s in symbols), "the 10:10 prints")
         # 6 registrations in use (trades + book of 3 symbols); 20 more symbols need 40: refused whole
         with pytest.raises(SubscriptionCapError, match="at most 17 symbols fit"):
             quotes.watch([f"{100000 + i:06d}" for i in range(20)])
