@@ -111,20 +111,16 @@ def close_gateway(env: Environment, credentials: Credentials) -> bool:
     return True
 
 
-class GatewayRest(RestClient):
-    """A RestClient whose calls go through the app key's BrokerGateway (found or created lazily,
-    in the process that uses it; the handle is not pickled)."""
+class _GatewayHandle:
+    """The app key's BrokerGateway as seen from one process: found (or started) on first use,
+    looked up again after it died; the handle is never pickled."""
 
-    def __init__(self, env: Environment, credentials: Credentials, cache_dir: Path | str | None = None):
-        super().__init__(env, credentials)
+    env: Environment
+    credentials: Credentials
+
+    def __init__(self, cache_dir: Path | str | None):
         self._cache_arg = None if cache_dir is None else str(cache_dir)
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        # the order-id map lives here, on this actor's node (KisBroker)
-        self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._gateway = None
-
-    def __repr__(self) -> str:
-        return f"GatewayRest(env={self.env.name!r}, url={self.env.rest_url!r})"
 
     def __getstate__(self):
         return {**self.__dict__, "_gateway": None}
@@ -134,68 +130,71 @@ class GatewayRest(RestClient):
             self._gateway = get_or_create_gateway(self.env, self.credentials, self._cache_arg)
         return self._gateway
 
-    def request(self, method: str, path: str, tr_id: str, *, params: dict | None = None, body: dict | None = None,
-                tr_cont: str = "", idempotent: bool = True, extra_headers: dict | None = None) -> Reply:
-        out = self._call(tr_id, idempotent, lambda g: g.call.remote(method, path, tr_id, params, body, tr_cont,
-                                                                     idempotent, extra_headers))
-        if isinstance(out, KisError):
-            raise out
-        return out
-
-    def hashkey(self, body: dict) -> str:
-        out = self._call("hashkey", True, lambda g: g.hashkey_or_error.remote(body))
-        if isinstance(out, KisError):
-            raise out
-        return out
-
-    def stats(self) -> dict:
-        return ray.get(self.gateway().stats.remote())
-
-    def _call(self, tr_id: str, idempotent: bool, send):
+    def _call(self, what: str, idempotent: bool, send):
+        """`send(handle)`'s answer; a call that may repeat is asked again while the gateway
+        restarts; a KIS error it answered is raised here as itself."""
         attempts = QUERY_ATTEMPTS if idempotent else 1
         for attempt in range(attempts):
             try:
-                return ray.get(send(self.gateway()))
+                out = ray.get(send(self.gateway()))
             except ray.exceptions.RayActorError:
                 # restarting, or ended: look it up (or start one) again next time
                 self._gateway = None
                 if attempt + 1 < attempts:
                     time.sleep(FIRST_WAIT_S * 2 ** attempt)
-        raise KisTransportError(tr_id=tr_id, detail="the KIS gateway actor did not answer")
+                continue
+            if isinstance(out, KisError):
+                raise out
+            return out
+        raise KisTransportError(tr_id=what, detail="the KIS gateway actor did not answer")
 
 
-class GatewayQuotes:
-    """The app key's live quotes from the gateway's WebSocket session (broker/kis/realtime.py
-    RealtimeQuotes), for the live market state; the handle is found lazily, never pickled."""
+class GatewayRest(_GatewayHandle, RestClient):
+    """A RestClient whose calls go through the app key's BrokerGateway."""
 
     def __init__(self, env: Environment, credentials: Credentials, cache_dir: Path | str | None = None):
+        RestClient.__init__(self, env, credentials)
+        _GatewayHandle.__init__(self, cache_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        # the order-id map lives here, on this actor's node (KisBroker)
+        self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def __repr__(self) -> str:
+        return f"GatewayRest(env={self.env.name!r}, url={self.env.rest_url!r})"
+
+    def request(self, method: str, path: str, tr_id: str, *, params: dict | None = None, body: dict | None = None,
+                tr_cont: str = "", idempotent: bool = True, extra_headers: dict | None = None) -> Reply:
+        return self._call(tr_id, idempotent, lambda g: g.call.remote(method, path, tr_id, params, body, tr_cont,
+                                                                      idempotent, extra_headers))
+
+    def hashkey(self, body: dict) -> str:
+        return self._call("hashkey", True, lambda g: g.hashkey_or_error.remote(body))
+
+    def stats(self) -> dict:
+        return self._call("stats", True, lambda g: g.stats.remote())
+
+
+class GatewayQuotes(_GatewayHandle):
+    """The app key's live quotes from the gateway's WebSocket session (broker/kis/realtime.py
+    RealtimeQuotes), for the live market state. Every call may repeat (registering twice
+    registers once), so each is asked again while the gateway restarts."""
+
+    def __init__(self, env: Environment, credentials: Credentials, cache_dir: Path | str | None = None):
+        super().__init__(cache_dir)
         self.env, self.credentials = env, credentials
-        self._cache_arg = None if cache_dir is None else str(cache_dir)
-        self._gateway = None
 
     def __repr__(self) -> str:
         return f"GatewayQuotes(env={self.env.name!r}, ws={self.env.ws_url!r})"
 
-    def __getstate__(self):
-        return {**self.__dict__, "_gateway": None}
-
-    def gateway(self):
-        if self._gateway is None:
-            self._gateway = get_or_create_gateway(self.env, self.credentials, self._cache_arg)
-        return self._gateway
-
     def watch(self, symbols: list[str], book: bool = True) -> int:
         """Register the symbols' trades (and book) on the session; SubscriptionCapError when they do not fit."""
-        out = ray.get(self.gateway().watch_or_error.remote(list(symbols), book))
-        if isinstance(out, KisError):
-            raise out
-        return out
+        return self._call("websocket", True, lambda g: g.watch_or_error.remote(list(symbols), book))
 
     def live_quote(self, symbol: str) -> dict:
-        return ray.get(self.gateway().live_quote.remote(symbol))
+        return self._call("websocket", True, lambda g: g.live_quote.remote(symbol))
 
     def stale(self, symbols: list[str], max_silence_s: float) -> dict[str, float | None]:
-        return ray.get(self.gateway().stale.remote(list(symbols), max_silence_s))
+        return self._call("websocket", True, lambda g: g.stale.remote(list(symbols), max_silence_s))
 
     def new_stalls(self, symbols: list[str], max_silence_s: float) -> dict[str, float | None]:
-        return ray.get(self.gateway().new_stalls.remote(list(symbols), max_silence_s))
+        return self._call("websocket", True, lambda g: g.new_stalls.remote(list(symbols), max_silence_s))

@@ -101,7 +101,12 @@ class LiveMarketState:
         """Symbols with nothing received for more than `max_silence_s` → seconds silent (None: never)."""
         if self.realtime is None:
             raise ValueError("this market state has no live feed (start it with realtime=...)")
-        return self.realtime.stale(self.symbols, self.max_silence_s)
+        stale = self.realtime.stale(self.symbols, self.max_silence_s)
+        if any(silent is None for silent in stale.values()):
+            # never heard from: a restarted gateway has a fresh session without our registrations;
+            # watching again registers what is missing and nothing twice
+            self.realtime.watch(self.symbols)
+        return stale
 
     # --- the MarketState calls ------------------------------------------------------------------
     def today(self) -> dt.date:

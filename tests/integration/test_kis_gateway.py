@@ -186,8 +186,8 @@ def test_live_market_state_from_the_gateways_websocket(ray_local, tmp_path):
     """The live market state watches its symbols on the gateway's one WebSocket session, fed by
     the simulator's (synthetic) intraday stream: last trade, touch and final one-minute bars equal
     the streamed prints; a silent feed shows as stale; a dropped session is reconnected and
-    re-subscribed; the daily snapshot stays final bars only; a list over the subscription cap is
-    refused whole."""
+    re-subscribed, and so is the session of a restarted gateway; the daily snapshot stays final
+    bars only; a list over the subscription cap is refused whole."""
     import ray
 
     from actors.gateway import GatewayQuotes, close_gateway
@@ -241,6 +241,14 @@ def test_live_market_state_from_the_gateways_websocket(ray_local, tmp_path):
                   and len(sim._ws.subscribed()) == 6, "the reconnect and its re-subscriptions")
         sim.stream_session(until=dt.time(10, 10))
         _wait_for(lambda: all(_quote_at(market, s, dt.time(10, 10)) for s in symbols), "the 10:10 prints")
+        # the gateway process dies: the restarted one has a session without registrations; the
+        # market state's stale check finds its symbols never heard from and watches them again
+        ray.kill(quotes.gateway(), no_restart=False)
+        assert set(ray.get(market.stale.remote())) == set(symbols)
+        _wait_for(lambda: len(sim._ws.subscribed()) == 6 and sim.stats()["ws_sessions"] == 1,
+                  "the new session's registrations")
+        sim.stream_session(until=dt.time(10, 15))
+        _wait_for(lambda: all(_quote_at(market, s, dt.time(10, 15)) for s in symbols), "the 10:15 prints")
         # 6 registrations in use (trades + book of 3 symbols); 20 more symbols need 40: refused whole
         with pytest.raises(SubscriptionCapError, match="at most 17 symbols fit"):
             quotes.watch([f"{100000 + i:06d}" for i in range(20)])
