@@ -70,8 +70,14 @@ class TradingLoop:
         self.config = config
         self.market = market  # MarketStateActor handle
         calendar = TradingCalendar(calendar_dates) if calendar_dates is not None else None
-        self.venue = open_venue(config.venue, cash=config.cash, costs=config.costs, calendar=calendar,
-                                **config.venue_options)
+        options = dict(config.venue_options)
+        if config.venue in ("vts", "live") and "rest" not in options:
+            # KIS itself: orders and account reads go through the app key's one session, the
+            # BrokerGateway the market feed shares (one rate limiter, one token)
+            from actors.gateway import GatewayRest
+
+            options["rest"] = GatewayRest(options["environment"], options["credentials"], options.get("cache_dir"))
+        self.venue = open_venue(config.venue, cash=config.cash, costs=config.costs, calendar=calendar, **options)
         self.broker = self.venue.broker
         self.journal = Journal(config.journal_path, run_id=config.run_id)
         self.http = requests.Session()

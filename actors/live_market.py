@@ -8,6 +8,12 @@ Same calls as the replay MarketState (snapshot, bars, advance, remaining) plus
   snapshot               the last `lookback` FINAL bars: today's partial bar never enters
   advance                sleep until the next session's bar is final, fetch it, return it
 
+With `realtime` (actors/gateway.py GatewayQuotes: the app key's one WebSocket session, in the
+BrokerGateway) it also watches its symbols intraday — `live_quote(symbol)` (last trade, best
+bid/ask, final one-minute bars) and `stale()` (symbols whose feed went silent) — for marks and
+intraday checks. Decisions never see any of it: `snapshot` is final daily bars only, from REST,
+which also stays the truth at the close.
+
 Prices are KIS's adjusted daily bars. After a split or similar event KIS re-adjusts the history:
 when refreshed bars disagree with stored ones, that symbol's whole window is fetched again, so a
 snapshot never mixes two adjustment bases.
@@ -31,8 +37,9 @@ ADJUSTMENT_TOLERANCE = 1e-6
 
 
 class KisDailyBars:
-    """The fetch function over the KIS REST client, built lazily in the process that uses it
-    (the token cache on disk is shared with the broker's client)."""
+    """The fetch function over the app key's one KIS session (the BrokerGateway actor, shared
+    with the execution loop's broker: one rate limiter, one token), found lazily in the process
+    that uses it."""
 
     def __init__(self, environment, credentials, cache_dir=None):
         self.environment, self.credentials, self.cache_dir = environment, credentials, cache_dir
@@ -42,14 +49,12 @@ class KisDailyBars:
         from broker.kis.quotes import daily_bars
 
         if self._rest is None:
-            from broker.kis.auth import TokenCache
-            from broker.kis.rest import KisRest
+            from actors.gateway import GatewayRest
 
-            tokens = TokenCache(self.environment, self.credentials, self.cache_dir)
-            self._rest = KisRest(self.environment, self.credentials, tokens)
+            self._rest = GatewayRest(self.environment, self.credentials, self.cache_dir)
         return daily_bars(self._rest, symbol, start, end)
 
-    def __getstate__(self):  # the client (sessions, locks) stays behind; credentials travel
+    def __getstate__(self):  # the client (its actor handle) stays behind; credentials travel
         return {**self.__dict__, "_rest": None}
 
 
@@ -59,23 +64,50 @@ class FeedStalled(RuntimeError):
 
 class LiveMarketState:
     def __init__(self, fetch: Fetch, symbols: list[str], lookback: int, clock: Clock, session: SessionTimes,
-                 poll_s: float = 60.0, days: int | None = None, stall_days: int = 10, load: bool = True):
+                 poll_s: float = 60.0, days: int | None = None, stall_days: int = 10, load: bool = True,
+                 realtime=None, max_silence_s: float = 60.0):
         """`load=False` defers reading the history to `load()` (an actor reports errors from a
-        method call plainly; from its constructor only as a dead actor)."""
+        method call plainly; from its constructor only as a dead actor). `realtime`: live quotes
+        (GatewayQuotes); a symbol silent for more than `max_silence_s` is stale."""
         if not symbols:
             raise ValueError("a live market state needs at least one symbol")
         self.fetch, self.symbols, self.lookback = fetch, sorted(symbols), int(lookback)
         self.clock, self.session, self.poll_s = clock, session, float(poll_s)
         self.days_left = days
         self.stall_days = stall_days
+        self.realtime, self.max_silence_s = realtime, float(max_silence_s)
         if load:
             self.load()
 
     def load(self) -> str:
-        """Read `lookback` final bars of every symbol; returns the newest bar's date."""
+        """Read `lookback` final bars of every symbol (and start watching them live, with
+        `realtime`: refused as a whole when they exceed the session's subscription cap);
+        returns the newest bar's date."""
         self.frame = pl.concat([self._history(s) for s in self.symbols])
         self.panel = self._panel(self.session.last_final_day(self.clock.now()))
+        if self.realtime is not None:
+            self.realtime.watch(self.symbols)
         return self.today().isoformat()
+
+    # --- intraday (the WebSocket feed; never part of a decision's snapshot) --------------------
+    def live_quote(self, symbol: str) -> dict:
+        """Last trade, touch, final one-minute bars and the minute still trading of one symbol."""
+        if self.realtime is None:
+            raise ValueError("this market state has no live feed (start it with realtime=...)")
+        if symbol not in self.symbols:
+            raise ValueError(f"{symbol} is not in this market state's universe ({len(self.symbols)} symbols)")
+        return self.realtime.live_quote(symbol)
+
+    def stale(self) -> dict[str, float | None]:
+        """Symbols with nothing received for more than `max_silence_s` → seconds silent (None: never)."""
+        if self.realtime is None:
+            raise ValueError("this market state has no live feed (start it with realtime=...)")
+        stale = self.realtime.stale(self.symbols, self.max_silence_s)
+        if any(silent is None for silent in stale.values()):
+            # never heard from: a restarted gateway has a fresh session without our registrations;
+            # watching again registers what is missing and nothing twice
+            self.realtime.watch(self.symbols)
+        return stale
 
     # --- the MarketState calls ------------------------------------------------------------------
     def today(self) -> dt.date:

@@ -255,11 +255,14 @@ def _reason(exc: BaseException) -> str:
 
 def compare(live, server, journal_path: Path, starting_cash: int) -> ChaosResult:
     """Catch the journal up as a restarted loop would, then compare it with the venue."""
+    from actors.gateway import GatewayRest
     from broker.journal import Journal
     from broker.kis.broker import KisBroker
     from broker.kis.venue import KisVenue
 
-    venue = KisVenue(live.environment, live.credentials, clock=live.clock, cache_dir=live.cache_dir)
+    # through the loop's KIS session (its gateway still runs): one token, one rate limiter
+    venue = KisVenue(live.environment, live.credentials, clock=live.clock, cache_dir=live.cache_dir,
+                     rest=GatewayRest(live.environment, live.credentials, live.cache_dir))
     broker: KisBroker = venue.broker
     journal = Journal(journal_path, run_id=live.run_id())
     try:

@@ -3,8 +3,10 @@
 Same actors and loop as the replay (cluster/trading_loop.py), with two parts swapped: the market state is
 LiveMarketStateActor (KIS daily bars; it sleeps until each session's order time and until each
 bar is final) and the venue is KisVenue (orders through KisBroker, fills from KIS's execution
-list). The run id is stable per environment and account, so a loop restarted on the same day
-re-decides but never re-sends an order (the broker's client-order-id map recognises it).
+list). Both talk to KIS through the app key's one BrokerGateway actor (actors/gateway.py: one
+token, one rate limiter for the whole application), which the loop ends when it ends. The run
+id is stable per environment and account, so a loop restarted on the same day re-decides but
+never re-sends an order (the broker's client-order-id map recognises it).
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class LiveConfig:
     cache_dir: Path | None = None  # KIS token cache and order-id map (default ~/.cache/kis-ray-trader)
     protections: tuple[dict, ...] = DEFAULT_PROTECTIONS  # the risk engine's rules (settings risk_engine)
     alerts: Any = None    # settings alerts (cluster/settings.py AlertsSettings); None: no alerts
+    realtime: bool = False         # the market actor also watches the symbols on the KIS WebSocket
+    feed_silence_s: float = 60.0   # ... and calls a symbol silent this long stale
 
     def __post_init__(self):
         if self.mode not in ("vts", "live"):
@@ -50,26 +54,35 @@ class LiveConfig:
 
 def run_live_loop(config: LiveConfig, decide_url: str, journal: Path, progress: bool = True) -> dict:
     """Trade `config.days` sessions (or until stopped) on the running Ray; returns the loop's summary."""
+    from actors.gateway import close_gateway
     from cluster.trading_loop import drive
 
-    loop, market = start_live_actors(config, decide_url, journal)
-    return drive(loop, market, total=config.days, desc=f"{config.mode} loop", progress=progress)
+    try:
+        loop, market = start_live_actors(config, decide_url, journal)
+        return drive(loop, market, total=config.days, desc=f"{config.mode} loop", progress=progress)
+    finally:
+        close_gateway(config.environment, config.credentials)
 
 
 def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_timeout_s: float | None = None):
     """The (ExecutionActor, LiveMarketStateActor) pair of a real-time loop, market bars loaded
-    (within `load_timeout_s`, if given)."""
+    (within `load_timeout_s`, if given). Both reach KIS through the app key's BrokerGateway,
+    started here if it does not run yet (a restarted pair finds the one it had)."""
     import ray
 
     from actors.execution import ExecutionActor, LoopConfig
+    from actors.gateway import GatewayQuotes, get_or_create_gateway
     from actors.live_market import KisDailyBars, LiveMarketStateActor
     from serving.auth import load_secret, run_token
 
     need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
     lookback = max(config.lookback, int(need))
+    get_or_create_gateway(config.environment, config.credentials, config.cache_dir)
+    quotes = GatewayQuotes(config.environment, config.credentials, config.cache_dir) if config.realtime else None
     market = LiveMarketStateActor.remote(KisDailyBars(config.environment, config.credentials, config.cache_dir), config.symbols,
                                          lookback, config.clock, config.session, poll_s=config.poll_s,
-                                         days=config.days, load=False)
+                                         days=config.days, load=False, realtime=quotes,
+                                         max_silence_s=config.feed_silence_s)
     try:
         ray.get(market.load.remote(), timeout=load_timeout_s)
     except ray.exceptions.GetTimeoutError:

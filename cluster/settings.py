@@ -107,6 +107,10 @@ class LiveSettings(_Section):
     holidays: list[dt.date] = Field(default_factory=list)  # weekday KRX holidays (no KIS TR for it on VTS)
     poll_s: float = Field(60.0, gt=0)               # re-read bars this often while a final bar is late
     clock: Literal["wall", "simulator"] = "wall"    # simulator: rehearse vts against `python -m broker.sim`
+    # intraday: the market actor also watches the symbols on the KIS WebSocket (one session per
+    # app key, in the BrokerGateway): live_quote / stale; decisions still use final daily bars
+    realtime: bool = False
+    feed_silence_s: float = Field(60.0, gt=0)       # a symbol silent this long counts as a stalled feed
     # KIS environment options (broker/kis/config.py Environment: rest_url, ws_url, rate_per_s,
     # token_throttle_s, ... — the items KIS_API.md marks unsure)
     kis: dict[str, Any] = Field(default_factory=dict)

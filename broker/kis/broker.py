@@ -24,9 +24,10 @@ from typing import Callable
 
 from broker.base import Broker, Fill, Order, OrderRequest, OrderStatus, OrderType, Side
 from broker.kis import orders as tr
+from broker.kis.config import Credentials, Environment
 from broker.kis.errors import KisAuthError, KisBusinessError, KisRateLimited, KisTokenError, KisTransportError
 from broker.kis.ids import OrderIdMap
-from broker.kis.rest import KisRest
+from broker.kis.rest import RestClient
 from market import krx
 from market.accounting import CostModel
 from market.calendar import SEOUL, TradingCalendar, open_time
@@ -44,15 +45,14 @@ def today_kst() -> dt.date:
 
 
 class KisBroker(Broker):
-    def __init__(self, rest: KisRest, costs: CostModel = CostModel(), calendar: TradingCalendar | None = None,
+    def __init__(self, rest: RestClient, costs: CostModel = CostModel(), calendar: TradingCalendar | None = None,
                  id_map: OrderIdMap | Path | str | None = None, clock: Callable[[], dt.date] = today_kst,
                  lookback_days: int = 7, sleep=time.sleep):
         self.rest = rest
         self.costs, self.calendar = costs, calendar
         if not isinstance(id_map, OrderIdMap):
             if id_map is None:
-                digest = hashlib.sha256(f"{rest.env.name}|{rest.credentials.app_key}|{rest.credentials.account}".encode()).hexdigest()[:20]
-                id_map = rest.tokens.dir / f"orders-{rest.env.name}-{digest}.sqlite"
+                id_map = order_map_path(rest.env, rest.credentials, rest.cache_dir)
             id_map = OrderIdMap(id_map)
         self.ids = id_map
         self.clock = clock
@@ -274,6 +274,13 @@ class KisBroker(Broker):
         else:
             status = OrderStatus.PARTIAL if filled else OrderStatus.EXPIRED
         return Order(req, row["odno"], status, _ts(row), filled_qty=filled)
+
+
+def order_map_path(env: Environment, credentials: Credentials, folder: Path) -> Path:
+    """The client-order-id map of an environment + account in the session's cache folder (the
+    key and account only enter the name through a hash): a restarted loop finds its orders here."""
+    digest = hashlib.sha256(f"{env.name}|{credentials.app_key}|{credentials.account}".encode()).hexdigest()[:20]
+    return Path(folder) / f"orders-{env.name}-{digest}.sqlite"
 
 
 def _request(row: dict) -> OrderRequest:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from broker.kis.rest import KisRest
+from broker.kis.rest import RestClient
 
 BASE = "/uapi/domestic-stock/v1/trading"
 ORDER_CASH = BASE + "/order-cash"
@@ -27,7 +27,7 @@ def upper_keys(d: dict | None) -> dict:
     return {str(k).upper(): v for k, v in (d or {}).items()}
 
 
-def cash_order(rest: KisRest, side: str, symbol: str, qty: int, price: int | None = None) -> dict:
+def cash_order(rest: RestClient, side: str, symbol: str, qty: int, price: int | None = None) -> dict:
     """Place a cash order (limit when `price` is given, market otherwise). Returns the upper-cased
     output {KRX_FWDG_ORD_ORGNO, ODNO, ORD_TMD}. Raises KisBusinessError on refusal and
     KisTransportError when the outcome is unknown (never retried here)."""
@@ -46,7 +46,7 @@ def cash_order(rest: KisRest, side: str, symbol: str, qty: int, price: int | Non
                                    extra_headers=_hash(rest, body)).out("output"))
 
 
-def revise_cancel(rest: KisRest, orgno: str, odno: str, cancel: bool = True, qty: int = 0,
+def revise_cancel(rest: RestClient, orgno: str, odno: str, cancel: bool = True, qty: int = 0,
                   price: int = 0, order_division: str = LIMIT) -> dict:
     """Cancel (or revise) an order. qty 0 = all of the remaining quantity. Revise makes a new ODNO."""
     cred = rest.credentials
@@ -58,15 +58,13 @@ def revise_cancel(rest: KisRest, orgno: str, odno: str, cancel: bool = True, qty
                                    extra_headers=_hash(rest, body)).out("output"))
 
 
-def _hash(rest: KisRest, body: dict) -> dict | None:
+def _hash(rest: RestClient, body: dict) -> dict | None:
     if not rest.env.use_hashkey:
         return None
-    from broker.kis.auth import hashkey
-
-    return {"hashkey": hashkey(rest.session, rest.env, rest.credentials, body)}
+    return {"hashkey": rest.hashkey(body)}
 
 
-def orderable(rest: KisRest, symbol: str = "", price: int | None = None, market: bool = True) -> dict:
+def orderable(rest: RestClient, symbol: str = "", price: int | None = None, market: bool = True) -> dict:
     """inquire-psbl-order output: ord_psbl_cash, nrcvb_buy_qty, max_buy_qty ... (KIS strings)."""
     cred = rest.credentials
     reply = rest.request("GET", PSBL_ORDER, rest.env.tr(PSBL_TR), params={
@@ -76,7 +74,7 @@ def orderable(rest: KisRest, symbol: str = "", price: int | None = None, market:
     return reply.out("output") or {}
 
 
-def balance(rest: KisRest) -> tuple[list[dict], dict]:
+def balance(rest: RestClient) -> tuple[list[dict], dict]:
     """(holdings rows over all pages, summary object). output2 is a list with one object."""
     cred = rest.credentials
     holdings: list[dict] = []
@@ -94,7 +92,7 @@ def balance(rest: KisRest) -> tuple[list[dict], dict]:
     return holdings, summary
 
 
-def daily_orders(rest: KisRest, start: dt.date, end: dt.date, filled: str = "00", symbol: str = "",
+def daily_orders(rest: RestClient, start: dt.date, end: dt.date, filled: str = "00", symbol: str = "",
                  odno: str = "", side: str = "00", older: bool = False) -> tuple[list[dict], dict]:
     """(one row per order over all pages, totals). filled: 00 all, 01 filled, 02 unfilled."""
     cred = rest.credentials

@@ -5,7 +5,7 @@ import datetime as dt
 
 import polars as pl
 
-from broker.kis.rest import KisRest
+from broker.kis.rest import RestClient
 
 PRICE = ("/uapi/domestic-stock/v1/quotations/inquire-price", "FHKST01010100")
 DAILY = ("/uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice", "FHKST03010100")
@@ -22,7 +22,7 @@ def num(value) -> float:
     return float(value)
 
 
-def current_price(rest: KisRest, symbol: str, market: str = "J") -> dict:
+def current_price(rest: RestClient, symbol: str, market: str = "J") -> dict:
     """inquire-price `output` (all fields as KIS strings) for one symbol."""
     _check_symbol(symbol)
     reply = rest.request("GET", PRICE[0], PRICE[1],
@@ -30,7 +30,7 @@ def current_price(rest: KisRest, symbol: str, market: str = "J") -> dict:
     return reply.out("output") or {}
 
 
-def daily_bars(rest: KisRest, symbol: str, start: dt.date, end: dt.date, adjusted: bool = True,
+def daily_bars(rest: RestClient, symbol: str, start: dt.date, end: dt.date, adjusted: bool = True,
                period: str = "D", max_pages: int = 1000, with_name: bool = False) -> pl.DataFrame:
     """Bars from `start` to `end` inclusive, oldest first, in the market/ long layout.
 
@@ -83,7 +83,7 @@ def bars_frame(symbol: str, rows: list[dict], start: dt.date | None = None, end:
     return df.sort("date")
 
 
-def minute_bars(rest: KisRest, symbol: str, until: str = "153000", pages: int = 1) -> pl.DataFrame:
+def minute_bars(rest: RestClient, symbol: str, until: str = "153000", pages: int = 1) -> pl.DataFrame:
     """Today's one-minute bars at or before `until` (HHMMSS), newest-first pages of 30, oldest first out."""
     _check_symbol(symbol)
     rows: dict[str, dict] = {}

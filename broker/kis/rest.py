@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
-from broker.kis.auth import TokenCache
+from broker.kis.auth import TokenCache, hashkey
 from broker.kis.config import Credentials, Environment
 from broker.kis.errors import KisBusinessError, KisRateLimited, KisTokenError, KisTransportError, json_object
 from broker.kis.ratelimit import bucket_for
@@ -37,26 +38,70 @@ class Reply:
         return self.data.get(key)
 
 
-class KisRest:
-    def __init__(self, env: Environment, credentials: Credentials, tokens: TokenCache | None = None,
-                 session: requests.Session | None = None, sleep=time.sleep):
+class RestClient:
+    """What the TR modules (quotes.py, orders.py) and KisBroker need of a KIS REST client.
+
+    Two kinds: `KisRest`, the HTTP client itself (token cache, rate limiter, connection pool),
+    and `actors/gateway.py` `GatewayRest`, the same calls through the app key's one BrokerGateway
+    actor, so that every process of an application shares one session and one request budget.
+    `cache_dir`: where the session keeps its files (token cache, the order-id map beside it)."""
+
+    env: Environment
+    cache_dir: Path
+
+    def __init__(self, env: Environment, credentials: Credentials, sleep=time.sleep):
         self.env = env
         self._cred = credentials
         protect(*credentials.secrets())
+        self._sleep = sleep
+
+    @property
+    def credentials(self) -> Credentials:
+        return self._cred
+
+    def request(self, method: str, path: str, tr_id: str, *, params: dict | None = None, body: dict | None = None,
+                tr_cont: str = "", idempotent: bool = True, extra_headers: dict | None = None) -> Reply:
+        """One logical call. `idempotent=False` (orders): no retry after a transport failure."""
+        raise NotImplementedError
+
+    def hashkey(self, body: dict) -> str:
+        """The `hashkey` header value for an order body (POST /uapi/hashkey)."""
+        raise NotImplementedError
+
+    def pages(self, path: str, tr_id: str, params: dict, max_pages: int = 100, pause_s: float = 0.0):
+        """Continuation paging (§3.3): yields each page's Reply until tr_cont is D/E or blank."""
+        params = dict(params, CTX_AREA_FK100="", CTX_AREA_NK100="")
+        tr_cont = ""
+        for _ in range(max_pages):
+            reply = self.request("GET", path, tr_id, params=params, tr_cont=tr_cont)
+            yield reply
+            if reply.tr_cont not in MORE_PAGES:
+                return
+            params["CTX_AREA_FK100"] = reply.data.get("ctx_area_fk100", "")
+            params["CTX_AREA_NK100"] = reply.data.get("ctx_area_nk100", "")
+            tr_cont = "N"
+            if pause_s:
+                self._sleep(pause_s)
+        raise KisTransportError(tr_id=tr_id, detail=f"more than {max_pages} pages")
+
+
+class KisRest(RestClient):
+    def __init__(self, env: Environment, credentials: Credentials, tokens: TokenCache | None = None,
+                 session: requests.Session | None = None, sleep=time.sleep):
+        super().__init__(env, credentials, sleep)
         self.session = session or requests.Session()
         if env.name == "sim" or urlsplit(env.rest_url).hostname in ("127.0.0.1", "localhost", "::1"):
             self.session.trust_env = False   # loopback simulator: never through a proxy from the environment
         self.tokens = tokens or TokenCache(env, credentials, session=self.session)
+        self.cache_dir = self.tokens.dir
         self.bucket = bucket_for(env.name, env.rest_url, credentials.app_key, env.rate_per_s, env.burst)
-        self._sleep = sleep
         self.stats = {"requests": 0, "rate_limited": 0, "token_refreshes": 0, "transport_errors": 0}
 
     def __repr__(self) -> str:
         return f"KisRest(env={self.env.name!r}, url={self.env.rest_url!r})"
 
-    @property
-    def credentials(self) -> Credentials:
-        return self._cred
+    def hashkey(self, body: dict) -> str:
+        return hashkey(self.session, self.env, self._cred, body)
 
     def request(self, method: str, path: str, tr_id: str, *, params: dict | None = None, body: dict | None = None,
                 tr_cont: str = "", idempotent: bool = True, extra_headers: dict | None = None) -> Reply:
@@ -131,19 +176,3 @@ class KisRest:
         if resp.status_code >= 500 and "rt_cd" not in data:
             raise KisTransportError(status=resp.status_code, tr_id=tr_id, detail="server error without a KIS body")
         return Reply(data=data, tr_cont=resp.headers.get("tr_cont", "") or "", status=resp.status_code)
-
-    def pages(self, path: str, tr_id: str, params: dict, max_pages: int = 100, pause_s: float = 0.0):
-        """Continuation paging (§3.3): yields each page's Reply until tr_cont is D/E or blank."""
-        params = dict(params, CTX_AREA_FK100="", CTX_AREA_NK100="")
-        tr_cont = ""
-        for _ in range(max_pages):
-            reply = self.request("GET", path, tr_id, params=params, tr_cont=tr_cont)
-            yield reply
-            if reply.tr_cont not in MORE_PAGES:
-                return
-            params["CTX_AREA_FK100"] = reply.data.get("ctx_area_fk100", "")
-            params["CTX_AREA_NK100"] = reply.data.get("ctx_area_nk100", "")
-            tr_cont = "N"
-            if pause_s:
-                self._sleep(pause_s)
-        raise KisTransportError(tr_id=tr_id, detail=f"more than {max_pages} pages")

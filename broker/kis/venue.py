@@ -13,7 +13,7 @@ from broker.base import Fill
 from broker.kis.auth import TokenCache
 from broker.kis.broker import KisBroker
 from broker.kis.config import Credentials, Environment
-from broker.kis.rest import KisRest
+from broker.kis.rest import KisRest, RestClient
 from market.accounting import CostModel
 from market.calendar import SEOUL, TradingCalendar
 from market.session import Clock, WallClock
@@ -24,12 +24,14 @@ Bars = dict[str, tuple[float, float, float, float]]
 class KisVenue:
     def __init__(self, environment: Environment, credentials: Credentials, costs: CostModel = CostModel(),
                  calendar: TradingCalendar | None = None, clock: Clock | None = None,
-                 cache_dir: Path | str | None = None):
+                 cache_dir: Path | str | None = None, rest: RestClient | None = None):
         """`cache_dir` holds the token cache and the client-order-id → ODNO map (default: the KIS
         cache folder); the map is per environment and account, so a restarted loop recognises the
-        orders it already sent."""
+        orders it already sent. `rest`: the app key's shared session (the loop passes its
+        BrokerGateway's, actors/gateway.py); default: a client of this venue's own."""
         self.clock = clock or WallClock()
-        rest = KisRest(environment, credentials, TokenCache(environment, credentials, cache_dir))
+        if rest is None:
+            rest = KisRest(environment, credentials, TokenCache(environment, credentials, cache_dir))
         self.broker = KisBroker(rest, costs, calendar, clock=self._session_day)
 
     def __repr__(self) -> str:

@@ -190,8 +190,11 @@ class KisWebSocket:
 
     def __init__(self, url: str, approval: Callable[[], str], cap: int = 40, unsubscribe_tr_type: str = "2",
                  custtype: str = "P", reconnect_delay_s: float = 0.2, max_reconnects: int = 50,
-                 on_record: Callable[[str, dict], None] | None = None):
+                 on_record: Callable[[str, dict], None] | None = None, keep_events: bool = True):
+        """`keep_events=False`: records go to `on_record` only, not also to the `events` queue
+        (a long-lived session whose records nobody takes from the queue would grow it forever)."""
         self.url, self._approval = url, approval
+        self.keep_events = keep_events
         self.cap, self.unsub_type, self.custtype = cap, unsubscribe_tr_type, custtype
         self.reconnect_delay_s, self.max_reconnects = reconnect_delay_s, max_reconnects
         self.on_record = on_record
@@ -319,7 +322,8 @@ class KisWebSocket:
         if frame is None:
             return
         for rec in frame.records:
-            self.events.put((frame.tr_id, rec))
+            if self.keep_events:
+                self.events.put((frame.tr_id, rec))
             if self.on_record:
                 self.on_record(frame.tr_id, rec)
             if frame.tr_id in NOTICE_TRS:

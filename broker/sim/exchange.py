@@ -20,6 +20,7 @@ import math
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,6 +54,7 @@ from market.calendar import SEOUL, TradingCalendar
 # Per-environment limits (KIS_API.md §6.1, notice of 2026-04-20): REST 18 calls/s real, 1/s VTS, per
 # app key, counted over one second (a burst of up to that many calls inside a second is accepted).
 REST_RATE = {"real": 18.0, "vts": 1.0}
+ARRIVALS_KEPT = 100_000
 
 
 @dataclass
@@ -169,6 +171,10 @@ class Exchange:
         self.last_issue: dict[str, float] = {}
         self.approvals: dict[str, str] = {}                       # approval key → app key
         self.buckets: dict[str, list[float]] = {}                 # app key → [tokens, last]
+        # app key → monotonic arrival time of every quota-counted request, refused ones too: what a
+        # test measures the clients' combined request rate on (see peak_requests); the last
+        # ARRIVALS_KEPT per key, so a simulator serving for days stays small
+        self.arrivals: dict[str, deque[float]] = {}
         self.history: dict[str, list[tuple]] = {}                 # symbol → [(date, o, h, l, c, v)] oldest first
         self.names: dict[str, str] = {}
         self.values: dict[tuple[str, dt.date], float] = {}         # (symbol, day) → trade value, when known
@@ -299,6 +305,7 @@ class Exchange:
     def take_quota(self, app_key: str) -> None:
         now = time.monotonic()
         with self.lock:
+            self.arrivals.setdefault(app_key, deque(maxlen=ARRIVALS_KEPT)).append(now)
             b = self.buckets.setdefault(app_key, [float(self.config.burst), now])
             b[0] = min(self.config.burst, b[0] + (now - b[1]) * self.config.rate_per_s)
             b[1] = now
@@ -306,6 +313,17 @@ class Exchange:
                 self.counts["rate_limited"] += 1
                 raise GatewayError(500, "EGW00201", "초당 거래건수를 초과하였습니다.")
             b[0] -= 1.0
+
+    def peak_requests(self, app_key: str, window_s: float = 1.0) -> int:
+        """The most requests of one app key that arrived inside any `window_s`-long window."""
+        with self.lock:
+            times = sorted(self.arrivals.get(app_key, ()))
+        peak, lo = 0, 0
+        for hi, t in enumerate(times):
+            while t - times[lo] > window_s:
+                lo += 1
+            peak = max(peak, hi - lo + 1)
+        return peak
 
     def token_of(self, headers: dict) -> str:
         auth = headers.get("authorization", "")

@@ -160,6 +160,7 @@ def live_config(settings, mode: Mode, credentials, days: int | None):
     try:
         return LiveConfig(mode=mode.value, environment=env, credentials=credentials,
                           symbols=settings.trading.symbols, session=session, clock=clock, poll_s=s.poll_s, days=days,
+                          realtime=s.realtime, feed_silence_s=s.feed_silence_s,
                           protections=tuple(settings.risk_engine.protections), alerts=settings.alerts)
     except ValueError as exc:
         raise CommandError(str(exc)) from None

@@ -52,3 +52,37 @@ def fast_sim() -> SimServer:
 def venue_orders(sim, cred) -> list:
     """The orders the venue holds for this account (each order the client's sends reached)."""
     return [so for so in sim.exchange.accounts[cred.app_key].orders.values() if so.paper_id]
+
+
+class OwnClient:
+    """A process with a KIS client of its own: how the market feed and the execution loop each
+    held one before the BrokerGateway (run as a Ray actor to have the two processes)."""
+
+    def __init__(self, env, cred, cache_dir):
+        self.rest = KisRest(env, cred, TokenCache(env, cred, cache_dir=cache_dir))
+
+    def daily_bars(self, symbols: list[str], start: dt.date, end: dt.date) -> int:
+        """The feed's history read; returns how many calls KIS refused even after the retries."""
+        from broker.kis.errors import KisRateLimited
+        from broker.kis.quotes import daily_bars
+
+        refused = 0
+        for s in symbols:
+            try:
+                daily_bars(self.rest, s, start, end)
+            except KisRateLimited:
+                refused += 1
+        return refused
+
+    def account_reads(self, n: int) -> int:
+        """The execution loop's account reads (cash and positions); refused calls as above."""
+        from broker.kis import orders as tr
+        from broker.kis.errors import KisRateLimited
+
+        refused = 0
+        for _ in range(2 * n):
+            try:
+                tr.balance(self.rest)
+            except KisRateLimited:
+                refused += 1
+        return refused
