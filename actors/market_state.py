@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections import OrderedDict
 
 import numpy as np
@@ -77,6 +78,11 @@ class MarketState:
 
 
 MarketStateActor = ray.remote(num_cpus=0)(MarketState)
+
+
+def new_market_name() -> str:
+    """A fresh market state name: unique, so that a rerun of a run id never meets a dying namesake."""
+    return f"m{uuid.uuid4().hex[:16]}"
 
 
 def market_actor_name(market: str) -> str:

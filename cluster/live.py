@@ -70,16 +70,21 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
     started here if it does not run yet (a restarted pair finds the one it had)."""
     import ray
 
+    from actors import NAMESPACE
     from actors.execution import ExecutionActor, LoopConfig
     from actors.gateway import GatewayQuotes, get_or_create_gateway
     from actors.live_market import KisDailyBars, LiveMarketStateActor
+    from actors.market_state import market_actor_name, new_market_name
     from serving.auth import load_secret, run_token
 
     need = requests.get(decide_url.replace("/v1/decide", "/healthz"), timeout=60).json()["lookback"]
     lookback = max(config.lookback, int(need))
     get_or_create_gateway(config.environment, config.credentials, config.cache_dir)
     quotes = GatewayQuotes(config.environment, config.credentials, config.cache_dir) if config.realtime else None
-    market = LiveMarketStateActor.remote(KisDailyBars(config.environment, config.credentials, config.cache_dir), config.symbols,
+    # named, so that the decision service reads each decision's bars from it (decisions by reference)
+    market_name = new_market_name()
+    market = LiveMarketStateActor.options(name=market_actor_name(market_name), namespace=NAMESPACE).remote(
+        KisDailyBars(config.environment, config.credentials, config.cache_dir), config.symbols,
                                          lookback, config.clock, config.session, poll_s=config.poll_s,
                                          days=config.days, load=False, realtime=quotes,
                                          max_silence_s=config.feed_silence_s)
@@ -95,7 +100,7 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
     loop = ExecutionActor.remote(
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=config.run_id(), venue=config.mode,
                    decide_token=run_token(load_secret(), config.run_id()), protections=tuple(config.protections),
-                   alerts=config.alerts,
+                   alerts=config.alerts, market_name=market_name,
                    lookback=lookback, venue_options={"environment": config.environment,
                                                      "credentials": config.credentials, "clock": config.clock,
                                                      "cache_dir": config.cache_dir}),

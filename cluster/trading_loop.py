@@ -124,15 +124,14 @@ def start_replay_actors(config: ReplayConfig, decide_url: str, journal: Path, pa
     `panel_override`: (panel, first decision row, benchmark) instead of `prepare(config)`."""
     from actors import NAMESPACE
     from actors.execution import ExecutionActor, LoopConfig
-    from actors.market_state import MarketStateActor, market_actor_name
+    from actors.market_state import MarketStateActor, market_actor_name, new_market_name
     from serving.auth import load_secret, run_token
 
     config.lookback = max(config.lookback, service_lookback(decide_url))
     panel, first_row, bench = panel_override or prepare(config)
     run_id = config.run_id or f"replay{uuid.uuid4().hex[:8]}"
-    # named (uniquely: a rerun of the run id never meets a dying namesake), so that the decision
-    # service reads each decision's bars from it (decisions by reference)
-    market_name = f"m{uuid.uuid4().hex[:16]}" if config.by_reference else ""
+    # named, so that the decision service reads each decision's bars from it (decisions by reference)
+    market_name = new_market_name() if config.by_reference else ""
     market = (MarketStateActor.options(name=market_actor_name(market_name), namespace=NAMESPACE)
               if market_name else MarketStateActor).remote(panel, first_row, bench)
     loop = ExecutionActor.remote(
