@@ -84,10 +84,9 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
     # named, so that the decision service reads each decision's bars from it (decisions by reference)
     market_name = new_market_name()
     market = LiveMarketStateActor.options(name=market_actor_name(market_name), namespace=NAMESPACE).remote(
-        KisDailyBars(config.environment, config.credentials, config.cache_dir), config.symbols,
-                                         lookback, config.clock, config.session, poll_s=config.poll_s,
-                                         days=config.days, load=False, realtime=quotes,
-                                         max_silence_s=config.feed_silence_s)
+        KisDailyBars(config.environment, config.credentials, config.cache_dir), config.symbols, lookback,
+        config.clock, config.session, poll_s=config.poll_s, days=config.days, load=False, realtime=quotes,
+        max_silence_s=config.feed_silence_s)
     try:
         ray.get(market.load.remote(), timeout=load_timeout_s)
     except ray.exceptions.GetTimeoutError:
