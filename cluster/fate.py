@@ -41,6 +41,35 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[19])
 
 
+def same_process(pid: int, started: int) -> bool:
+    """Is `pid` still the process that started at `started` (not gone, not a recycled pid)?"""
+    st = _stat(pid)
+    return st is not None and st[1] == started
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
 def descendants(root: int) -> dict[int, int]:
     """pid → start time of every live descendant of `root`."""
     children: dict[int, list[int]] = {}
@@ -67,8 +96,7 @@ def watch(driver: int) -> int:
         seen.pop(me, None)
         time.sleep(POLL_S)
     for pid, started in seen.items():
-        st = _stat(pid)
-        if st is not None and st[1] == started:
+        if same_process(pid, started):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
