@@ -88,8 +88,8 @@ def test_status_without_cluster_still_reports_the_journal(tmp_path, monkeypatch,
     """No Ray at the address: the cluster part says so, the journal part still answers."""
     import datetime as dt
 
-    from broker.journal import Journal
     from broker.base import Fill, OrderRequest, Side
+    from broker.journal import Journal
     older = Journal(tmp_path / "j.sqlite", run_id="older")   # another run in the same file: not counted
     older.record_intent(OrderRequest("older-1", "005930", "buy", 1), dt.datetime(2023, 12, 1, tzinfo=dt.timezone.utc))
     older.record_account(dt.date(2023, 12, 1), 1_000, 1_000.0, {})
