@@ -333,25 +333,29 @@ def _arm_faults(config: ChaosConfig, server, current: _Current, stop: threading.
 
 class _DriverProcesses:
     """Every process a driver started: its descendants (recorded while it runs: they are re-parented
-    once it dies) and its process group (it leads its own session)."""
+    once it dies), its process group (it leads its own session) and every process of its Ray
+    sessions (a worker spawned around its death is neither of the first two: cluster/fate.py)."""
 
     def __init__(self, pid: int):
         self.pid = pid
         self.seen: dict[int, int] = {}
+        self.sessions: set[str] = set()
         self._last = 0.0
 
     def record(self) -> None:
-        from cluster.fate import descendants
+        from cluster.fate import descendants, ray_sessions
 
         if time.monotonic() - self._last >= 1.0:   # a /proc scan a second is enough: Ray starts everything early
-            self.seen.update(descendants(self.pid))
+            found = descendants(self.pid)
+            self.sessions |= ray_sessions(pid for pid in found if pid not in self.seen)
+            self.seen.update(found)
             self._last = time.monotonic()
 
     def alive(self) -> dict[int, str]:
-        from cluster.fate import command_line, group_members, same_process
+        from cluster.fate import command_line, group_members, same_process, session_members
 
         left = {pid: command_line(pid) for pid, started in self.seen.items() if same_process(pid, started)}
-        left.update({pid: command_line(pid) for pid in group_members(self.pid)})
+        left.update({pid: command_line(pid) for pid in [*group_members(self.pid), *session_members(self.sessions)]})
         return left
 
     def wait_gone(self, timeout_s: float) -> list[str]:
