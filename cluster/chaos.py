@@ -161,6 +161,8 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
     stop = threading.Event()
     current = _Current()
     arming = threading.Thread(target=_arm_faults, args=(config, server, current, stop, faults), daemon=True)
+    proc: subprocess.Popen | None = None
+    started: _DriverProcesses | None = None
     try:
         keys = server.add_account(config.cash)
         spec = {"out": str(out), "sessions": config.sessions, "seed": config.seed, "symbols": config.symbols,
@@ -240,6 +242,12 @@ def run_campaign(config: ChaosConfig) -> ChaosResult:
         result = compare(live, server, out / "journal.sqlite", config.cash)
     finally:
         stop.set()
+        if proc is not None and started is not None and proc.poll() is None:
+            # the campaign failed or was interrupted (Ctrl-C reaches this process group only):
+            # the driver, in a session of its own, goes with it
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            started.wait_gone(GONE_S)
         server.stop()
     kills: Counter = Counter()
     failures: Counter = Counter()
