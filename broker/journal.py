@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS controls (       -- the operator's trading state (`tr
     at      TEXT NOT NULL
 );
 """
+COUNTED = ("orders", "fills", "account", "decisions")   # the tables with a row per run
 
 
 class JournalError(RuntimeError):
@@ -243,6 +244,13 @@ class Journal:
         sql = f"SELECT {columns} FROM {table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         sql += f" GROUP BY {group}" if group else ""
         return self.query(sql + (f" ORDER BY {order}" if order else ""), args)
+
+    def count(self, table: str) -> int:
+        """Rows of `table` (orders, fills, account, decisions) for this journal's run, counted by
+        SQLite: a watcher's totals never load the rows."""
+        if table not in COUNTED:
+            raise ValueError(f"no journal table {table!r} to count: choose one of {', '.join(COUNTED)}")
+        return int(self._mine(table, columns="COUNT(*) AS n")[0]["n"])
 
     def runs(self) -> list[str]:
         """Run ids in the journal, the one with the latest account row last."""

@@ -89,7 +89,7 @@ def journal_status(path: Path, n: int) -> dict:
         journal.run_id = run = journal.latest_run() or ""
         decisions = [{"day": r["day"], **json.loads(r["payload"])} for r in journal.decisions()[::-1][:n]]
         accounts = journal.accounts()
-        counts = {"orders": len(journal.orders()), "fills": len(journal.fills())}
+        counts = {"orders": journal.count("orders"), "fills": journal.count("fills")}
         control = journal.control()
     finally:
         journal.close()

@@ -1,5 +1,6 @@
 """`trader chaos`: a short fault campaign on the real loop (real Ray, Serve over HTTP, the KIS
-client against the simulator over sockets) ends with nothing lost, doubled or different."""
+client against the simulator over sockets) ends with nothing lost, doubled or different, through
+actor and replica kills, REST faults and a SIGKILL of the driver process itself."""
 from __future__ import annotations
 
 import json
@@ -16,8 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_short_campaign_loses_and_doubles_nothing(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # seed 3's driver schedule: the first driver dies 0.74 of a session into its trading, the second
+    # would live 6.3 sessions (more than are left), so exactly one driver kill lands mid-campaign
     r = subprocess.run([sys.executable, "-m", "cluster.cli", "chaos", "--sessions", "4", "--seed", "3",
-                        "--kill-every", "2", "--fault-every", "0.3", "--out", str(tmp_path)],
+                        "--kill-every", "3", "--fault-every", "0.3", "--driver-kill-every", "3",
+                        "--out", str(tmp_path)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     out = r.stdout + r.stderr
     # the command's last line (Ray may print a shutdown notice of its own after it)
@@ -27,5 +31,10 @@ def test_short_campaign_loses_and_doubles_nothing(tmp_path):
     assert r.returncode == 0, out[-3000:]
     summary = json.loads((tmp_path / "chaos.json").read_text())
     assert int(last.split()[1].rstrip(",")) > 0                      # it traded
-    assert sum(summary["kills"].values()) >= 1 and summary["segments"] >= 2   # and was killed and restarted
+    assert summary["kills"].get("driver", 0) >= 1 and summary["drivers"] >= 2, summary   # the driver died
+    assert summary["survivors"] == [], summary                       # and took every process it started along
+    assert ": no process of a killed driver outlived it" in r.stdout
+    assert sum(summary["kills"].values()) >= 2 and summary["segments"] >= 2   # actors were killed and restarted
     assert sum(summary["faults"].values()) >= 4
+    # the killed driver's run goes on in the next one: one run id in the journal, every order settled
+    assert set(summary["journal_states"]) <= {"filled", "rejected", "denied", "cancelled", "expired"}, summary

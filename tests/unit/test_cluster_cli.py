@@ -88,8 +88,17 @@ def test_status_without_cluster_still_reports_the_journal(tmp_path, monkeypatch,
     """No Ray at the address: the cluster part says so, the journal part still answers."""
     import datetime as dt
 
+    from broker.base import Fill, OrderRequest, Side
     from broker.journal import Journal
+    older = Journal(tmp_path / "j.sqlite", run_id="older")   # another run in the same file: not counted
+    older.record_intent(OrderRequest("older-1", "005930", "buy", 1), dt.datetime(2023, 12, 1, tzinfo=dt.timezone.utc))
+    older.record_account(dt.date(2023, 12, 1), 1_000, 1_000.0, {})
+    older.close()
     j = Journal(tmp_path / "j.sqlite", run_id="t")
+    at = dt.datetime(2023, 12, 28, 9, tzinfo=dt.timezone.utc)
+    for i in range(2):
+        j.record_intent(OrderRequest(f"t-{i}", "005930", "buy", 1), at)
+    j.record_fill(Fill("t-0", "0001", "005930", Side.BUY, 1, 1_500, 0, 0, at, fill_id="ccld1"))
     j.record_account(dt.date(2023, 12, 28), 1_000, 2_500.0, {"005930": 1})
     j.record_decision(dt.date(2023, 12, 28), {"targets": {"005930": 0.6}, "regime": {"bull": 0.7}})
     j.close()
@@ -97,10 +106,12 @@ def test_status_without_cluster_still_reports_the_journal(tmp_path, monkeypatch,
     report = status.journal_status(tmp_path / "j.sqlite", 5)
     assert report["account"] == {"day": "2023-12-28", "cash": 1000, "equity": 2500.0}
     assert report["decisions"][0]["targets"] == {"005930": 0.6}
+    assert (report["run_id"], report["orders"], report["fills"]) == ("t", 2, 1)   # the latest run's, counted
     status.print_report({"cluster": {"connected": False, "address": "127.0.0.1:1", "error": "no"},
                          "journal": report})
     out = capsys.readouterr().out
     assert "not reachable" in out and "equity 2,500 KRW" in out and "005930 60.0%" in out
+    assert "2 orders, 1 fills" in out
 
 
 def test_vts_settings_problems_are_named_before_anything_starts(monkeypatch, tmp_path):

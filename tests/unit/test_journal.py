@@ -91,3 +91,18 @@ def test_a_journal_of_the_earlier_schema_is_refused_by_name(tmp_path):
     db.close()
     with pytest.raises(JournalError, match="old.sqlite was written by an earlier version"):
         Journal(old, run_id="r")
+
+
+def test_counts_are_the_runs_own_and_name_a_bad_table(tmp_path):
+    for run, n in (("a", 3), ("b", 1)):
+        j = Journal(tmp_path / "j.sqlite", run_id=run)
+        for i in range(n):
+            _intent(j, f"{run}-{i}")
+            j.record_fill(_fill(f"{run}-{i}", f"{run}000{i}", "ccld5"))
+        j.close()
+    a = Journal(tmp_path / "j.sqlite", run_id="a")
+    assert (a.count("orders"), a.count("fills"), a.count("account")) == (3, 3, 0)
+    every = Journal(tmp_path / "j.sqlite")
+    assert (every.count("orders"), every.count("fills")) == (4, 4) == (len(every.orders()), len(every.fills()))
+    with pytest.raises(ValueError, match="orders, fills"):
+        a.count("orders; DROP TABLE fills")
