@@ -175,6 +175,11 @@ class RankForecaster:
         """Whether a fit needs the validation split even with one candidate (early stopping)."""
         return len(self.grid) > 1
 
+    def _label_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The sampled label rows a fit trains and validates on (all of them; a model may keep
+        only the newest, a rolling training window)."""
+        return rows
+
     # --- training -------------------------------------------------------------------------
     def _inputs(self, history: Panel, rows: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
         """(X at rows, rank label (R, N), forward return (R, N)) at `rows` of `history`; the
@@ -191,7 +196,7 @@ class RankForecaster:
         if not self.grid:
             raise ValueError(f"{self.name}: an empty hyper-parameter grid")
         first = self.lookback
-        rows = label_rows(len(history), self.horizon, first, self.sample_every)
+        rows = self._label_rows(label_rows(len(history), self.horizon, first, self.sample_every))
         if len(rows) == 0:
             raise ValueError(f"{self.name}: {len(history)} bars of history leave no labelled training row "
                              f"(need > {first + self.horizon + 2})")
