@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_forecaster import SYMBOLS, _features
 
 from backtest.engine import BacktestConfig, run_backtest
 from backtest.lookahead import check_lookahead
@@ -13,8 +14,6 @@ from market.data import DataPaths, load_panel
 from strategies.base import check_weights
 from strategies.features import MARKET_FEATURES
 from strategies.neural import SequenceForecaster
-
-from test_forecaster import SYMBOLS, _features
 
 TINY = {"gru": ({"hidden": 8, "lr": 3e-3},),
         "transformer": ({"d_model": 8, "heads": 2, "layers": 1, "dropout": 0.1, "lr": 3e-3},)}
@@ -30,7 +29,7 @@ def world():
 
 def _agent(features, arch="gru", seed=0, **kw):
     kw = {"grid": TINY[arch], "horizon": 5, "top_k": 5, "validation_bars": 120, "min_train_rows": 40,
-          "window": 10, "max_epochs": 3, "patience": 1, "max_train_dates": 150, **kw}
+          "window": 10, "max_epochs": 3, "patience": 1, "max_train_dates": 150, "sample_every": 5, **kw}
     return SequenceForecaster(features, arch=arch, name=arch, seed=seed, **kw)
 
 
@@ -83,7 +82,7 @@ def test_early_stopping_trains_before_the_purged_validation_span_and_refits_on_e
             return super()._train(params, X, y, validation)
 
     agent = Recording(features, **{**dict(horizon=5, validation_bars=120, min_train_rows=40, window=10,
-                                          max_epochs=2, patience=1, max_train_dates=80), "grid": TINY["gru"]})
+                                          max_epochs=2, patience=1, max_train_dates=80, sample_every=5), "grid": TINY["gru"]})
     history = panel.rows(0, panel.index_of("2017-06-30") + 1)
     agent.fit(history)
     (p_sel, train_ends, val_ends), (p_fit, all_ends, no_val) = seen
