@@ -273,7 +273,7 @@ def write_report(out: Path, args, n_windows: int, n_symbols: int, ic_rows, chose
     if fit_seconds:
         lines += ["Training time (all windows and seeds, one thread on a shared 2-core machine): " +
                   "; ".join(f"{label.split(' ')[0]} {sec / 60:.1f} min" for label, sec in fit_seconds.items()) +
-                  " (lgbm's was not recorded when its part ran).", ""]
+                  " (the fits only; a model not listed ran before the time was recorded).", ""]
     write_keeping_analysis(out, lines)
 
 if __name__ == "__main__":

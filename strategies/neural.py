@@ -150,11 +150,12 @@ class SequenceForecaster(RankForecaster):
     patience: int = 3
     fallback_epochs: int = 5  # no validation split (a short history) and no epochs given
     batch_size: int = 512
-    name: str = "gru"
+    name: str = ""  # empty: the arch's name
 
     def __post_init__(self) -> None:
         if self.arch not in NETS:
-            raise ValueError(f"{self.name}: arch must be one of {ARCHS}, got {self.arch!r}")
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        self.name = self.name or self.arch
         if not self.grid:
             self.grid = DEFAULT_GRIDS[self.arch]
 
