@@ -91,11 +91,13 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(ROOT / "forecasts.md"))
     ap.add_argument("--peers-only", action="store_true", help="only the factor / equal-weight / index runs")
     ap.add_argument("--render", metavar="JSON", nargs="+",
-                    help="only rewrite the .md from saved results files (several: parts run side by side, "
-                         "e.g. one per model and one --peers-only, merged)")
+                    help="only rewrite the .md (and its .json) from saved results files (several: parts run "
+                         "side by side, e.g. one per model and one --peers-only, merged)")
     args = ap.parse_args(argv)
     if args.render:
         saved = merge_results([json.loads(Path(f).read_text()) for f in args.render])
+        # the merged raw numbers beside the merged report (a superset of each part)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(saved, indent=1, default=float))
         args.__dict__.update({k: saved["args"][k] for k in ("start", "end", "test_bars", "seeds")})
         write_report(Path(args.out), args, saved["windows"], saved["symbols"], saved["ic_rows"], saved["chosen"],
                      saved["portfolio"], saved["peers"], saved["seconds"], saved["fit_seconds"])
