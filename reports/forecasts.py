@@ -4,7 +4,8 @@
 
 The same yearly walk-forward as reports/strategies_backtest.py: test years 2017..2023 (246 bars
 each), expanding training history, a 5-bar gap before each test year. Per window and seed a fresh
-LGBMForecaster is fitted on the window's train rows only; its hyper-parameters are chosen inside
+forecaster (LGBMForecaster, or SequenceForecaster for gru / transformer) is fitted on the window's
+train rows only; its hyper-parameters are chosen inside
 `fit` on the last year of that history (validation Rank IC, purged), never on the test year.
 
 Signal quality, per model and test year: daily IC (Pearson) and Rank IC (Spearman) between the
@@ -36,14 +37,26 @@ from strategies.factors import FactorEngine
 from strategies.features import FeatureBuilder
 from strategies.forecaster import LGBMForecaster, daily_ic, forward_returns
 from strategies.fundamentals import Fundamentals, MarketCaps
+from strategies.neural import SequenceForecaster
 
 ROOT = Path(__file__).resolve().parent
 MODELS = {
     "lgbm (20-bar label, monthly top 10)": {"horizon": 20, "rebalance": "monthly", "top_k": 10},
     "lgbm-5d (5-bar label, weekly top 10)": {"horizon": 5, "rebalance": "weekly", "top_k": 10},
+    # the PyTorch sequence models (strategies/neural.py): the same label, schedule and top k as lgbm
+    "gru (20-bar windows, 20-bar label, monthly top 10)": {"horizon": 20, "rebalance": "monthly", "top_k": 10,
+                                                          "arch": "gru"},
+    "transformer (20-bar windows, 20-bar label, monthly top 10)": {"horizon": 20, "rebalance": "monthly",
+                                                                  "top_k": 10, "arch": "transformer"},
 }
 PORTFOLIO_KEYS = (("annual_return", True), ("annual_volatility", True), ("sharpe", False), ("max_drawdown", True),
                   ("information_ratio", False), ("turnover", False), ("costs_pct_of_start", True))
+
+
+def make_agent(features: FeatureBuilder, label: str, spec: dict, seed: int, grid: dict):
+    """A fresh forecaster of the MODELS entry `label`: a sequence net when the spec names an arch."""
+    cls = SequenceForecaster if "arch" in spec else LGBMForecaster
+    return cls(features, seed=seed, name=label.split(" ")[0], **spec, **grid)
 
 
 def ic_stats(ic: np.ndarray) -> dict[str, float]:
@@ -78,14 +91,16 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(ROOT / "forecasts.md"))
     ap.add_argument("--peers-only", action="store_true", help="only the factor / equal-weight / index runs")
     ap.add_argument("--render", metavar="JSON", nargs="+",
-                    help="only rewrite the .md from saved results files (several: parts run side by side, "
-                         "e.g. one per model and one --peers-only, merged)")
+                    help="only rewrite the .md (and its .json) from saved results files (several: parts run "
+                         "side by side, e.g. one per model and one --peers-only, merged)")
     args = ap.parse_args(argv)
     if args.render:
         saved = merge_results([json.loads(Path(f).read_text()) for f in args.render])
+        # the merged raw numbers beside the merged report (a superset of each part)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(saved, indent=1, default=float))
         args.__dict__.update({k: saved["args"][k] for k in ("start", "end", "test_bars", "seeds")})
         write_report(Path(args.out), args, saved["windows"], saved["symbols"], saved["ic_rows"], saved["chosen"],
-                     saved["portfolio"], saved["peers"], saved["seconds"])
+                     saved["portfolio"], saved["peers"], saved["seconds"], saved["fit_seconds"])
         return
 
     t_start = time.time()
@@ -104,7 +119,8 @@ def main(argv=None) -> None:
 
     ic_rows: dict[str, dict[str, list[dict]]] = {label: {} for label in models}  # model -> year -> per seed
     chosen: dict[str, dict[str, list[str]]] = {label: {} for label in models}
-    fitted: dict[tuple[str, int, int], LGBMForecaster] = {}
+    fitted: dict[tuple[str, int, int], LGBMForecaster | SequenceForecaster] = {}
+    fit_seconds: dict[str, float] = {label: 0.0 for label in models}
     fwd_all = {label: forward_returns(panel.close, spec["horizon"]) for label, spec in models.items()}
     # window-outer: every model and seed of a window reuses the window's cached features
     for wi, w in enumerate(windows):
@@ -118,8 +134,9 @@ def main(argv=None) -> None:
                 # the first seed chooses the hyper-parameters on the validation year; the other
                 # seeds reuse that choice (still validation-only) instead of repeating the grid
                 grid = {} if picked is None else {"grid": picked}
-                agent = LGBMForecaster(features, seed=seed, name=label.split(" ")[0], **spec, **grid)
+                agent = make_agent(features, label, spec, seed, grid)
                 agent.fit(history)
+                fit_seconds[label] += time.time() - t
                 picked = picked or (dict(agent.chosen),)
                 fitted[(label, seed, wi)] = agent
                 # scores at every test bar, from features of rows <= t (each row of the panel is causal)
@@ -158,16 +175,18 @@ def main(argv=None) -> None:
     seconds = time.time() - t_start
     # the raw numbers beside the report: `--render` rewrites the .md from them without rerunning
     saved = {"args": vars(args), "windows": len(windows), "symbols": len(panel.symbols), "ic_rows": ic_rows,
-             "chosen": chosen, "portfolio": portfolio, "peers": peers, "seconds": seconds}
+             "chosen": chosen, "portfolio": portfolio, "peers": peers, "seconds": seconds,
+             "fit_seconds": fit_seconds}
     Path(args.out).with_suffix(".json").write_text(json.dumps(saved, indent=1, default=float))
-    write_report(Path(args.out), args, len(windows), len(panel.symbols), ic_rows, chosen, portfolio, peers, seconds)
+    write_report(Path(args.out), args, len(windows), len(panel.symbols), ic_rows, chosen, portfolio, peers, seconds,
+                 fit_seconds)
 
 
 def merge_results(parts: list[dict]) -> dict:
     """One results dict from parts that ran different models (or only the peers) on the same
     windows and seeds; the wall time is the longest part's (they ran side by side)."""
     out = {"args": parts[0]["args"], "windows": parts[0]["windows"], "symbols": parts[0]["symbols"],
-           "ic_rows": {}, "chosen": {}, "portfolio": {}, "peers": {},
+           "ic_rows": {}, "chosen": {}, "portfolio": {}, "peers": {}, "fit_seconds": {},
            "seconds": max(p["seconds"] for p in parts)}
     for p in parts:
         if (p["windows"], p["args"]["start"], p["args"]["end"]) != (out["windows"], out["args"]["start"],
@@ -175,6 +194,7 @@ def merge_results(parts: list[dict]) -> dict:
             raise ValueError("parts ran on different walk-forward windows: they cannot be merged")
         for k in ("ic_rows", "chosen", "portfolio", "peers"):
             out[k].update(p[k])
+        out["fit_seconds"].update(p.get("fit_seconds", {}))  # older results files lack it
         if p["ic_rows"]:
             out["args"] = {**out["args"], "seeds": p["args"]["seeds"]}
     return out
@@ -198,7 +218,7 @@ def _mean_std(values: list[float], pct: bool, digits: int | None = None) -> str:
 
 
 def write_report(out: Path, args, n_windows: int, n_symbols: int, ic_rows, chosen, portfolio, peers,
-                 seconds: float) -> None:
+                 seconds: float, fit_seconds: dict[str, float] | None = None) -> None:
     seeds = " ".join(str(s) for s in args.seeds)
     cmd = (f"PYTHONPATH=. /work/main/.venv/bin/python -m reports.forecasts --start {args.start} --end {args.end} "
            f"--test-bars {args.test_bars} --seeds {seeds}")
@@ -211,7 +231,10 @@ def write_report(out: Path, args, n_windows: int, n_symbols: int, ic_rows, chose
         "a fresh model per window and seed, fitted on the train rows only, its hyper-parameters chosen on the "
         "last year of that history by mean daily Rank IC (purged of the label horizon), never on a test year "
         "(searched with the first seed, reused by the others). "
-        f"Seeds: {seeds} (LightGBM bagging and feature sampling; `deterministic=True`, one thread). "
+        f"Seeds: {seeds} (LightGBM bagging and feature sampling, `deterministic=True`; the nets' initial weights, "
+        "dropout and batch order; one thread). The nets (gru, transformer: strategies/neural.py) read the last 20 "
+        "bars of the same features per stock and early-stop on the validation year's Rank IC; the epoch count "
+        "the first seed stopped at is reused by the other seeds. "
         "Label: the h-bar return from close t+1 to close t+1+h. Features: strategies/features.py "
         "(cross-sectionally ranked Alpha158-style price/volume, point-in-time fundamentals, market state)."), "",
         "## Signal: IC, ICIR, Rank IC, Rank ICIR per test year (mean ± std over seeds)", "",
@@ -249,6 +272,10 @@ def write_report(out: Path, args, n_windows: int, n_symbols: int, ic_rows, chose
         lines.append(f"| {label} | " + " | ".join(_fmt(m.get(k, np.nan), p) for k, p in PORTFOLIO_KEYS) + " |")
     lines += ["", ("IR is against the KOSPI200 price index on the same days; turnover is one-way per year; "
               "costs are commission + tax over the starting capital."), ""]
+    if fit_seconds:
+        lines += ["Training time (all windows and seeds, one thread on a shared 2-core machine): " +
+                  "; ".join(f"{label.split(' ')[0]} {sec / 60:.1f} min" for label, sec in fit_seconds.items()) +
+                  " (the fits only; a model not listed ran before the time was recorded).", ""]
     write_keeping_analysis(out, lines)
 
 if __name__ == "__main__":

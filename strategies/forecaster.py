@@ -1,4 +1,8 @@
-"""LightGBM forecaster: predicts the cross-sectional rank of the forward return, holds the top k.
+"""Rank forecasters: predict the cross-sectional rank of the forward return, hold the top k.
+
+`RankForecaster` is the one home of what every model family shares (label, purge, validation
+choice, refit, decision); `LGBMForecaster` here and the PyTorch sequence models in
+strategies/neural.py (`gru`, `transformer`) supply only their inputs, training and prediction.
 
 Label (row t): the percentile rank across symbols of close[t+1+h] / close[t+1] - 1, the h-bar
 return from the first close after a decision at t's close could have been filled (Qlib's
@@ -6,11 +10,12 @@ Ref($close, -h-1) / Ref($close, -1) - 1). A training row t is used only when its
 lies inside the history it is fitted on (t + 1 + h <= last row): `label_rows` purges the rest.
 
 `fit(history)` (the Agent protocol: it learns from `history` only):
-  1. rows every `sample_every` bars from `train_start`, with a purged label;
+  1. rows every `sample_every` bars from the first row with a full lookback, with a purged label;
   2. hyper-parameters: each `grid` candidate is trained on rows whose label window ends before
      the validation span starts (purge of h + 1 bars), and scored by the mean daily Rank IC on the
      last `validation_bars` label rows of the history; the best is kept (never a test year);
-  3. the chosen candidate is refitted on every purged row of the history.
+  3. the chosen candidate (with what its validation run chose, e.g. a net's epoch count) is
+     refitted on every purged row of the history.
 A continuous run (`trader backtest --strategy lgbm`) refits the same way every `refit_every` bars
 on the window it is given (data <= the decision bar), so it refits yearly walk-forward too.
 
@@ -116,20 +121,30 @@ def top_k_equal_weights(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 @dataclass
-class LGBMForecaster:
+class RankForecaster:
+    """What every forecaster shares: the purged rank label, the validation choice, the refit and
+    the top-k decision. A model family supplies `_inputs` (its view of the features at chosen
+    rows), `_train` and `_predict`; `fit` and `target_weights` are the same for all of them.
+
+    `_train(params, X, y, validation)` returns (model, params it used): with `validation` =
+    (X, forward returns) of the purged validation rows it may stop early on them and say where
+    in the params it returns (a neural net's epoch count), so the refit on every row repeats that
+    choice without a validation split.
+    """
+
     features: FeatureBuilder
     horizon: int = 20
     top_k: int = 10
     rebalance: str = "monthly"
     seed: int = 0
-    grid: tuple[dict[str, Any], ...] = DEFAULT_GRID
+    grid: tuple[dict[str, Any], ...] = ()
     validation_bars: int = 246
     sample_every: int = 5
     min_train_rows: int = 150   # label dates; fewer: no validation split, the first candidate is used
     # refit on the decision window once this many bars passed since the last fit (a continuous
     # run: yearly walk-forward); None: one fit per agent (walk_forward builds one per test year)
     refit_every: int | None = None
-    name: str = "lgbm"
+    name: str = "forecaster"
     chosen: dict[str, Any] | None = field(default=None, repr=False)
     validation_rank_ic: dict[int, float] = field(default_factory=dict, repr=False)
     _model: Any = field(default=None, repr=False)
@@ -139,26 +154,38 @@ class LGBMForecaster:
     def lookback(self) -> int:
         return self.features.lookback
 
+    # --- what a model family supplies -----------------------------------------------------
+    def _features_at(self, panel: Panel, rows: np.ndarray) -> Any:
+        """The model's inputs at `rows` of `panel`, indexable by a row subset (X[idx])."""
+        raise NotImplementedError
+
+    def _latest_features(self, window: Panel) -> Any:
+        """`_features_at(window, [last row])`, computed from the bars a decision needs only."""
+        raise NotImplementedError
+
+    def _train(self, params: dict[str, Any], X: Any, y: np.ndarray,
+               validation: tuple[Any, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _predict(self, model: Any, X: Any) -> np.ndarray:
+        """(R, N) scores; NaN for symbols without features (no bar)."""
+        raise NotImplementedError
+
+    def _needs_validation(self) -> bool:
+        """Whether a fit needs the validation split even with one candidate (early stopping)."""
+        return len(self.grid) > 1
+
+    def _label_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The sampled label rows a fit trains and validates on (all of them; a model may keep
+        only the newest, a rolling training window)."""
+        return rows
+
     # --- training -------------------------------------------------------------------------
-    def _inputs(self, history: Panel, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(X (R, N, F), rank label (R, N), forward return (R, N)) at `rows` of `history`; the
+    def _inputs(self, history: Panel, rows: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(X at rows, rank label (R, N), forward return (R, N)) at `rows` of `history`; the
         label uses history rows only (`forward_returns` on history.close: NaN past its end)."""
         fwd = forward_returns(history.close, self.horizon)[rows]
-        return self.features.matrix(history, rows), rank_labels(fwd), fwd
-
-    @staticmethod
-    def _flat(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        flat_x, flat_y = X.reshape(-1, X.shape[-1]), y.reshape(-1)
-        keep = np.isfinite(flat_y) & np.isfinite(flat_x).any(axis=1)
-        return flat_x[keep], flat_y[keep]
-
-    def _train(self, params: dict[str, Any], X: np.ndarray, y: np.ndarray):
-        import lightgbm as lgb
-
-        rounds = int(params["n_estimators"])
-        booster_params = {**BASE_PARAMS, **{k: v for k, v in params.items() if k != "n_estimators"},
-                          "seed": self.seed}
-        return lgb.train(booster_params, lgb.Dataset(X, y, free_raw_data=True), num_boost_round=rounds)
+        return self._features_at(history, rows), rank_labels(fwd), fwd
 
     def fit(self, history: Panel) -> None:
         from strategies.features import panel_key
@@ -166,13 +193,15 @@ class LGBMForecaster:
         key = (len(history), str(history.dates[-1]) if len(history) else "", panel_key(history))
         if self._fitted_on == key:
             return  # same history again (a host that fits twice): the same model
+        if not self.grid:
+            raise ValueError(f"{self.name}: an empty hyper-parameter grid")
         first = self.lookback
-        rows = label_rows(len(history), self.horizon, first, self.sample_every)
+        rows = self._label_rows(label_rows(len(history), self.horizon, first, self.sample_every))
         if len(rows) == 0:
             raise ValueError(f"{self.name}: {len(history)} bars of history leave no labelled training row "
                              f"(need > {first + self.horizon + 2})")
         pre_val, val_rows = purged_split(rows, self.horizon, self.validation_bars)
-        select = len(self.grid) > 1 and len(pre_val) >= self.min_train_rows and len(val_rows) >= 20
+        select = self._needs_validation() and len(pre_val) >= self.min_train_rows and len(val_rows) >= 20
         need = np.union1d(rows, val_rows) if select else rows
         X, y, fwd = self._inputs(history, need)
         at = {int(t): i for i, t in enumerate(need)}
@@ -181,28 +210,17 @@ class LGBMForecaster:
         if select:
             tr = np.array([at[int(t)] for t in pre_val])
             va = np.array([at[int(t)] for t in val_rows])
-            Xt, yt = self._flat(X[tr], y[tr])
             best_ic = -np.inf
             for i, params in enumerate(self.grid):
-                _, ric = daily_ic(self._predict(self._train(params, Xt, yt), X[va]), fwd[va])
+                model, used = self._train(params, X[tr], y[tr], (X[va], fwd[va]))
+                _, ric = daily_ic(self._predict(model, X[va]), fwd[va])
                 mean = float(np.nanmean(ric)) if np.isfinite(ric).any() else -np.inf
                 self.validation_rank_ic[i] = mean
                 if mean > best_ic:
-                    chosen, best_ic = dict(params), mean
+                    chosen, best_ic = dict(used), mean
         ra = np.array([at[int(t)] for t in rows])
-        self._model = self._train(chosen, *self._flat(X[ra], y[ra]))
-        self.chosen = chosen
+        self._model, self.chosen = self._train(chosen, X[ra], y[ra])
         self._fitted_on = key
-
-    @staticmethod
-    def _predict(model, X: np.ndarray) -> np.ndarray:
-        """(R, N) scores for (R, N, F) inputs; NaN for symbols without any feature (no bar)."""
-        flat = X.reshape(-1, X.shape[-1])
-        ok = np.isfinite(flat).any(axis=1)
-        out = np.full(len(flat), np.nan)
-        if ok.any():
-            out[ok] = model.predict(flat[ok])
-        return out.reshape(X.shape[:2])
 
     # --- deciding -------------------------------------------------------------------------
     def scores(self, window: Panel, rows: np.ndarray | None = None) -> np.ndarray:
@@ -210,7 +228,7 @@ class LGBMForecaster:
         if self._model is None:
             raise ValueError(f"{self.name}: not fitted; call fit(history) before deciding")
         rows = np.array([len(window) - 1]) if rows is None else np.asarray(rows)
-        return self._predict(self._model, self.features.matrix(window, rows))
+        return self._predict(self._model, self._features_at(window, rows))
 
     def target_weights(self, window: Panel) -> np.ndarray:
         if len(window) == 0:
@@ -220,6 +238,48 @@ class LGBMForecaster:
             self.fit(window)  # yearly walk-forward refit on data up to this decision only
         if self._model is None:
             raise ValueError(f"{self.name}: not fitted; call fit(history) before deciding")
-        s = self._predict(self._model, self.features.latest(window))[0]
+        s = self._predict(self._model, self._latest_features(window))[0]
         s = np.where(np.isfinite(window.close[-1]) & (window.close[-1] > 0), s, np.nan)
         return top_k_equal_weights(s, self.top_k)
+
+
+@dataclass
+class LGBMForecaster(RankForecaster):
+    """LightGBM on the (N, F) feature cross-section of the decision row, one tree model for all
+    symbols and dates (rows flattened); the grid candidates differ in leaves and learning rate."""
+
+    grid: tuple[dict[str, Any], ...] = DEFAULT_GRID
+    name: str = "lgbm"
+
+    def _features_at(self, panel: Panel, rows: np.ndarray) -> np.ndarray:
+        return self.features.matrix(panel, rows)
+
+    def _latest_features(self, window: Panel) -> np.ndarray:
+        return self.features.latest(window)
+
+    @staticmethod
+    def _flat(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flat_x, flat_y = X.reshape(-1, X.shape[-1]), y.reshape(-1)
+        keep = np.isfinite(flat_y) & np.isfinite(flat_x).any(axis=1)
+        return flat_x[keep], flat_y[keep]
+
+    def _train(self, params: dict[str, Any], X: np.ndarray, y: np.ndarray,
+               validation: tuple[Any, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
+        import lightgbm as lgb
+
+        # a fixed number of rounds per candidate: the validation span only ranks the candidates
+        flat_x, flat_y = self._flat(X, y)
+        rounds = int(params["n_estimators"])
+        booster_params = {**BASE_PARAMS, **{k: v for k, v in params.items() if k != "n_estimators"},
+                          "seed": self.seed}
+        model = lgb.train(booster_params, lgb.Dataset(flat_x, flat_y, free_raw_data=True), num_boost_round=rounds)
+        return model, dict(params)
+
+    def _predict(self, model: Any, X: np.ndarray) -> np.ndarray:
+        """(R, N) scores for (R, N, F) inputs; NaN for symbols without any feature (no bar)."""
+        flat = X.reshape(-1, X.shape[-1])
+        ok = np.isfinite(flat).any(axis=1)
+        out = np.full(len(flat), np.nan)
+        if ok.any():
+            out[ok] = model.predict(flat[ok])
+        return out.reshape(X.shape[:2])

@@ -59,17 +59,27 @@ def factor(ctx: StrategyContext) -> Agent:
     return FactorAgent(_engine(ctx), name="factor")
 
 
+def _forecast_features(ctx: StrategyContext):
+    from market.data import load_index
+    from strategies.features import FeatureBuilder
+    idx = load_index(ctx.paths.path("index"), ctx.regime_index)
+    return FeatureBuilder(idx["date"].to_numpy().astype("datetime64[D]"),
+                          idx["close"].cast(float).to_numpy(), _engine(ctx))
+
+
 def lgbm(ctx: StrategyContext, horizon: int = 20, rebalance: str = "monthly", name: str = "lgbm") -> Agent:
     """LightGBM rank forecaster (strategies/forecaster.py) on strategies/features.py, refitted
     every 252 bars on the data up to the decision (a continuous run refits yearly)."""
-    from market.data import load_index
-    from strategies.features import FeatureBuilder
     from strategies.forecaster import LGBMForecaster
-    idx = load_index(ctx.paths.path("index"), ctx.regime_index)
-    features = FeatureBuilder(idx["date"].to_numpy().astype("datetime64[D]"),
-                              idx["close"].cast(float).to_numpy(), _engine(ctx))
-    return LGBMForecaster(features, horizon=horizon, rebalance=rebalance, seed=ctx.seed, refit_every=252,
-                          name=name)
+    return LGBMForecaster(_forecast_features(ctx), horizon=horizon, rebalance=rebalance, seed=ctx.seed,
+                          refit_every=252, name=name)
+
+
+def neural(ctx: StrategyContext, arch: str) -> Agent:
+    """GRU / Transformer rank forecaster (strategies/neural.py) on 20-bar windows of the same
+    features, 20-bar label, monthly top 10, refitted every 252 bars like lgbm."""
+    from strategies.neural import SequenceForecaster
+    return SequenceForecaster(_forecast_features(ctx), arch=arch, seed=ctx.seed, refit_every=252, name=arch)
 
 
 def regime_factor(ctx: StrategyContext) -> Agent:
@@ -166,6 +176,8 @@ STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "ensemble-validated": ensemble_validated,
     "lgbm": lgbm,  # 20-bar forward-return rank, monthly top 10
     "lgbm-5d": lambda ctx: lgbm(ctx, horizon=5, rebalance="weekly", name="lgbm-5d"),
+    "gru": lambda ctx: neural(ctx, "gru"),  # PyTorch, 20-bar windows of the features, monthly top 10
+    "transformer": lambda ctx: neural(ctx, "transformer"),
     # baselines (strategies/baselines.py); the KOSPI200 index itself is a benchmark series
     # (backtest.baselines.BENCHMARKS), not a tradable agent
     "equal-weight-hold": lambda ctx: EqualWeightHold(),

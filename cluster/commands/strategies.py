@@ -19,6 +19,9 @@ DESCRIPTIONS = {
     "lgbm": "LightGBM forecaster: cross-sectional rank of the 20-bar forward return on Alpha158-style "
             "features, top 10 monthly, refit yearly",
     "lgbm-5d": "LightGBM forecaster on the 5-bar forward return, top 10 weekly",
+    "gru": "GRU forecaster (PyTorch) on 20-bar windows of the lgbm features: 20-bar rank label, top 10 "
+           "monthly, early-stopped on validation Rank IC, refit yearly",
+    "transformer": "Transformer forecaster (PyTorch), same inputs, label and schedule as gru",
     "dqn": "RL agent (RLlib DQN): trains in fit() unless --model or a registered champion is given",
     "appo": "RL agent (RLlib APPO, the A3C family): trains in fit() unless --model is given",
     "equal-weight-hold": "baseline: an equal-weight basket bought once and held",

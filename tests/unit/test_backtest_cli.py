@@ -38,7 +38,7 @@ def test_commands_are_registered_in_the_cli():
 # strategies that fit hidden-Markov regime models spend tens of seconds in hmmlearn on a busy
 # 2-core machine, and the RL agents train with RLlib (a local Ray, ~90 s each): marked slow so
 # `-m "not slow"` skips them
-HEAVY = {"ensemble", "ensemble-validated", "regime-factor", "dqn", "appo", "lgbm", "lgbm-5d"}
+HEAVY = {"ensemble", "ensemble-validated", "regime-factor", "dqn", "appo", "lgbm", "lgbm-5d", "gru", "transformer"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
