@@ -237,17 +237,18 @@ class FeatureBuilder:
             return self._assemble(panel, rows, price[rows], market[rows])
         return self._cached(rows_key, make)
 
-    def latest(self, window: Panel) -> np.ndarray:
-        """(1, N, F) inputs at the window's last row, equal to `matrix(window, [last])`, but the
-        price features come from the last `lookback` bars only (a decision does not recompute the
-        whole history). The fundamentals read the whole window: a market cap is carried from its
-        snapshot day by the price ratio, and that day may lie further back."""
+    def latest(self, window: Panel, steps: int = 1) -> np.ndarray:
+        """(steps, N, F) inputs at the window's last `steps` rows, equal to `matrix(window, those
+        rows)`, but the price features come from the last `lookback + steps` bars only (a decision
+        does not recompute the whole history). The fundamentals read the whole window: a market
+        cap is carried from its snapshot day by the price ratio, and that day may lie further back."""
         last = len(window) - 1
-        tail = window.tail(min(len(window), self.lookback + 1))
+        rows = np.arange(max(last - steps + 1, 0), last + 1)
+        tail = window.tail(min(len(window), self.lookback + len(rows)))
         index = self.index_for(tail)
-        price = price_features(tail, index)[-1:]
-        market = market_features(tail, index)[-1:]
-        return self._assemble(window, np.array([last]), price, market)
+        price = price_features(tail, index)[-len(rows):]
+        market = market_features(tail, index)[-len(rows):]
+        return self._assemble(window, rows, price, market)
 
     def _assemble(self, panel: Panel, rows: np.ndarray, price: np.ndarray, market: np.ndarray) -> np.ndarray:
         stock = np.concatenate([price, self._fundamentals(panel, rows)], axis=2)

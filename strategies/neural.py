@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from market.data import Panel
-from strategies.features import FUNDAMENTAL_FEATURES, PRICE_FEATURES, market_features, price_features
+from strategies.features import FUNDAMENTAL_FEATURES, PRICE_FEATURES
 from strategies.forecaster import RankForecaster, daily_ic
 
 ARCHS = ("gru", "transformer")
@@ -178,16 +178,11 @@ class SequenceForecaster(RankForecaster):
         return windows_from_rows(self.features.matrix(panel, block_rows), self.window, first, rows)
 
     def _latest_features(self, window: Panel) -> FeatureWindows:
-        """The last row's window from the bars a decision needs: price features on the last
-        lookback + T bars, fundamentals on the whole window (as FeatureBuilder.latest does)."""
+        """The last row's window from the bars a decision needs (FeatureBuilder.latest: price
+        features on the last lookback + T bars, fundamentals on the whole window)."""
         last = len(window) - 1
-        steps = np.arange(max(last - self.window + 1, 0), last + 1)
-        tail = window.tail(min(len(window), self.features.lookback + self.window))
-        index = self.features.index_for(tail)
-        price = price_features(tail, index)[-len(steps):]
-        market = market_features(tail, index)[-len(steps):]
-        block = self.features._assemble(window, steps, price, market)
-        return windows_from_rows(block, self.window, int(steps[0]), np.array([last]))
+        block = self.features.latest(window, steps=self.window)
+        return windows_from_rows(block, self.window, last + 1 - len(block), np.array([last]))
 
     # --- training -------------------------------------------------------------------------
     def _net(self, n_features: int, params: dict[str, Any]) -> nn.Module:
