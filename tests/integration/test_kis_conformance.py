@@ -633,3 +633,27 @@ def test_pingpong_is_answered_by_text_echo_or_pong_frame():
     assert results["echo"][0] == "open" and results["echo"][1] >= 3 and results["echo"][2] == "OPSP0000"
     assert results["pong"][0] == "open" and results["pong"][1] >= 3 and results["pong"][2] == "OPSP0000"
     assert results["silent"] == ("closed", 1, "PINGPONG timeout")
+
+
+def test_a_client_that_vanishes_mid_request_is_counted_not_a_traceback(capfd):
+    """A driver SIGKILLed by the fault campaign resets its connections: the simulator (the venue,
+    which outlives it) goes on quietly; any other handler failure still shows."""
+    import socket
+    import struct
+    from urllib.parse import urlsplit
+
+    with SimServer(SimConfig(virtual=True, **FAST), history=history()) as sim:
+        url = urlsplit(sim.rest_url)
+        for _ in range(3):
+            conn = socket.create_connection((url.hostname, url.port))
+            conn.sendall(b"GET /uapi/domestic-stock/v1/quotations/inquire-price HTTP/1.1\r\nHost: x\r\n")
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            conn.close()
+        deadline = time.monotonic() + 5
+        while sim._http.clients_gone < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sim._http.clients_gone == 3
+        raw = Raw(sim, sim.add_account(1_000_000)).login()   # and it still answers
+        assert raw.call("GET", Q + "inquire-price", "FHKST01010100",
+                        {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"})[2]["rt_cd"] == "0"
+    assert "Traceback" not in capfd.readouterr().err
