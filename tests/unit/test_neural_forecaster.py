@@ -15,6 +15,8 @@ from strategies.base import check_weights
 from strategies.features import MARKET_FEATURES
 from strategies.neural import SequenceForecaster
 
+pytestmark = pytest.mark.slow  # each test trains small nets: 19–33 s for the file on 2 cores
+
 TINY = {"gru": ({"hidden": 8, "lr": 3e-3},),
         "transformer": ({"d_model": 8, "heads": 2, "layers": 1, "dropout": 0.1, "lr": 3e-3},)}
 

@@ -13,6 +13,8 @@ from cluster.commands import backtest as backtest_command
 from training import registry as R
 from training import tracking as T
 
+pytestmark = pytest.mark.slow  # MLflow: its import and the store's tables cost 5–8 s, the file ~22 s
+
 PRICES, INDEX = "data/kr_stocks_daily.parquet", "data/kr_index_daily.parquet"
 SHORT = ["--prices", PRICES, "--index", INDEX, "--start", "2022-10-04", "--end", "2022-12-29"]
 
