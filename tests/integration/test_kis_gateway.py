@@ -244,7 +244,8 @@ def test_live_market_state_from_the_gateways_websocket(ray_local, tmp_path):
         # the gateway process dies: the restarted one has a session without registrations; the
         # market state's stale check finds its symbols never heard from and watches them again
         ray.kill(quotes.gateway(), no_restart=False)
-        assert set(ray.get(market.stale.remote())) == set(symbols)
+        # ray.kill returns at once: until the old process is gone it may still answer (not stale)
+        _wait_for(lambda: set(ray.get(market.stale.remote())) == set(symbols), "every symbol stale on the new gateway")
         _wait_for(lambda: len(sim._ws.subscribed()) == 6 and sim.stats()["ws_sessions"] == 1,
                   "the new session's registrations")
         sim.stream_session(until=dt.time(10, 15))
