@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from broker.base import OrderRequest, Side
 from broker.risk_engine import (
     Book,
     IntradayLossLimit,
@@ -16,7 +17,6 @@ from broker.risk_engine import (
     evaluate_intraday,
     marked_equity,
 )
-from broker.base import OrderRequest, Side
 
 DAY = dt.date(2023, 5, 3)
 NOW = dt.datetime(2023, 5, 3, 11, 0)
