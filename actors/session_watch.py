@@ -84,6 +84,8 @@ class SessionWatch:
                     new = TradingState.stricter(book.state, action.state)
                     if new is not book.state:
                         loop.journal.record_intraday_event(now, action.rule, None, f"state {new.value}", action.reason)
+                        loop._alert(alerts.intraday_risk_alert(run_id, action.rule, None, f"state {new.value}",
+                                                               action.reason))
                         loop._alert(alerts.trading_state_alert(run_id, book.state, new, action.reason))
                         book.state = new
                 symbol = action.symbol
@@ -94,6 +96,7 @@ class SessionWatch:
                 request = OrderRequest(f"{run_id}-{day:%Y%m%d}-{symbol}-STOP", symbol, Side.SELL, qty)
                 loop.journal.record_intraday_event(now, action.rule, symbol, f"sell {qty}", action.reason,
                                                    request.client_order_id)
+                loop._alert(alerts.intraday_risk_alert(run_id, action.rule, symbol, f"sell {qty}", action.reason))
                 order = loop._send_checked(request, book, now, set())
                 if order is not None:
                     sent.append(order)

@@ -140,7 +140,7 @@ class RiskEngineSettings(_Section):
         return v
 
 
-ALERT_KINDS = ("order", "fill", "denial", "trading_state", "feed_stall", "daily_pnl")   # cluster/alerts.py AlertKind
+ALERT_KINDS = ("order", "fill", "denial", "trading_state", "feed_stall", "daily_pnl", "intraday_risk")   # cluster/alerts.py AlertKind
 ALERT_SECRET_ENV = {"telegram": "KRT_ALERT_TELEGRAM_TOKEN", "slack": "KRT_ALERT_SLACK_URL",
                     "discord": "KRT_ALERT_DISCORD_URL", "webhook": "KRT_ALERT_WEBHOOK_URL"}
 
