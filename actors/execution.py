@@ -346,7 +346,8 @@ class TradingLoop:
         from broker.risk_engine import build_intraday_rules
 
         return SessionWatch(build_intraday_rules(self.config.intraday), self.config.intraday_every_s,
-                            self.config.session, self.config.venue_options["clock"])
+                            self.config.session, self.config.venue_options["clock"],
+                            read_marks=lambda: ray.get(self.market.marks.remote()))
 
     def _session_book(self, snap: dict, account, submitted: list, state: TradingState) -> Book:
         """The watch's book: the account at the session's start (settled cash and holdings, marked

@@ -29,9 +29,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import ray
 
 from broker.base import OrderRequest, Side
 from broker.risk_engine import Book, IntradayRule, TradingState, evaluate_intraday
@@ -46,6 +45,7 @@ class SessionWatch:
     every_s: float
     session: SessionTimes
     clock: Clock
+    read_marks: Callable[[], dict]   # LiveMarketState.marks of the loop's market actor
     samples: deque = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
     stops: list[dict] = field(default_factory=list, repr=False)
 
@@ -67,7 +67,7 @@ class SessionWatch:
             step = min(self.every_s, (until - now).total_seconds())
             self.clock.sleep(step)
             now = now + dt.timedelta(seconds=step)   # the clock moves only by sleeps in fast time; in real
-            view = ray.get(loop.market.marks.remote())   # time this is the sleep's end as well
+            view = self.read_marks()                  # time this is the sleep's end as well
             read_at = time.time()
             stale = view["stale"]
             for symbol in sorted(set(stale) - stalled):      # each stall once, until it trades again
