@@ -66,8 +66,10 @@ class SessionWatch:
         while now < until:
             step = min(self.every_s, (until - now).total_seconds())
             self.clock.sleep(step)
-            now = now + dt.timedelta(seconds=step)   # the clock moves only by sleeps in fast time; in real
-            view = self.read_marks()                  # time this is the sleep's end as well
+            # the sleep's end, without asking the clock again (in fast time it moves only by sleeps;
+            # in real time this lags the wall by the checks' processing, milliseconds a poll)
+            now = now + dt.timedelta(seconds=step)
+            view = self.read_marks()
             read_at = time.time()
             stale = view["stale"]
             for symbol in sorted(set(stale) - stalled):      # each stall once, until it trades again
