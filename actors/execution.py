@@ -63,6 +63,12 @@ class LoopConfig:
     # from that market state. Empty: the loop sends the whole `lookback` snapshot (outside Ray's
     # reach, e.g. a service in another cluster)
     market_name: str = ""
+    # real time only (vts/live with a live feed): the intraday rules (settings risk_engine.intraday,
+    # broker/risk_engine.py) the session watch (actors/session_watch.py) checks on live marks every
+    # `intraday_every_s` seconds of session time until the session's order cutoff. Empty: no watch
+    intraday: tuple[dict, ...] = ()
+    intraday_every_s: float = 30.0
+    session: Any = None   # market.session.SessionTimes of the live loop (the watch's order cutoff)
 
 
 class TradingLoop:
@@ -94,6 +100,7 @@ class TradingLoop:
         self.outbox: list[alerts.Alert] = []   # fill and P&L alerts wait for their journal commit
         self.trading_state = TradingState.ACTIVE
         self.reported = dict(self.stats)        # stats at the last daily summary
+        self.watch = self._session_watch()
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> dict:
@@ -152,6 +159,8 @@ class TradingLoop:
         state = self._trading_state(decision)
         submitted = [] if self.halted or hold else self._send_orders(today, snap, decision["targets"], account,
                                                                     blocked, state)
+        if self.watch is not None:   # real time: intraday rules on live marks until the order cutoff
+            submitted += self.watch.run(self, self._session_book(snap, account, submitted, state))
         nxt = ray.get(self.market.advance.remote())
         fills = self.venue.advance(nxt["date"], nxt["bars"])
         # read everything from the venue first, then write the step in one transaction; the venue
@@ -166,6 +175,12 @@ class TradingLoop:
         self._send_alerts()
         result.update(orders=len(submitted), fills=len(fills))
         return result
+
+    def intraday_samples(self) -> dict:
+        """The session watch's timestamps (bench/realtime_latency.py): per poll and per stop."""
+        if self.watch is None:
+            return {"samples": [], "stops": []}
+        return {"samples": list(self.watch.samples), "stops": list(self.watch.stops)}
 
     def summary(self) -> dict:
         return {**self.stats, "cash": self.broker.cash(), "positions": self.broker.positions(),
@@ -267,49 +282,88 @@ class TradingLoop:
             request = OrderRequest(
                 client_order_id=f"{self.config.run_id}-{today:%Y%m%d}-{symbol}-{'B' if sd == BUY else 'S'}",
                 symbol=symbol, side=Side.BUY if sd == BUY else Side.SELL, qty=int(q))
-            verdict = self.risk.check(request, book, stamp)
-            if not verdict.allowed:
-                try:   # journaled with its reason, never sent
-                    self.journal.record_denied(request, stamp, f"risk {verdict.rule}: {verdict.reason}")
-                except DuplicateOrder:
-                    if self.config.venue not in ("vts", "live"):
-                        raise
-                self.stats["denied"] += 1
-                metrics.record_rejection("risk", self.config.venue)
-                self._alert(alerts.denial_alert(self.config.run_id, symbol, request.side, request.qty,
-                                                f"{verdict.rule}: {verdict.reason}"))
-                continue
-            try:
-                self.journal.record_intent(request, stamp)  # journaled before it is sent
-            except DuplicateOrder:
-                # a restarted live loop re-deciding the same day (its run id is stable): the broker
-                # knows by the client order id whether it went out, and never sends it twice
-                if self.config.venue not in ("vts", "live"):
-                    raise
-            if symbol in blocked:
-                order = Order(request, "", OrderStatus.REJECTED, stamp,
-                              reason=f"not sent: an earlier order for {symbol} has an unknown outcome")
-                self.journal.record_order(order)
-                self.stats["blocked"] += 1
-                continue
-            order = self.broker.submit(request)
-            self.journal.record_order(order)
-            self.stats["orders"] += 1
-            metrics.record_order(request.side, self.config.venue)
-            self._alert(alerts.order_alert(self.config.run_id, request.client_order_id, symbol, request.side,
-                                           request.qty, request.limit_price, order.broker_order_id))
-            if order.status is OrderStatus.UNKNOWN:
-                self.stats["unknown"] += 1
-                blocked.add(symbol)
-                submitted.append(order)   # looked up again after the bar
-            elif order.status.done:
-                self.stats["rejected"] += 1
-                metrics.record_rejection("broker", self.config.venue)
-                self._alert(alerts.denial_alert(self.config.run_id, symbol, request.side, request.qty,
-                                                f"broker: {order.reason}"))
-            else:
+            order = self._send_checked(request, book, stamp, blocked)
+            if order is not None:
                 submitted.append(order)
         return submitted
+
+    def _send_checked(self, request: OrderRequest, book: Book, stamp: dt.datetime, blocked: set[str]) -> Order | None:
+        """One order through the risk engine, the journal (intent first) and the broker. Returns the
+        order to look up after the bar (working, or of unknown outcome), None when it was denied,
+        blocked or refused by the broker (all journaled and counted)."""
+        symbol = request.symbol
+        verdict = self.risk.check(request, book, stamp)
+        if not verdict.allowed:
+            try:   # journaled with its reason, never sent
+                self.journal.record_denied(request, stamp, f"risk {verdict.rule}: {verdict.reason}")
+            except DuplicateOrder:
+                if self.config.venue not in ("vts", "live"):
+                    raise
+            self.stats["denied"] += 1
+            metrics.record_rejection("risk", self.config.venue)
+            self._alert(alerts.denial_alert(self.config.run_id, symbol, request.side, request.qty,
+                                            f"{verdict.rule}: {verdict.reason}"))
+            return None
+        try:
+            self.journal.record_intent(request, stamp)  # journaled before it is sent
+        except DuplicateOrder:
+            # a restarted live loop re-deciding the same day (its run id is stable): the broker
+            # knows by the client order id whether it went out, and never sends it twice
+            if self.config.venue not in ("vts", "live"):
+                raise
+        if symbol in blocked:
+            order = Order(request, "", OrderStatus.REJECTED, stamp,
+                          reason=f"not sent: an earlier order for {symbol} has an unknown outcome")
+            self.journal.record_order(order)
+            self.stats["blocked"] += 1
+            return None
+        order = self.broker.submit(request)
+        self.journal.record_order(order)
+        self.stats["orders"] += 1
+        metrics.record_order(request.side, self.config.venue)
+        self._alert(alerts.order_alert(self.config.run_id, request.client_order_id, symbol, request.side,
+                                       request.qty, request.limit_price, order.broker_order_id))
+        if order.status is OrderStatus.UNKNOWN:
+            self.stats["unknown"] += 1
+            blocked.add(symbol)
+            return order   # looked up again after the bar
+        if order.status.done:
+            self.stats["rejected"] += 1
+            metrics.record_rejection("broker", self.config.venue)
+            self._alert(alerts.denial_alert(self.config.run_id, symbol, request.side, request.qty,
+                                            f"broker: {order.reason}"))
+            return None
+        return order
+
+    # --- the session watch (real time) ------------------------------------------------------
+    def _session_watch(self):
+        if not self.config.intraday:
+            return None
+        if self.config.venue not in ("vts", "live") or self.config.session is None:
+            raise ValueError("risk_engine.intraday rules act on live marks: they need the real-time loop "
+                             "(--mode vts|live with live.realtime on)")
+        from actors.session_watch import SessionWatch
+        from broker.risk_engine import build_intraday_rules
+
+        return SessionWatch(build_intraday_rules(self.config.intraday), self.config.intraday_every_s,
+                            self.config.session, self.config.venue_options["clock"],
+                            read_marks=lambda: ray.get(self.market.marks.remote()))
+
+    def _session_book(self, snap: dict, account, submitted: list, state: TradingState) -> Book:
+        """The watch's book: the account at the session's start (settled cash and holdings, marked
+        at the last final close) with today's sells projected; a working buy is not a holding yet."""
+        symbols = snap["symbols"]
+        closes = {s: float(c) for s, c in zip(symbols, snap["close"][-1]) if c is not None and c == c}
+        previous = snap["close"][-2] if len(snap["close"]) > 1 else [None] * len(symbols)
+        book = Book(day=self.config.venue_options["clock"].now().date(), cash=float(account.cash),
+                    positions=dict(account.positions), last_close=closes,
+                    previous_close={s: float(c) for s, c in zip(symbols, previous) if c is not None and c == c},
+                    day_start_equity=0.0, state=state)
+        book.day_start_equity = book.equity()
+        for order in submitted:
+            if order.request.side is Side.SELL:
+                book.apply(order.request, book.price(order.request.symbol))
+        return book
 
     def _record_account(self, bar: dict) -> dict:
         for s, (_, _, _, c) in bar["bars"].items():

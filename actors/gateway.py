@@ -61,6 +61,10 @@ class BrokerGateway(KisGateway):
         return super().live_quote(symbol)
 
     @ray.method(concurrency_group="quotes")
+    def marks(self, symbols: list[str], max_silence_s: float) -> dict:
+        return super().marks(symbols, max_silence_s)
+
+    @ray.method(concurrency_group="quotes")
     def stale(self, symbols: list[str], max_silence_s: float) -> dict[str, float | None]:
         return super().stale(symbols, max_silence_s)
 
@@ -192,6 +196,9 @@ class GatewayQuotes(_GatewayHandle):
 
     def live_quote(self, symbol: str) -> dict:
         return self._call("websocket", True, lambda g: g.live_quote.remote(symbol))
+
+    def marks(self, symbols: list[str], max_silence_s: float) -> dict:
+        return self._call("websocket", True, lambda g: g.marks.remote(list(symbols), max_silence_s))
 
     def stale(self, symbols: list[str], max_silence_s: float) -> dict[str, float | None]:
         return self._call("websocket", True, lambda g: g.stale.remote(list(symbols), max_silence_s))

@@ -10,9 +10,9 @@ Same calls as the replay MarketState (snapshot, bars, advance, remaining) plus
 
 With `realtime` (actors/gateway.py GatewayQuotes: the app key's one WebSocket session, in the
 BrokerGateway) it also watches its symbols intraday — `live_quote(symbol)` (last trade, best
-bid/ask, final one-minute bars) and `stale()` (symbols whose feed went silent) — for marks and
-intraday checks. Decisions never see any of it: `snapshot` is final daily bars only, from REST,
-which also stays the truth at the close.
+bid/ask, final one-minute bars), `stale()` (symbols whose feed went silent) and `marks()` (both
+at once, for the loop's intraday risk check, actors/session_watch.py). Decisions never see any
+of it: `snapshot` is final daily bars only, from REST, which also stays the truth at the close.
 
 Prices are KIS's adjusted daily bars. After a split or similar event KIS re-adjusts the history:
 when refreshed bars disagree with stored ones, that symbol's whole window is fetched again, so a
@@ -108,6 +108,17 @@ class LiveMarketState:
             # watching again registers what is missing and nothing twice
             self.realtime.watch(self.symbols)
         return stale
+
+    def marks(self) -> dict:
+        """For the intraday risk check (actors/session_watch.py), in one call: every symbol's last
+        trade {price, time (exchange), received (epoch s)} and `stale()`'s silent symbols. A
+        symbol never heard from is watched again, as in `stale`."""
+        if self.realtime is None:
+            raise ValueError("this market state has no live feed (start it with realtime=...)")
+        view = self.realtime.marks(self.symbols, self.max_silence_s)
+        if any(silent is None for silent in view["stale"].values()):
+            self.realtime.watch(self.symbols)
+        return view
 
     # --- the MarketState calls ------------------------------------------------------------------
     def today(self) -> dt.date:

@@ -71,6 +71,16 @@ CREATE TABLE IF NOT EXISTS decisions (
     payload  TEXT NOT NULL,             -- JSON: targets, agent weights, regime, risk
     PRIMARY KEY (run_id, day)
 );
+CREATE TABLE IF NOT EXISTS intraday_events (   -- what an intraday risk rule did (actors/session_watch.py)
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id          TEXT NOT NULL,
+    at              TEXT NOT NULL,          -- session time it fired
+    rule            TEXT NOT NULL,          -- intraday_loss_limit | position_stop
+    symbol          TEXT,                   -- NULL: a trading-state change
+    action          TEXT NOT NULL,          -- "state REDUCING" | "sell <qty>"
+    reason          TEXT NOT NULL,
+    client_order_id TEXT                    -- the sell it sent (its row in orders)
+);
 CREATE TABLE IF NOT EXISTS controls (       -- the operator's trading state (`trader halt` / `resume`)
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id  TEXT NOT NULL,                  -- '*': every run in this journal
@@ -181,6 +191,16 @@ class Journal:
                  request.qty, request.order_type.value, request.limit_price, reason, _now()))
         except sqlite3.IntegrityError as exc:
             raise DuplicateOrder(f"order {request.client_order_id} is already journaled") from exc
+
+    def record_intraday_event(self, at: dt.datetime, rule: str, symbol: str | None, action: str, reason: str,
+                              client_order_id: str | None = None) -> None:
+        """An intraday rule fired (committed at once: it is written before the sell it explains is sent)."""
+        self._write("INSERT INTO intraday_events (run_id, at, rule, symbol, action, reason, client_order_id)"
+                    " VALUES (?,?,?,?,?,?,?)", (self._run(), at.isoformat(), rule, symbol, action, reason,
+                                                client_order_id))
+
+    def intraday_events(self) -> list[dict]:
+        return self._mine("intraday_events", order="id")
 
     def set_control(self, state: str, reason: str, run_id: str = "*") -> None:
         """The operator's trading state for one run (or '*': all); the loop reads it before each bar's

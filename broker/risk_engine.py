@@ -21,6 +21,21 @@ after the orders it already allowed this bar (sells are checked first, as they a
 exposure limits hold for the bar's orders together.
 
 A denied order never reaches the broker; the loop journals it with state `denied` and the reason.
+
+Intraday rules (`IntradayRule`, settings `risk_engine.intraday`) are the other kind of plug-in:
+not a check of an order the loop wants to send, but a look at the book marked at live last-trade
+prices during the session, which answers with actions — a trading-state change, a sell. They are
+pure functions of (book, live marks, time); the loop's session watch (actors/session_watch.py)
+reads the marks, remembers what already fired today and sends each sell through `RiskEngine.check`
+like any other order:
+
+    risk_engine:
+      intraday:
+        - {name: intraday_loss_limit, max_loss: 0.03, flatten: false}
+        - {name: position_stop, max_drop: 0.07}
+
+A symbol without a fresh mark (no trade yet today, or its feed stale) is never judged on an older
+price: a position stop skips it, and the loss limit waits until every held name is marked.
 Plain Python: no Ray, no I/O.
 """
 from __future__ import annotations
@@ -265,3 +280,116 @@ class RiskEngine:
             rule.allowed(order, now)
         book.apply(order, reference_price(order, book))
         return Verdict(True)
+
+
+# --- intraday rules: the book at live marks, during the session ----------------------------------
+@dataclass(frozen=True)
+class IntradayAction:
+    """What an intraday rule asks for: `state` (enter it for the rest of the day) and/or a sell of
+    `qty` shares of `symbol`. `reason` is journaled and alerted as it is."""
+    rule: str
+    reason: str
+    symbol: str | None = None
+    qty: int = 0
+    state: TradingState | None = None
+
+
+def marked_equity(book: Book, marks: Mapping[str, float]) -> float | None:
+    """Cash plus the held names at their live marks; None while a held name has no mark."""
+    held = {s: q for s, q in book.positions.items() if q}
+    if any(s not in marks for s in held):
+        return None
+    return book.cash + sum(q * float(marks[s]) for s, q in held.items())
+
+
+class IntradayRule:
+    """One intraday rule: `evaluate` returns the actions the marked book calls for now (none: all
+    well). Pure: the same book, marks and time give the same actions; the caller keeps what fired."""
+    name: ClassVar[str]
+
+    def evaluate(self, book: Book, marks: Mapping[str, float], now: dt.datetime) -> list[IntradayAction]:
+        raise NotImplementedError
+
+
+@dataclass
+class IntradayLossLimit(IntradayRule):
+    """The book at live marks is down more than `max_loss` from the day's starting equity (the
+    previous close's): REDUCING for the rest of the day, and with `flatten` a sell of every held name."""
+    max_loss: float = 0.05
+    flatten: bool = False
+    name: ClassVar[str] = "intraday_loss_limit"
+
+    def __post_init__(self):
+        if not 0 < self.max_loss < 1:
+            raise ValueError(f"intraday_loss_limit.max_loss must be in (0, 1), got {self.max_loss}")
+
+    def evaluate(self, book, marks, now):
+        equity = marked_equity(book, marks)
+        if equity is None or book.day_start_equity <= 0:
+            return []
+        loss = 1 - equity / book.day_start_equity
+        if loss <= self.max_loss:
+            return []
+        reason = (f"intraday loss {loss:.2%} at live marks ({equity:,.0f} KRW against the day's start "
+                  f"{book.day_start_equity:,.0f}) above the limit {self.max_loss:.2%}")
+        out = [IntradayAction(self.name, reason, state=TradingState.REDUCING)]
+        if self.flatten:
+            out += [IntradayAction(self.name, f"{reason}: flatten", s, q)
+                    for s, q in sorted(book.positions.items()) if q > 0]
+        return out
+
+
+@dataclass
+class PositionStop(IntradayRule):
+    """A held name whose live mark is at or below `max_drop` under its reference: one sell of the
+    whole holding. The reference is the previous session's close (the last final daily bar,
+    `Book.last_close`, the price the day's decision was made on), not the average cost: it is the
+    same for a name bought years ago and one bought this morning, and known without the broker."""
+    max_drop: float = 0.08
+    name: ClassVar[str] = "position_stop"
+
+    def __post_init__(self):
+        if not 0 < self.max_drop < 1:
+            raise ValueError(f"position_stop.max_drop must be in (0, 1), got {self.max_drop}")
+
+    def stop_price(self, book: Book, symbol: str) -> float | None:
+        ref = book.price(symbol)
+        return ref * (1 - self.max_drop) if ref > 0 else None
+
+    def evaluate(self, book, marks, now):
+        out = []
+        for symbol, qty in sorted(book.positions.items()):
+            stop = self.stop_price(book, symbol)
+            if qty <= 0 or symbol not in marks or stop is None or float(marks[symbol]) > stop:
+                continue
+            mark, ref = float(marks[symbol]), book.price(symbol)
+            out.append(IntradayAction(self.name, f"{symbol} marked {mark:,.0f} is {mark / ref - 1:+.2%} from the "
+                                      f"previous close {ref:,.0f}, at or below the stop {-self.max_drop:.2%}",
+                                      symbol, qty))
+        return out
+
+
+INTRADAY_RULES: dict[str, type[IntradayRule]] = {r.name: r for r in (IntradayLossLimit, PositionStop)}
+
+
+def build_intraday_rules(specs: Iterable[Mapping[str, Any]] = ()) -> list[IntradayRule]:
+    """Intraday rules from settings entries `{name: ..., <parameter>: value}` (none by default:
+    a deployment opts in); unknown names or parameters are a clear error."""
+    out: list[IntradayRule] = []
+    for spec in specs:
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        if name not in INTRADAY_RULES:
+            raise ValueError(f"risk_engine.intraday: unknown rule {name!r} (known: {', '.join(INTRADAY_RULES)})")
+        try:
+            out.append(INTRADAY_RULES[name](**spec))
+        except TypeError:
+            known = [f.name for f in fields(INTRADAY_RULES[name]) if not f.name.startswith("_")]
+            raise ValueError(f"risk_engine.intraday: {name} takes {', '.join(known)}, got {', '.join(spec)}") from None
+    return out
+
+
+def evaluate_intraday(rules: Iterable[IntradayRule], book: Book, marks: Mapping[str, float],
+                      now: dt.datetime) -> list[IntradayAction]:
+    """Every rule's actions, in rule order (a state change before the sells it comes with)."""
+    return [a for rule in rules for a in rule.evaluate(book, marks, now)]

@@ -59,12 +59,13 @@ class AlertKind(str, enum.Enum):
     TRADING_STATE = "trading_state"
     FEED_STALL = "feed_stall"
     DAILY_PNL = "daily_pnl"
+    INTRADAY_RISK = "intraday_risk"   # an intraday rule fired on live marks (actors/session_watch.py)
     SUMMARY = "summary"    # "N alerts not sent": goes out whenever something was coalesced or dropped
 
 
 # Rare by nature (once per state change, once a day) and the ones a person must not miss: they
 # skip the token bucket (never coalesced away behind a burst of fills), still through the queue.
-UNTHROTTLED = frozenset({AlertKind.TRADING_STATE, AlertKind.DAILY_PNL})
+UNTHROTTLED = frozenset({AlertKind.TRADING_STATE, AlertKind.DAILY_PNL, AlertKind.INTRADAY_RISK})
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,13 @@ def report_feed_stalls(quotes: Any, symbols: Iterable[str], max_silence_s: float
         for symbol, silent in stalls.items():
             hub.notify(feed_stall_alert(symbol, silent))
     return stalls
+
+
+def intraday_risk_alert(run_id: str, rule: str, symbol: str | None, action: str, reason: str) -> Alert:
+    """An intraday rule fired (broker/risk_engine.py IntradayRule): a stop sell or a state change."""
+    what = f"{symbol} {action}" if symbol else action
+    return Alert(AlertKind.INTRADAY_RISK, f"INTRADAY RISK {rule}: {what}: {reason}",
+                 {"run_id": run_id, "rule": rule, "symbol": symbol, "action": action, "reason": reason})
 
 
 def daily_pnl_alert(run_id: str, day: dt.date, equity: int, pnl: int, fills: int = 0, denials: int = 0,

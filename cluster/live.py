@@ -39,6 +39,10 @@ class LiveConfig:
     alerts: Any = None    # settings alerts (cluster/settings.py AlertsSettings); None: no alerts
     realtime: bool = False         # the market actor also watches the symbols on the KIS WebSocket
     feed_silence_s: float = 60.0   # ... and calls a symbol silent this long stale
+    # intraday rules on live marks (settings risk_engine.intraday; needs `realtime`), checked every
+    # `intraday_every_s` seconds of session time by the loop's session watch (actors/session_watch.py)
+    intraday: tuple[dict, ...] = ()
+    intraday_every_s: float = 30.0
 
     def __post_init__(self):
         if self.mode not in ("vts", "live"):
@@ -100,6 +104,8 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
         LoopConfig(decide_url=decide_url, journal_path=str(journal), run_id=config.run_id(), venue=config.mode,
                    decide_token=run_token(load_secret(), config.run_id()), protections=tuple(config.protections),
                    alerts=config.alerts, market_name=market_name,
+                   intraday=tuple(config.intraday) if config.realtime else (),
+                   intraday_every_s=config.intraday_every_s, session=config.session,
                    lookback=lookback, venue_options={"environment": config.environment,
                                                      "credentials": config.credentials, "clock": config.clock,
                                                      "cache_dir": config.cache_dir}),

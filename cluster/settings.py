@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from broker.risk_engine import DEFAULT_PROTECTIONS, build_protections
+from broker.risk_engine import DEFAULT_PROTECTIONS, build_intraday_rules, build_protections
 from strategies import defaults as D
 
 ENV_PREFIX = "KRT_"
@@ -121,6 +121,11 @@ class RiskEngineSettings(_Section):
     entry names a protection and its parameters, e.g. {name: max_order_value, max_krw: 30000000};
     the trading-state guard (operator halt, the decision's HALTED) is always on."""
     protections: list[dict[str, Any]] = Field(default_factory=lambda: [dict(p) for p in DEFAULT_PROTECTIONS])
+    # intraday rules on live marks (real-time loop, live.realtime on), e.g.
+    # {name: position_stop, max_drop: 0.07}, {name: intraday_loss_limit, max_loss: 0.03, flatten: true};
+    # none by default. Checked every `intraday_every_s` seconds of session time
+    intraday: list[dict[str, Any]] = Field(default_factory=list)
+    intraday_every_s: float = Field(30.0, gt=0)
 
     @field_validator("protections")
     @classmethod
@@ -128,8 +133,14 @@ class RiskEngineSettings(_Section):
         build_protections(v)   # unknown names or parameters fail when the settings load
         return v
 
+    @field_validator("intraday")
+    @classmethod
+    def _known_intraday(cls, v):
+        build_intraday_rules(v)
+        return v
 
-ALERT_KINDS = ("order", "fill", "denial", "trading_state", "feed_stall", "daily_pnl")   # cluster/alerts.py AlertKind
+
+ALERT_KINDS = ("order", "fill", "denial", "trading_state", "feed_stall", "daily_pnl", "intraday_risk")   # cluster/alerts.py AlertKind
 ALERT_SECRET_ENV = {"telegram": "KRT_ALERT_TELEGRAM_TOKEN", "slack": "KRT_ALERT_SLACK_URL",
                     "discord": "KRT_ALERT_DISCORD_URL", "webhook": "KRT_ALERT_WEBHOOK_URL"}
 

@@ -79,6 +79,14 @@ class KisGateway:
         return {"symbol": symbol, "trade": asdict(trade) if trade else None, "touch": asdict(touch) if touch else None,
                 "bars": [asdict(b) for b in self.quotes.bars(symbol)], "partial_bar": asdict(partial) if partial else None}
 
+    def marks(self, symbols: list[str], max_silence_s: float) -> dict:
+        """The intraday risk check's one read: each symbol's last trade (price, exchange time,
+        receipt time) and the symbols silent for more than `max_silence_s` (RealtimeQuotes.stale)."""
+        trades = {s: self.quotes.last_trade(s) for s in symbols}
+        return {"marks": {s: {"price": t.price, "time": t.time, "received": t.received}
+                          for s, t in trades.items() if t is not None},
+                "stale": self.quotes.stale(symbols, max_silence_s)}
+
     def stale(self, symbols: list[str], max_silence_s: float) -> dict[str, float | None]:
         """Symbols whose feed has been silent for more than `max_silence_s` (None: never heard)."""
         return self.quotes.stale(symbols, max_silence_s)

@@ -30,6 +30,7 @@ class Trade:
     price: int
     qty: int
     cum_volume: int
+    received: float = 0.0   # wall-clock epoch seconds when it arrived here (tick-to-order latency)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class RealtimeQuotes:
             s = self._symbols.setdefault(sym, _Symbol())
             s.last_seen, s.stalled = self._clock(), False
             self._day = r["BSOP_DATE"]
-            s.trade = Trade(sym, t, price, qty, int(r["ACML_VOL"] or 0))
+            s.trade = Trade(sym, t, price, qty, int(r["ACML_VOL"] or 0), time.time())
             if r.get("ASKP1") and r.get("BIDP1"):
                 s.touch = Touch(sym, t, int(float(r["BIDP1"])), int(float(r["ASKP1"])),
                                 int(r.get("BIDP_RSQN1") or 0), int(r.get("ASKP_RSQN1") or 0))

@@ -161,6 +161,8 @@ def live_config(settings, mode: Mode, credentials, days: int | None):
         return LiveConfig(mode=mode.value, environment=env, credentials=credentials,
                           symbols=settings.trading.symbols, session=session, clock=clock, poll_s=s.poll_s, days=days,
                           realtime=s.realtime, feed_silence_s=s.feed_silence_s,
-                          protections=tuple(settings.risk_engine.protections), alerts=settings.alerts)
+                          protections=tuple(settings.risk_engine.protections), alerts=settings.alerts,
+                          intraday=tuple(settings.risk_engine.intraday),
+                          intraday_every_s=settings.risk_engine.intraday_every_s)
     except ValueError as exc:
         raise CommandError(str(exc)) from None

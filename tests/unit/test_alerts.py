@@ -22,6 +22,7 @@ from cluster.alerts import (
     denial_alert,
     feed_stall_alert,
     fill_alert,
+    intraday_risk_alert,
     make_notifier,
     order_alert,
     report_feed_stalls,
@@ -46,7 +47,8 @@ def _events():
             denial_alert("run-1", "000660", "sell", 3, "price collar: 5.2% from last"),
             trading_state_alert("run-1", "ACTIVE", "REDUCING", "drawdown 8.1%"),
             feed_stall_alert("005930", 42.0),
-            daily_pnl_alert("run-1", dt.date(2023, 6, 1), 101_250_000, 1_250_000, fills=4, denials=1)]
+            daily_pnl_alert("run-1", dt.date(2023, 6, 1), 101_250_000, 1_250_000, fills=4, denials=1),
+            intraday_risk_alert("run-1", "position_stop", "005930", "sell 10", "marked 64,000 is -8.57%")]
 
 
 def test_each_kind_sends_its_payload_to_each_receiver_kind():
@@ -60,12 +62,12 @@ def test_each_kind_sends_its_payload_to_each_receiver_kind():
             hub.notify(e)
         got = rx.wait_for(4 * len(events))
         hub.close()
-    assert len(got) == 24
+    assert len(got) == 28
     telegram = [b for p, b in got if p == f"/bot{BOT_TOKEN}/sendMessage"]
     slack = [b for p, b in got if p.startswith("/slack")]
     discord = [b for p, b in got if p.startswith("/discord")]
     generic = [b for p, b in got if p == "/generic"]
-    assert len(telegram) == len(slack) == len(discord) == len(generic) == 6
+    assert len(telegram) == len(slack) == len(discord) == len(generic) == 7
     assert all(b["chat_id"] == "-1001" and set(b) == {"chat_id", "text", "disable_web_page_preview"} for b in telegram)
     assert {b["text"] for b in telegram} == {b["text"] for b in slack} == {b["content"] for b in discord}
     by_kind = {b["kind"]: b for b in generic}
