@@ -250,6 +250,16 @@ class RankForecaster:
         self._model, self.chosen = self._train(chosen, p["X"][ra], p["y"][ra])
         self._fitted_on = key
 
+    @property
+    def fitted_model(self) -> Any:
+        """The model `fit` trained (None before): what a registry stores."""
+        return self._model
+
+    def use_fitted(self, model: Any, chosen: dict[str, Any]) -> None:
+        """Decide with `model`, fitted elsewhere with `chosen` (a registered model), instead of
+        fitting here; the caller makes sure it saw no data after the decisions it will make."""
+        self._model, self.chosen = model, dict(chosen)
+
     # --- deciding -------------------------------------------------------------------------
     def scores(self, window: Panel, rows: np.ndarray | None = None) -> np.ndarray:
         """(R, N) model scores at `rows` of `window` (default: its last row)."""
