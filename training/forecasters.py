@@ -110,12 +110,12 @@ def _settings(opts: ForecastSearchOptions) -> dict[str, Any]:
     return {k: v for k, v in asdict(opts).items() if k not in ("search_space", "storage", "mlflow_dir")}
 
 
-def _track(opts: ForecastSearchOptions, name: str, params: dict[str, Any], metrics: dict[str, float],
+def _track(opts: ForecastSearchOptions, uri: str, name: str, params: dict[str, Any], metrics: dict[str, float],
            tags: dict[str, str]) -> str:
     rec = T.record(opts.experiment, name, settings={**_settings(opts), "params": params}, metrics=metrics,
                    input_files=T.data_paths_files(_paths(opts.data_dir)), tags=tags)
     errors: list[str] = []
-    run_id = T.track_run(rec, warn=errors.append, mlflow_dir=opts.mlflow_dir)
+    run_id = T.track_run(rec, warn=errors.append, mlflow_dir=opts.mlflow_dir, tracking_uri=uri)
     if run_id is None:  # a search whose trials are not recorded cannot be registered from
         raise RuntimeError(errors[0] if errors else "MLflow tracking failed")
     return run_id
@@ -131,7 +131,8 @@ def trial(config: dict, fixed: dict) -> None:
               for k, v in params.items()}
     ric = forecaster(opts, params).validation_rank_ic_of(history_before(opts), params)
     ctx = tune.get_context()
-    run_id = _track(opts, f"{opts.model}-{ctx.get_trial_name()}", params,
+    # the store the driver resolved (a trial's process may not see its MLFLOW_TRACKING_URI)
+    run_id = _track(opts, fixed["tracking_uri"], f"{opts.model}-{ctx.get_trial_name()}", params,
                     {"val_rank_ic": ric},
                     {"model": opts.model, "search_id": config["search_id"], "trial_id": ctx.get_trial_id(),
                      "fit_date": opts.fit_date, "seed": str(opts.seed)})
@@ -149,7 +150,7 @@ def search(opts: ForecastSearchOptions) -> dict:
     search_id = uuid.uuid4().hex[:12]
     space = {**(opts.search_space or search_space()), "search_id": search_id}
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    fixed = {"opts": {k: v for k, v in asdict(opts).items() if k != "search_space"}}
+    fixed = {"opts": {k: v for k, v in asdict(opts).items() if k != "search_space"}, "tracking_uri": uri}
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trial, fixed=fixed), {"cpu": 1}),
         param_space=space,
@@ -185,7 +186,7 @@ def register_best(opts: ForecastSearchOptions, params: dict[str, Any], val_rank_
             "fit_date": opts.fit_date, "data_end": data_end, "symbols": list(history.symbols),
             "features": list(f.features.names), "val_rank_ic": val_rank_ic, "search_id": search_id,
             "trial_run_id": trial_run, "code_version": R.git_sha()}
-    run_id = _track(opts, f"{opts.model}-fit-{opts.fit_date}", dict(f.chosen or {}), {"val_rank_ic": val_rank_ic},
+    run_id = _track(opts, uri, f"{opts.model}-fit-{opts.fit_date}", dict(f.chosen or {}), {"val_rank_ic": val_rank_ic},
                     {"model": opts.model, "search_id": search_id, "trial_run_id": trial_run,
                      "fit_date": opts.fit_date, "seed": str(opts.seed),
                      # what promote reads as the last date the model was trained or selected on
