@@ -77,7 +77,8 @@ def plan(agents: list[str], *, rl_champions: bool = True, models: dict[str, str]
     models = {k: v for k, v in (models or {}).items() if v}
     unknown = sorted(set(models) - set(MODEL_AGENTS))
     if unknown:
-        raise ValueError(f"serve.models names {unknown}: only {list(MODEL_AGENTS)} load a model")
+        raise ValueError(f"serve.models names {unknown}: only RL agents {list(RL_ALGOS)} and forecasters "
+                         f"{list(MODEL_AGENTS[len(RL_ALGOS):])} load a model")
     if not agents:
         raise ValueError("the decision service needs at least one agent")
     out = ServedAgents(agents=list(dict.fromkeys(agents)))
