@@ -7,7 +7,8 @@ The search: each trial is one LightGBM parameter set (Optuna, seeded), scored by
 `RankForecaster.validation_rank_ic_of` — the mean daily Rank IC on the last `validation_bars`
 label rows before `--fit-date`, trained on the rows whose label window ends before that span
 (the same purged split `fit` uses to choose among its grid; never a test window). A trial is one
-fit, with no intermediate result to stop on, so there is no ASHA scheduler. Every trial is an
+fit, with no intermediate result to stop on, so there is no ASHA scheduler. The first trials are
+the agent's default grid (`default_grid_points`), so the search never picks worse than it. Every trial is an
 MLflow run in the "forecasters" experiment (its params, `val_rank_ic`, every input file with its
 sha256, the git sha: training/tracking.py's conventions). The best parameters are then refitted on
 every purged row before the fit date; that model (LightGBM's text model file + meta.json in the
@@ -40,7 +41,7 @@ from training import tracking as T
 EXPERIMENT = "forecasters"
 MODEL_FILE = "model.txt"   # LightGBM's own text format: loaded by parsing, never unpickled
 META_FILE = "meta.json"
-DEFAULT_TRIALS = 4         # one LightGBM fit each; 2 run at once on 2 cores
+DEFAULT_TRIALS = 6         # the 3 default-grid points + 3 sampled; one LightGBM fit each, 2 at once on 2 cores
 
 
 def search_space() -> dict:
@@ -54,6 +55,14 @@ def search_space() -> dict:
 
 
 PARAMS = ("num_leaves", "learning_rate", "n_estimators", "min_data_in_leaf", "feature_fraction", "lambda_l2")
+
+
+def default_grid_points() -> list[dict[str, Any]]:
+    """The lgbm agent's own grid (DEFAULT_GRID over BASE_PARAMS) as the search's first trials: the
+    search then never ends below what an agent without a model would choose."""
+    from strategies.forecaster import BASE_PARAMS, DEFAULT_GRID
+
+    return [{k: {**BASE_PARAMS, **c}[k] for k in PARAMS} for c in DEFAULT_GRID]
 
 
 @dataclass
@@ -151,11 +160,14 @@ def search(opts: ForecastSearchOptions) -> dict:
     space = {**(opts.search_space or search_space()), "search_id": search_id}
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     fixed = {"opts": {k: v for k, v in asdict(opts).items() if k != "search_space"}, "tracking_uri": uri}
+    # the default grid first, within the default space only (a test's narrow space may exclude it)
+    points = default_grid_points()[:opts.trials] if opts.search_space is None else []
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trial, fixed=fixed), {"cpu": 1}),
         param_space=space,
         tune_config=tune.TuneConfig(metric="val_rank_ic", mode="max", num_samples=opts.trials,
-                                    search_alg=OptunaSearch(seed=opts.seed), max_concurrent_trials=cpus),
+                                    search_alg=OptunaSearch(seed=opts.seed, points_to_evaluate=points or None),
+                                    max_concurrent_trials=cpus),
         run_config=tune.RunConfig(name=f"{opts.name}-{opts.model}-{search_id}",
                                   storage_path=str(Path(opts.storage).resolve()), verbose=1,
                                   failure_config=tune.FailureConfig(max_failures=0)),

@@ -405,7 +405,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="a tiny but complete search (minutes on 2 cores)")
     p.add_argument("--preset", choices=sorted(A.PRESETS), help=f"resources per trial (default {d.preset})")
     p.add_argument("--num-samples", "--trials", dest="num_samples", type=int,
-                   help="Optuna trials per algorithm (lgbm: default 4, about 20 s each on the shipped data)")
+                   help="Optuna trials per algorithm (lgbm: default 6, the first 3 its default grid; 10-20 s each on the shipped data)")
     p.add_argument("--fit-date", default="2017-01-01",
                    help="lgbm: validated on the year before and fitted on every bar before this date")
     p.add_argument("--max-iters", type=int, help="training iterations per trial (ASHA's max_t)")
