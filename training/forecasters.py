@@ -57,6 +57,12 @@ def search_space() -> dict:
 PARAMS = ("num_leaves", "learning_rate", "n_estimators", "min_data_in_leaf", "feature_fraction", "lambda_l2")
 
 
+def _typed(config: dict) -> dict[str, Any]:
+    """The searched LightGBM parameters of a trial config, as plain ints and floats."""
+    return {k: int(config[k]) if k in ("num_leaves", "n_estimators", "min_data_in_leaf") else float(config[k])
+            for k in PARAMS if k in config}
+
+
 def default_grid_points() -> list[dict[str, Any]]:
     """The lgbm agent's own grid (DEFAULT_GRID over BASE_PARAMS) as the search's first trials: the
     search then never ends below what an agent without a model would choose."""
@@ -135,9 +141,7 @@ def trial(config: dict, fixed: dict) -> None:
     from ray import tune
 
     opts = ForecastSearchOptions(**fixed["opts"])
-    params = {k: config[k] for k in PARAMS if k in config}
-    params = {k: int(v) if k in ("num_leaves", "n_estimators", "min_data_in_leaf") else float(v)
-              for k, v in params.items()}
+    params = _typed(config)
     ric = forecaster(opts, params).validation_rank_ic_of(history_before(opts), params)
     ctx = tune.get_context()
     # the store the driver resolved (a trial's process may not see its MLFLOW_TRACKING_URI)
@@ -172,16 +176,16 @@ def search(opts: ForecastSearchOptions) -> dict:
                                   storage_path=str(Path(opts.storage).resolve()), verbose=1,
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
-    results = tuner.fit()
-    rows = [r for r in results if not r.error and r.metrics and np.isfinite(r.metrics.get("val_rank_ic", np.nan))]
+    grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]
+    # (metrics, config) of every trial that scored
+    rows = [(r.metrics, r.config) for r in results
+            if not r.error and r.metrics and r.config and np.isfinite(r.metrics.get("val_rank_ic", np.nan))]
     if not rows:
         errors = [str(r.error).splitlines()[-1] for r in results if r.error][:1]
         raise RuntimeError(f"every {opts.model} trial failed" + (f": {errors[0]}" if errors else ""))
-    best = max(rows, key=lambda r: r.metrics["val_rank_ic"])
-    params = {k: best.config[k] for k in PARAMS if k in best.config}
-    params = {k: int(v) if k in ("num_leaves", "n_estimators", "min_data_in_leaf") else float(v)
-              for k, v in params.items()}
-    return register_best(opts, params, float(best.metrics["val_rank_ic"]), best.metrics["run_id"], search_id,
+    metrics, config = max(rows, key=lambda mc: mc[0]["val_rank_ic"])
+    return register_best(opts, _typed(config), float(metrics["val_rank_ic"]), metrics["run_id"], search_id,
                          trials=len(rows), uri=uri)
 
 
