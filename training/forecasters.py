@@ -292,6 +292,9 @@ class RegisteredLGBM(LGBMForecaster):
 
     def fit(self, history: Panel) -> None:
         """Never refits: refuses a model that saw data after the history ends."""
+        if len(history) == 0:
+            raise LookAheadError(f"{self.name}: an empty history; model {self.source} was fitted on data up to "
+                                 f"{self.last_seen_date}")
         self._refuse_look_ahead(str(history.date(len(history) - 1)), "the history ends")
 
     def target_weights(self, window: Panel) -> np.ndarray:
