@@ -66,7 +66,8 @@ class ServeSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
     agents: list[str] = Field(default_factory=lambda: ["technical", "factor"])  # strategies/registry.py names
-    # RL agents (dqn, appo) join `agents` whenever a model exists for them: `models[algo]`, else
+    # RL agents (dqn, appo) and the lgbm forecaster join `agents` whenever a model exists for
+    # them: `models[algo]`, else
     # KRT_MODEL_<ALGO>, else the MLflow registry's `champion` (serving/champions.py). false: only
     # the listed agents are served.
     rl_champions: bool = True

@@ -1,11 +1,12 @@
 """Which agents the decision service runs, decided in the driver at deploy time.
 
-The configured agents (`serve.agents`, e.g. technical + factor) always run. The RL agents (dqn,
-appo) join them:
+The configured agents (`serve.agents`, e.g. technical + factor) always run. The agents that load
+a registered model — the RL agents (dqn, appo) and the lgbm forecaster — join them:
   * when listed in the agents, or — with `rl_champions` on (the default) — whenever a model is
     available for them;
   * with the model from `models[algo]` (settings `serve.models`), else `KRT_MODEL_<ALGO>`, else
-    `models:/agent-<algo>@champion` when the configured MLflow registry has a champion.
+    `models:/agent-<algo>@champion` (`models:/forecaster-lgbm@champion`) when the configured
+    MLflow registry has a champion.
 An RL agent that is listed but has no model is a deploy error (it could never decide).
 
 The registry is `MLFLOW_TRACKING_URI`, else the embedded sqlite store (runs/mlflow or
@@ -25,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RL_ALGOS = ("dqn", "appo")
+# the agents that load a registered model: the RL agents (agent-<algo>) and the forecasters
+# (forecaster-<name>, training/forecasters.py); each joins the served agents the same way
+MODEL_AGENTS = RL_ALGOS + ("lgbm",)
 
 
 @dataclass
@@ -71,14 +75,15 @@ def plan(agents: list[str], *, rl_champions: bool = True, models: dict[str, str]
 
     env: Mapping[str, str] = os.environ if environ is None else environ
     models = {k: v for k, v in (models or {}).items() if v}
-    unknown = sorted(set(models) - set(RL_ALGOS))
+    unknown = sorted(set(models) - set(MODEL_AGENTS))
     if unknown:
-        raise ValueError(f"serve.models names {unknown}: only RL agents {list(RL_ALGOS)} load a model")
+        raise ValueError(f"serve.models names {unknown}: only RL agents {list(RL_ALGOS)} and forecasters "
+                         f"{list(MODEL_AGENTS[len(RL_ALGOS):])} load a model")
     if not agents:
         raise ValueError("the decision service needs at least one agent")
     out = ServedAgents(agents=list(dict.fromkeys(agents)))
     tracking = R.existing_tracking_uri(mlflow_dir)
-    for algo in RL_ALGOS:
+    for algo in MODEL_AGENTS:
         listed = algo in out.agents
         if not (listed or rl_champions):
             continue
@@ -99,6 +104,10 @@ def plan(agents: list[str], *, rl_champions: bool = True, models: dict[str, str]
                     why = f"MLflow registry at {tracking} not readable ({type(exc).__name__}: " \
                           f"{str(exc).splitlines()[0][:160] if str(exc) else ''})"
             if why is not None:
+                if listed and algo not in RL_ALGOS:
+                    # a forecaster decides without a model too (it fits its grid on the history)
+                    out.notes.append(f"{algo} served without a registered model ({why}): it fits its own grid")
+                    continue
                 if listed:
                     raise ValueError(f"{algo} is in the served agents but has no model: {why}. Set "
                                      f"serve.models.{algo} (or KRT_MODEL_{algo.upper()}) or promote a champion "
@@ -130,6 +139,8 @@ def _explicit_version(model: str, tracking: str | None) -> str | None:
                 return R.find_version(tracking, model)
         except LookupError as exc:
             raise ValueError(str(exc)) from None
-    if not (Path(model) / "env_spec.json").exists() and not (Path(model) / R.AGENT_PATH / "env_spec.json").exists():
-        raise ValueError(f"model {model} is neither a models:/ URI nor an agent folder (needs env_spec.json)")
+    marks = ("env_spec.json", "meta.json")  # an RL agent folder, a forecaster folder (training/forecasters.py)
+    if not any((Path(model) / m).exists() or (Path(model) / R.AGENT_PATH / m).exists() for m in marks):
+        raise ValueError(f"model {model} is neither a models:/ URI nor an agent folder (needs env_spec.json "
+                         "or meta.json)")
     return None

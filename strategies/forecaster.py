@@ -187,6 +187,47 @@ class RankForecaster:
         fwd = forward_returns(history.close, self.horizon)[rows]
         return self._features_at(history, rows), rank_labels(fwd), fwd
 
+    def _prepared(self, history: Panel, validate: bool) -> dict[str, Any]:
+        """The purged rows of `history` a fit uses and their inputs: `X, y, fwd` at the needed
+        rows, and index arrays into them: `train` (every purged label row, the refit) and, when
+        `select` (a validation split is possible and wanted), `pre_val` / `val` (the split)."""
+        first = self.lookback
+        rows = self._label_rows(label_rows(len(history), self.horizon, first, self.sample_every))
+        if len(rows) == 0:
+            raise ValueError(f"{self.name}: {len(history)} bars of history leave no labelled training row "
+                             f"(need > {first + self.horizon + 2})")
+        pre_val, val_rows = purged_split(rows, self.horizon, self.validation_bars)
+        select = validate and len(pre_val) >= self.min_train_rows and len(val_rows) >= 20
+        need = np.union1d(rows, val_rows) if select else rows
+        X, y, fwd = self._inputs(history, need)
+        at = {int(t): i for i, t in enumerate(need)}
+        out: dict[str, Any] = {"X": X, "y": y, "fwd": fwd, "select": select,
+                               "train": np.array([at[int(t)] for t in rows])}
+        if select:
+            out["pre_val"] = np.array([at[int(t)] for t in pre_val])
+            out["val"] = np.array([at[int(t)] for t in val_rows])
+        return out
+
+    def _validation_score(self, params: dict[str, Any], p: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """(mean daily Rank IC on the validation rows, params the training used) of a model with
+        `params` trained on the purged rows before the validation span."""
+        X, y, fwd, tr, va = p["X"], p["y"], p["fwd"], p["pre_val"], p["val"]
+        model, used = self._train(params, X[tr], y[tr], (X[va], fwd[va]))
+        _, ric = daily_ic(self._predict(model, X[va]), fwd[va])
+        return (float(np.nanmean(ric)) if np.isfinite(ric).any() else -np.inf), used
+
+    def validation_rank_ic_of(self, history: Panel, params: dict[str, Any]) -> float:
+        """What `fit` scores a grid candidate by, for any `params`: the mean daily Rank IC on the
+        last `validation_bars` label rows of `history` of a model trained on the rows whose label
+        ends before them (purged). A hyper-parameter search (training/forecast_search.py) calls it
+        per trial. ValueError when the history is too short for a validation split."""
+        p = self._prepared(history, validate=True)
+        if not p["select"]:
+            raise ValueError(f"{self.name}: {len(history)} bars of history are too few for a purged validation "
+                             f"split ({self.min_train_rows} training label rows before {self.validation_bars} "
+                             "validation bars)")
+        return self._validation_score(params, p)[0]
+
     def fit(self, history: Panel) -> None:
         from strategies.features import panel_key
 
@@ -195,32 +236,29 @@ class RankForecaster:
             return  # same history again (a host that fits twice): the same model
         if not self.grid:
             raise ValueError(f"{self.name}: an empty hyper-parameter grid")
-        first = self.lookback
-        rows = self._label_rows(label_rows(len(history), self.horizon, first, self.sample_every))
-        if len(rows) == 0:
-            raise ValueError(f"{self.name}: {len(history)} bars of history leave no labelled training row "
-                             f"(need > {first + self.horizon + 2})")
-        pre_val, val_rows = purged_split(rows, self.horizon, self.validation_bars)
-        select = self._needs_validation() and len(pre_val) >= self.min_train_rows and len(val_rows) >= 20
-        need = np.union1d(rows, val_rows) if select else rows
-        X, y, fwd = self._inputs(history, need)
-        at = {int(t): i for i, t in enumerate(need)}
+        p = self._prepared(history, self._needs_validation())
         self.validation_rank_ic = {}
         chosen = dict(self.grid[0])
-        if select:
-            tr = np.array([at[int(t)] for t in pre_val])
-            va = np.array([at[int(t)] for t in val_rows])
+        if p["select"]:
             best_ic = -np.inf
             for i, params in enumerate(self.grid):
-                model, used = self._train(params, X[tr], y[tr], (X[va], fwd[va]))
-                _, ric = daily_ic(self._predict(model, X[va]), fwd[va])
-                mean = float(np.nanmean(ric)) if np.isfinite(ric).any() else -np.inf
+                mean, used = self._validation_score(params, p)
                 self.validation_rank_ic[i] = mean
                 if mean > best_ic:
                     chosen, best_ic = dict(used), mean
-        ra = np.array([at[int(t)] for t in rows])
-        self._model, self.chosen = self._train(chosen, X[ra], y[ra])
+        ra = p["train"]
+        self._model, self.chosen = self._train(chosen, p["X"][ra], p["y"][ra])
         self._fitted_on = key
+
+    @property
+    def fitted_model(self) -> Any:
+        """The model `fit` trained (None before): what a registry stores."""
+        return self._model
+
+    def use_fitted(self, model: Any, chosen: dict[str, Any]) -> None:
+        """Decide with `model`, fitted elsewhere with `chosen` (a registered model), instead of
+        fitting here; the caller makes sure it saw no data after the decisions it will make."""
+        self._model, self.chosen = model, dict(chosen)
 
     # --- deciding -------------------------------------------------------------------------
     def scores(self, window: Panel, rows: np.ndarray | None = None) -> np.ndarray:

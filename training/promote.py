@@ -6,6 +6,9 @@ the data (or `--start/--end`). The challenger is promoted when its net-of-cost S
 champion's by at least `min_improvement` (or when there is no champion yet). The decision, both
 Sharpes and the window are written to the challenger's version tags and description, and to the
 champion's tags.
+
+A forecaster (`forecaster-lgbm`, training/forecasters.py) is compared the same way on its own
+objective: the mean daily Rank IC of its scores over that window (`min_improvement` in Rank IC).
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ class Decision:
     champion_before: str | None
     champion_after: str | None
     window: tuple[str, str] | None = None
-    challenger_sharpe: float | None = None
+    challenger_sharpe: float | None = None   # the out-of-sample score: Sharpe, or Rank IC (metric)
     champion_sharpe: float | None = None
+    metric: str = "sharpe"
 
 
 def _oos(uri_model: str, data_dir, start: str, end: str) -> dict:
@@ -37,6 +41,18 @@ def _oos(uri_model: str, data_dir, start: str, end: str) -> dict:
     spec = EnvSpec.from_dict(agent.spec)
     panel = load_data(data_dir, spec.symbols, end)
     return evaluate(agent.module, panel, agent.spec, start, end)
+
+
+def _oos_score(algo: str, uri_model: str, data_dir, start: str, end: str) -> tuple[float, str]:
+    """(score, a phrase for the reason) of one version out of sample: net-of-cost Sharpe for an RL
+    agent, mean daily Rank IC for a forecaster."""
+    if algo in R.FORECASTERS:
+        from training.forecasters import oos_rank_ic
+
+        f = oos_rank_ic(uri_model, data_dir, start, end)
+        return f["rank_ic"], f"{f['days']} days"
+    m = _oos(uri_model, data_dir, start, end)
+    return m["sharpe"], f"total return {m['total_return']:+.2%}"
 
 
 def _last_seen(c, name: str, version: str) -> str:
@@ -77,22 +93,23 @@ def promote(algo: str, *, start: str | None = None, end: str | None = None, min_
 
         paths = DataPaths(root=Path(data_dir)) if data_dir else DataPaths()
         end = str(load_prices(paths.path("prices"))["date"].max())
-    ch = _oos(f"models:/{name}/{chal}", data_dir, start, end)
-    cp = _oos(f"models:/{name}/{champ}", data_dir, start, end)
-    win = ch["sharpe"] > cp["sharpe"] + min_improvement
+    metric = "rank_ic" if algo in R.FORECASTERS else "sharpe"
+    label = "mean daily Rank IC" if metric == "rank_ic" else "net-of-cost Sharpe"
+    ch, ch_more = _oos_score(algo, f"models:/{name}/{chal}", data_dir, start, end)
+    cp, cp_more = _oos_score(algo, f"models:/{name}/{champ}", data_dir, start, end)
+    win = ch > cp + min_improvement
     verdict = "beats" if win else "does not beat"
-    reason = (f"challenger v{chal} {verdict} champion v{champ} out of sample {start}..{end}: net-of-cost Sharpe "
-              f"{ch['sharpe']:.3f} vs {cp['sharpe']:.3f} (needs more than {min_improvement:+.3f}); total return "
-              f"{ch['total_return']:+.2%} vs {cp['total_return']:+.2%}")
+    reason = (f"challenger v{chal} {verdict} champion v{champ} out of sample {start}..{end}: {label} "
+              f"{ch:.3f} vs {cp:.3f} (needs more than {min_improvement:+.3f}); {ch_more} vs {cp_more}")
     stamp = dt.datetime.now(dt.timezone.utc).isoformat()
     tags = {"promotion_decision": "promoted" if win else "rejected", "promotion_reason": reason,
-            "oos_window": f"{start}..{end}", "oos_sharpe": f"{ch['sharpe']:.4f}",
-            "oos_vs_champion": champ, "oos_champion_sharpe": f"{cp['sharpe']:.4f}", "decided_at": stamp}
+            "oos_window": f"{start}..{end}", f"oos_{metric}": f"{ch:.4f}",
+            "oos_vs_champion": champ, f"oos_champion_{metric}": f"{cp:.4f}", "decided_at": stamp}
     for k, v in tags.items():
         c.set_model_version_tag(name, chal, k, v)
-    c.set_model_version_tag(name, champ, f"oos_vs_v{chal}", f"{cp['sharpe']:.4f} vs {ch['sharpe']:.4f} ({start}..{end})")
+    c.set_model_version_tag(name, champ, f"oos_vs_v{chal}", f"{cp:.4f} vs {ch:.4f} ({start}..{end})")
     mv = c.get_model_version(name, chal)
     c.update_model_version(name, chal, description=(mv.description or "") + f"\n[{stamp}] {reason}")
     if win:
         c.set_registered_model_alias(name, R.CHAMPION, chal)
-    return Decision(algo, win, reason, chal, champ, chal if win else champ, (start, end), ch["sharpe"], cp["sharpe"])
+    return Decision(algo, win, reason, chal, champ, chal if win else champ, (start, end), ch, cp, metric)

@@ -46,8 +46,13 @@ def folder_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# forecasters searched by training/forecast_search.py, registered as forecaster-<name> next to
+# the RL agents' agent-<algo>; their agent/ folder holds the fitted model file and meta.json
+FORECASTERS = ("lgbm",)
+
+
 def model_name(algo: str) -> str:
-    return f"agent-{algo}"
+    return f"forecaster-{algo}" if algo in FORECASTERS else f"agent-{algo}"
 
 
 def _embedded_db(base_dir: str | Path | None = None) -> Path:
@@ -223,14 +228,16 @@ def download_verified(uri: str, name: str, version: str) -> Path:
 
 def register(uri: str, algo: str, run_id: str, description: str, tags: dict | None = None,
              alias: str = CHALLENGER) -> str:
-    """Register the run's `agent/` folder as a new version of agent-<algo> and give it `alias`."""
+    """Register the run's `agent/` folder as a new version of `model_name(algo)` (agent-<algo>,
+    forecaster-<name>) with its sha256 and give it `alias`."""
     c = client(uri)
     name = model_name(algo)
     try:
         c.get_registered_model(name)
     except Exception:
         try:
-            c.create_registered_model(name, description=f"RLlib {algo.upper()} trading agent (kis-ray-trader)")
+            what = f"{algo} rank forecaster" if algo in FORECASTERS else f"RLlib {algo.upper()} trading agent"
+            c.create_registered_model(name, description=f"{what} (kis-ray-trader)")
         except Exception:
             c.get_registered_model(name)  # created concurrently
     run = c.get_run(run_id)
@@ -275,7 +282,7 @@ def _is_missing(exc: Exception) -> bool:
 
 
 def version_with_tag(uri: str, algo: str, key: str, value: str) -> str | None:
-    """The newest version of agent-<algo> whose tag `key` is `value` (None if none, or no such model)."""
+    """The newest version of model_name(algo) whose tag `key` is `value` (None if none, or no such model)."""
     try:
         versions = client(uri).search_model_versions(f"name = '{model_name(algo)}'")
     except Exception:

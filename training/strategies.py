@@ -1,4 +1,5 @@
-"""Plugs the RL agents (dqn, appo) into the strategy registry (strategies/registry.py).
+"""Plugs the RL agents (dqn, appo) and the registered-model form of lgbm into the strategy
+registry (strategies/registry.py).
 
 The registry is plain Python and may not import training/ (RLlib); importing this module adds
 the RL factories and the MLflow champion finder to it. Cheap to import: RLlib loads only when an
@@ -21,6 +22,18 @@ def rl_agent(ctx: registry.StrategyContext, algo: str):
     return RLAgent(model, algo=algo, seed=ctx.seed, train_iters=ctx.train_iters)
 
 
+def lgbm_agent(ctx: registry.StrategyContext):
+    """`lgbm` with a model (the context's, else KRT_MODEL_LGBM, e.g. models:/forecaster-lgbm@champion):
+    the registered booster and the parameters its search chose (training/forecasters.py), checksum
+    verified, never refitted. Without one: the strategy registry's lgbm, refitting its grid."""
+    model = ctx.model or os.environ.get("KRT_MODEL_LGBM") or None
+    if model is None:
+        return registry.lgbm(ctx)
+    from training.forecasters import RegisteredLGBM
+
+    return RegisteredLGBM.load(registry._forecast_features(ctx), model)
+
+
 def champions(ctx: registry.StrategyContext) -> dict[str, str]:
     """`models:/agent-<algo>@champion` for each RL agent the MLflow registry (MLFLOW_TRACKING_URI,
     else the embedded store if it exists) has a champion for. Checking creates no store."""
@@ -39,5 +52,6 @@ def _factory(algo: str):
 
 for _algo in registry.RL_ALGOS:
     registry.plug_in(_algo, _factory(_algo))
+registry.plug_in("lgbm", lgbm_agent)
 if champions not in registry.MODEL_FINDERS:
     registry.MODEL_FINDERS.append(champions)

@@ -173,21 +173,24 @@ def _quiet_store():
             logging.getLogger(name).setLevel(level)
 
 
-def track_run(rec: RunRecord, warn: Callable[[str], None] = _warn, mlflow_dir: str | Path | None = None) -> str | None:
-    """Log `rec` as one finished MLflow run in the project's store; its run id, or None (with a
+def track_run(rec: RunRecord, warn: Callable[[str], None] = _warn, mlflow_dir: str | Path | None = None,
+              tracking_uri: str | None = None) -> str | None:
+    """Log `rec` as one finished MLflow run in the project's store (`tracking_uri` when a caller
+    resolved it elsewhere, e.g. a Tune driver for its trials); its run id, or None (with a
     warning through `warn`) when the store cannot take it. Never raises: the run's own files are
     already written and stay the record of truth."""
     with _quiet_store():
-        return _track_run(rec, warn, mlflow_dir)
+        return _track_run(rec, warn, mlflow_dir, tracking_uri)
 
 
-def _track_run(rec: RunRecord, warn: Callable[[str], None], mlflow_dir: str | Path | None) -> str | None:
+def _track_run(rec: RunRecord, warn: Callable[[str], None], mlflow_dir: str | Path | None,
+               tracking_uri: str | None = None) -> str | None:
     run_id = None
     try:
         import mlflow
         from mlflow.entities import Metric, Param, RunTag
 
-        uri = R.tracking_uri(mlflow_dir)
+        uri = tracking_uri or R.tracking_uri(mlflow_dir)
         c = R.client(uri)
         exp_id = R.ensure_experiment(uri, rec.experiment, mlflow_dir)
         run_id = c.create_run(exp_id, run_name=rec.name, tags=dict(rec.tags)).info.run_id
@@ -209,7 +212,7 @@ def _track_run(rec: RunRecord, warn: Callable[[str], None], mlflow_dir: str | Pa
         warn(f"MLflow tracking failed, the run's files are kept: {type(exc).__name__}: {first}")
         if run_id is not None:
             try:
-                R.client(R.default_tracking_uri(mlflow_dir)).set_terminated(run_id, "FAILED")
+                R.client(tracking_uri or R.default_tracking_uri(mlflow_dir)).set_terminated(run_id, "FAILED")
             except Exception:  # noqa: BLE001
                 pass
         return None

@@ -400,10 +400,14 @@ def run(opts: SearchOptions, address: str | None = None, num_cpus: int | None = 
 # command line (shared with `trader train`)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = SearchOptions()
-    p.add_argument("--algo", default="dqn,appo", help="comma-separated: dqn, appo")
+    p.add_argument("--algo", default="dqn,appo",
+                   help="comma-separated: dqn, appo, lgbm (the LightGBM forecaster: training/forecasters.py)")
     p.add_argument("--smoke", action="store_true", help="a tiny but complete search (minutes on 2 cores)")
     p.add_argument("--preset", choices=sorted(A.PRESETS), help=f"resources per trial (default {d.preset})")
-    p.add_argument("--num-samples", type=int, help="Optuna trials per algorithm")
+    p.add_argument("--num-samples", "--trials", dest="num_samples", type=int,
+                   help="Optuna trials per algorithm (lgbm: default 6, the first 3 its default grid; 10-20 s each on the shipped data)")
+    p.add_argument("--fit-date", default="2017-01-01",
+                   help="lgbm: validated on the year before and fitted on every bar before this date")
     p.add_argument("--max-iters", type=int, help="training iterations per trial (ASHA's max_t)")
     p.add_argument("--finalists", type=int, help="best configs re-run over seeds")
     p.add_argument("--seeds", type=int, help="seeds per finalist (including the search's)")
@@ -425,8 +429,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="write the registered versions as JSON to this file")
 
 
+def _algos(args) -> tuple[str, ...]:
+    return tuple(a.strip().lower() for a in args.algo.split(",") if a.strip())
+
+
 def options_from_args(args) -> SearchOptions:
-    algos = tuple(a.strip().lower() for a in args.algo.split(",") if a.strip())
+    algos = tuple(a for a in _algos(args) if a not in R.FORECASTERS)
     for a in algos:
         A.check_algo(a)
     kw = {k: v for k, v in dict(preset=args.preset, num_samples=args.num_samples, max_iters=args.max_iters,
@@ -450,18 +458,37 @@ def main(argv: list[str] | None = None) -> int:
     return run_from_args(args)
 
 
+def forecast_options_from_args(args, model: str):
+    from training.forecasters import DEFAULT_TRIALS, ForecastSearchOptions
+
+    kw: dict = dict(model=model, fit_date=args.fit_date, trials=args.num_samples or DEFAULT_TRIALS, seed=args.seed,
+                    data_dir=args.data_dir, mlflow_dir=args.mlflow_dir, storage=args.storage, name=args.name)
+    if args.symbols:
+        kw["symbols"] = tuple(s.strip() for s in args.symbols.split(",") if s.strip())
+    return ForecastSearchOptions(**kw)
+
+
 def run_from_args(args) -> int:
+    forecasters = [a for a in _algos(args) if a in R.FORECASTERS]
     opts = options_from_args(args)
+    out: list[dict] = []
     try:
-        out = run(opts, address=args.ray_address, num_cpus=args.num_cpus)
+        if opts.algos:
+            out = run(opts, address=args.ray_address, num_cpus=args.num_cpus)
+        if forecasters:
+            from training.forecasters import search as forecast_search
+
+            _ray_init(args.ray_address, args.num_cpus)
+            out += [forecast_search(forecast_options_from_args(args, m)) for m in forecasters]
     except Interrupted as e:
         print(f"[tune] interrupted: {e}", file=sys.stderr, flush=True)
         return 130
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     for o in out:
-        print(f"{o['model']} v{o['version']} @challenger  val Sharpe {o['val_sharpe_mean']:.3f} ± "
-              f"{o['val_sharpe_std']:.3f}  ({o['tracking_uri']})")
+        score = (f"val Rank IC {o['val_rank_ic']:.4f}" if "val_rank_ic" in o else
+                 f"val Sharpe {o['val_sharpe_mean']:.3f} ± {o['val_sharpe_std']:.3f}")
+        print(f"{o['model']} v{o['version']} @challenger  {score}  ({o['tracking_uri']})")
     return 0
 
 

@@ -7,13 +7,14 @@ from cluster.commands._common import EXIT_OK, CommandError, new_parser, reports_
 def register(subparsers) -> None:
     from training.registry import DEFAULT_DIR
 
-    p = new_parser(subparsers, "promote", help="promote models:/agent-<algo>@challenger to champion if it wins OOS",
+    p = new_parser(subparsers, "promote", help="promote models:/agent-<algo>@challenger (forecaster-lgbm) to champion if it wins OOS",
                    description="Backtest the challenger and the champion of each algorithm on the same "
                                "out-of-sample span; the challenger becomes champion only if its Sharpe beats "
                                "the champion's by --min-improvement.",
                    example_lines=["trader promote                           # dqn and appo, default span",
-                                  "trader promote --algo dqn --min-improvement 0.1"])
-    p.add_argument("--algo", default="dqn,appo", help="comma-separated: dqn, appo")
+                                  "trader promote --algo dqn --min-improvement 0.1",
+                                  "trader promote --algo lgbm                # forecaster-lgbm, on Rank IC"])
+    p.add_argument("--algo", default="dqn,appo", help="comma-separated: dqn, appo, lgbm (forecaster-lgbm)")
     p.add_argument("--start", help="out-of-sample start (default: day after both models' validation end)")
     p.add_argument("--end", help="out-of-sample end (default: last date in the data)")
     p.add_argument("--min-improvement", type=float, default=0.0, help="Sharpe margin the challenger needs")
@@ -27,13 +28,15 @@ def _run(args) -> int:
     from backtest.cli import unknown_name
     from strategies.registry import RL_ALGOS
     from training.promote import promote
+    from training.registry import FORECASTERS, model_name
 
     algos = [a.strip() for a in args.algo.split(",") if a.strip()]
+    known = list(RL_ALGOS) + list(FORECASTERS)
     for algo in algos:
-        if algo not in RL_ALGOS:
-            raise CommandError(unknown_name("algorithm", algo, list(RL_ALGOS)))
+        if algo not in known:
+            raise CommandError(unknown_name("algorithm", algo, known))
     for algo in algos:
         d = promote(algo, start=args.start, end=args.end, min_improvement=args.min_improvement,
                     data_dir=args.data_dir, mlflow_dir=args.mlflow_dir)
-        print(f"agent-{algo}: {'PROMOTED' if d.promoted else 'kept champion'} — {d.reason}")
+        print(f"{model_name(algo)}: {'PROMOTED' if d.promoted else 'kept champion'} — {d.reason}")
     return EXIT_OK
