@@ -48,7 +48,8 @@ def test_every_strategy_is_reachable_and_metrics_json_has_the_contract(tmp_path,
     # (some fit hidden-Markov models, which costs seconds per fit), not their performance
     out = tmp_path / name
     rc = trader("backtest", "--strategy", name, "--prices", PRICES, "--index", INDEX, "--train-start", "2020-01-02",
-                "--start", "2022-11-01", "--end", "2022-12-29", "--out", out, "--rebalance", "monthly")
+                "--start", "2022-11-01", "--end", "2022-12-29", "--out", out, "--rebalance", "monthly",
+                "--no-track")   # the wiring and metrics.json here; tracking: tests/unit/test_run_tracking.py
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     for k in CONTRACT:

@@ -24,6 +24,7 @@ def _wait(condition, timeout_s: float = 10.0) -> bool:
     return True
 
 
+@pytest.mark.slow  # real processes and the watchdog's 3 s sweep: ~5 s
 def test_a_killed_driver_leaves_none_of_its_processes_behind():
     # the "driver" starts two children (one in a session of its own, out of its group) and its watchdog
     driver = subprocess.Popen(

@@ -128,6 +128,7 @@ def test_agent_trades_valid_weights_through_the_backtest_engine(world):
     assert (res.holdings >= 0).all() and res.holdings.dtype == np.int64
 
 
+@pytest.mark.slow  # refits LightGBM at every truncation point: ~5 s
 def test_no_look_ahead_on_truncated_data_files(world):
     paths, panel, _ = world
 

@@ -86,6 +86,7 @@ def test_vector_env_is_a_gymnasium_vector_env(panel):
         vec.step(np.array([0, 1]))
 
 
+@pytest.mark.slow  # builds an RLlib env runner: ~3 s
 def test_rllib_env_runner_samples_the_vector_env(panel):
     """RLlib 2.60's SingleAgentEnvRunner, as build_config sets it up (VECTOR_ENTRY_POINT on the
     registered creator), steps one VecTradingEnv; every finished episode it returns replays
