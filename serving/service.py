@@ -34,11 +34,11 @@ AskMembers = Callable[[Any], Awaitable[dict[str, dict]]]
 # for it: the window itself or a reference to it); raises UnknownMarket, or DataError for a
 # universe or day the market state does not hold (or has not seen yet)
 Resolve = Callable[[str, dt.date, tuple[str, ...]], Awaitable[tuple[Panel, Any]]]
+Size = Callable[[Snapshot, Account | None, np.ndarray, DecisionState], Awaitable[tuple]]
 
 
 class UnknownMarket(LookupError):
     """No market state of that name is running."""
-Size = Callable[[Snapshot, Account | None, np.ndarray, DecisionState], Awaitable[tuple]]
 
 
 class DecisionService:
