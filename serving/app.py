@@ -42,6 +42,7 @@ from serving.state import default_state_path, get_or_create_state_actor
 from strategies.pipeline import DecisionConfig, DecisionPipeline
 from strategies.registry import StrategyContext, regime_source
 
+MAX_MARKETS = 64   # market state handles a replica keeps (a name not kept is looked up again)
 _SECRET: dict = {}  # this replica's service secret, set by Ensemble.__init__ (the middleware reads it)
 api = make_api(lambda: _SECRET["secret"])
 
@@ -121,6 +122,8 @@ class Ensemble:
                     actor = self.markets[market] = ray.get_actor(market_actor_name(market), namespace=NAMESPACE)
                 except ValueError:
                     raise UnknownMarket(f"no market state named {market!r} is running") from None
+                if len(self.markets) > MAX_MARKETS:   # every replay's market state has its own name
+                    self.markets.pop(next(iter(self.markets)))
             try:
                 ref = await actor.window_ref.remote(as_of, universe, lookback)
                 return await ref, ref
