@@ -240,17 +240,24 @@ DEFAULT_PROTECTIONS: tuple[dict[str, Any], ...] = tuple({"name": n} for n in PRO
 def build_protections(specs: Iterable[Mapping[str, Any]] = DEFAULT_PROTECTIONS) -> list[Protection]:
     """Protections from settings entries `{name: ..., <parameter>: value}`; unknown names or
     parameters are a clear error."""
-    out: list[Protection] = []
+    return _build_plugins(specs, PROTECTIONS, "risk_engine.protections", "protection")
+
+
+def _build_plugins(specs: Iterable[Mapping[str, Any]], registry: Mapping[str, type], setting: str,
+                   kind: str) -> list:
+    """Plug-ins from settings entries `{name: ..., <parameter>: value}` looked up in `registry`;
+    an unknown name or parameter is a ValueError naming the setting and what it takes."""
+    out = []
     for spec in specs:
         spec = dict(spec)
         name = spec.pop("name", None)
-        if name not in PROTECTIONS:
-            raise ValueError(f"risk_engine.protections: unknown protection {name!r} (known: {', '.join(PROTECTIONS)})")
+        if name not in registry:
+            raise ValueError(f"{setting}: unknown {kind} {name!r} (known: {', '.join(registry)})")
         try:
-            out.append(PROTECTIONS[name](**spec))
+            out.append(registry[name](**spec))
         except TypeError:
-            known = [f.name for f in fields(PROTECTIONS[name]) if not f.name.startswith("_")]
-            raise ValueError(f"risk_engine.protections: {name} takes {', '.join(known) or 'no parameters'}, "
+            known = [f.name for f in fields(registry[name]) if not f.name.startswith("_")]
+            raise ValueError(f"{setting}: {name} takes {', '.join(known) or 'no parameters'}, "
                              f"got {', '.join(spec)}") from None
     return out
 
@@ -375,18 +382,7 @@ INTRADAY_RULES: dict[str, type[IntradayRule]] = {r.name: r for r in (IntradayLos
 def build_intraday_rules(specs: Iterable[Mapping[str, Any]] = ()) -> list[IntradayRule]:
     """Intraday rules from settings entries `{name: ..., <parameter>: value}` (none by default:
     a deployment opts in); unknown names or parameters are a clear error."""
-    out: list[IntradayRule] = []
-    for spec in specs:
-        spec = dict(spec)
-        name = spec.pop("name", None)
-        if name not in INTRADAY_RULES:
-            raise ValueError(f"risk_engine.intraday: unknown rule {name!r} (known: {', '.join(INTRADAY_RULES)})")
-        try:
-            out.append(INTRADAY_RULES[name](**spec))
-        except TypeError:
-            known = [f.name for f in fields(INTRADAY_RULES[name]) if not f.name.startswith("_")]
-            raise ValueError(f"risk_engine.intraday: {name} takes {', '.join(known)}, got {', '.join(spec)}") from None
-    return out
+    return _build_plugins(specs, INTRADAY_RULES, "risk_engine.intraday", "rule")
 
 
 def evaluate_intraday(rules: Iterable[IntradayRule], book: Book, marks: Mapping[str, float],
