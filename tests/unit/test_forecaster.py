@@ -114,18 +114,22 @@ def test_rank_labels_and_ic():
     assert np.all(ric == pytest.approx(1.0)) and np.all(ic < 1.0) and np.all(ic > 0.8)
 
 
-def test_agent_trades_valid_weights_through_the_backtest_engine(world):
-    _, panel, features = world
-    agent = _agent(features)
+def assert_trades_valid_top5_weights(agent, panel, name: str) -> None:
+    """The engine fits the forecaster on the rows before the start and trades its monthly top 5."""
     res = run_backtest(agent, panel, "2017-07-03", "2018-03-30", BacktestConfig(min_trade_value=200_000))
     assert agent.chosen is not None  # the engine fitted it on the rows before the start
     decided = res.targets[np.isfinite(res.targets).all(axis=1)]
     assert len(decided) >= 8  # monthly decisions over nine months
     for w in decided:
-        check_weights(w, len(panel.symbols), "lgbm")
+        check_weights(w, len(panel.symbols), name)
         assert np.count_nonzero(w) == 5 and w.sum() == pytest.approx(1.0)
     assert len(res.fills) > 0 and res.exposure[-1] > 0.9
     assert (res.holdings >= 0).all() and res.holdings.dtype == np.int64
+
+
+def test_agent_trades_valid_weights_through_the_backtest_engine(world):
+    _, panel, features = world
+    assert_trades_valid_top5_weights(_agent(features), panel, "lgbm")
 
 
 @pytest.mark.slow  # refits LightGBM at every truncation point: ~5 s

@@ -6,12 +6,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_forecaster import SYMBOLS, _features
+from test_forecaster import SYMBOLS, _features, assert_trades_valid_top5_weights
 
-from backtest.engine import BacktestConfig, run_backtest
 from backtest.lookahead import check_lookahead
 from market.data import DataPaths, load_panel
-from strategies.base import check_weights
 from strategies.features import MARKET_FEATURES
 from strategies.neural import SequenceForecaster
 
@@ -97,16 +95,7 @@ def test_early_stopping_trains_before_the_purged_validation_span_and_refits_on_e
 
 def test_agent_trades_valid_weights_through_the_backtest_engine(world):
     _, panel, features = world
-    agent = _agent(features, "transformer")
-    res = run_backtest(agent, panel, "2017-07-03", "2018-03-30", BacktestConfig(min_trade_value=200_000))
-    assert agent.chosen is not None  # the engine fitted it on the rows before the start
-    decided = res.targets[np.isfinite(res.targets).all(axis=1)]
-    assert len(decided) >= 8  # monthly decisions over nine months
-    for w in decided:
-        check_weights(w, len(panel.symbols), "transformer")
-        assert np.count_nonzero(w) == 5 and w.sum() == pytest.approx(1.0)
-    assert len(res.fills) > 0 and res.exposure[-1] > 0.9
-    assert (res.holdings >= 0).all() and res.holdings.dtype == np.int64
+    assert_trades_valid_top5_weights(_agent(features, "transformer"), panel, "transformer")
 
 
 def test_no_look_ahead_on_truncated_data_files(world):
