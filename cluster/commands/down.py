@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from cluster.commands._common import add_settings_arg, cluster_yaml, new_parser, ray_cli, ray_env, reports_errors, run, settings_from
+from cluster.commands.up import ray_file
 
 STOP_MLFLOW = "test -f ~/kis-ray-trader/cluster/mlflow_server.sh && bash ~/kis-ray-trader/cluster/mlflow_server.sh stop || true"
 
@@ -22,7 +23,7 @@ def register(subparsers) -> None:
 @reports_errors
 def main(args) -> int:
     settings = settings_from(args)
-    yaml_path = cluster_yaml(args, settings)
+    yaml_path = ray_file(cluster_yaml(args, settings))   # on AWS: the file `trader up` wrote
     env = ray_env(settings)
     if not args.keep_mlflow:
         # MLflow is not a Ray process: `ray down` would leave it running on a local cluster.

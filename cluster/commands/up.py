@@ -207,13 +207,34 @@ def ensure_security_group(config: dict) -> str:
     return group.id
 
 
+def generated_path(cluster_name: str) -> Path:
+    return Path.home() / ".cache" / "kis-ray-trader" / "clusters" / f"{cluster_name}.yaml"
+
+
+def ray_file(yaml_path: Path) -> Path:
+    """The file the Ray CLI gets for a cluster `trader up` started: for an AWS file that leaves the
+    security group to Ray, the generated one (`ray down`/`exec` on the project's file would make
+    Ray configure a group of its own, with SSH from 0.0.0.0/0); any other file as it is."""
+    import yaml
+
+    config = yaml.safe_load(yaml_path.read_text())
+    if config.get("provider", {}).get("type") != "aws" or not _unconfigured(config):
+        return yaml_path
+    generated = generated_path(config["cluster_name"])
+    if not generated.is_file():
+        raise CommandError(f"{yaml_path} leaves the security group to Ray and `trader up` wrote no cluster file for "
+                           f"{config['cluster_name']!r} ({generated}): Ray would open SSH to the internet. "
+                           f"Pass the file `trader up` printed with --cluster-config")
+    return generated
+
+
 def write_generated(config: dict) -> Path:
     """The cluster file `ray up` gets (~/.cache/kis-ray-trader/clusters/<cluster_name>.yaml): the
     project's, plus the security group. `file_mounts` stay relative to the project root, where
     `run` starts ray."""
     import yaml
 
-    path = Path.home() / ".cache" / "kis-ray-trader" / "clusters" / f"{config['cluster_name']}.yaml"
+    path = generated_path(config["cluster_name"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# written by `trader up` from the project's cluster file: edit that one, not this\n"
                     + yaml.safe_dump(config, sort_keys=False))

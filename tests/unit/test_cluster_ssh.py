@@ -103,3 +103,21 @@ def test_trader_up_refuses_before_anything_reaches_aws(argv, message, capsys, mo
     monkeypatch.chdir(ROOT)
     assert main(["up", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_trader_down_hands_ray_the_file_trader_up_wrote(tmp_path, capsys, monkeypatch):
+    # `ray down` on the project's AWS file would run Ray's own group configuration: SSH from 0.0.0.0/0
+    from cluster.commands import down
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sent: list[list[str]] = []
+    monkeypatch.setattr(down, "run", lambda cmd, env, check=True: sent.append(cmd) or 0)
+    assert main(["down"]) == 2                                      # nothing written by `trader up` yet
+    assert "trader up" in capsys.readouterr().err and sent == []
+    generated = up.write_generated(_generated())
+    assert main(["down"]) == 0
+    exec_mlflow_stop, ray_down = sent
+    assert exec_mlflow_stop[-2] == str(generated) and ray_down[-1] == str(generated)
+    local = ROOT / "cluster" / "local.yaml"
+    assert up.ray_file(local) == local                              # not AWS: the file as it is
