@@ -454,7 +454,7 @@ def driver_main(spec_path: Path, number: int, segments_before: int) -> int:
     replay_dates = [dt.date.fromisoformat(d) for d in spec["replay_dates"]]
     journal = out / "journal.sqlite"
     budget = int(spec["segment_budget"])
-    rng = np.random.default_rng([int(spec["seed"]), 3, number])
+    kill_clock = _KillClock(float(spec["kill_every_s"]), np.random.default_rng([int(spec["seed"]), 3, number]))
     ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     watch_driver()   # a SIGKILL of this process takes its Ray processes with it
     try:
@@ -475,7 +475,7 @@ def driver_main(spec_path: Path, number: int, segments_before: int) -> int:
             if calm:   # after the status says so: the campaign arms nothing more
                 _clear_faults(spec)
             live.days = left
-            _segment(live, url, journal, status, None if calm else (float(spec["kill_every_s"]), rng))
+            _segment(live, url, journal, status, None if calm else kill_clock)
         # the sessions are done: no more faults, then the catch-up of a restarted loop's start
         status.update(phase="settling")
         time.sleep(SETTLE_S)
@@ -498,9 +498,9 @@ def driver_main(spec_path: Path, number: int, segments_before: int) -> int:
         ray.shutdown()
 
 
-def _segment(live, url: str, journal: Path, status: _Status, kills: tuple[float, np.random.Generator] | None) -> bool:
+def _segment(live, url: str, journal: Path, status: _Status, kills: _KillClock | None) -> bool:
     """Start a fresh actor pair and drive it (TradingLoop.start first: the restart's catch-up);
-    True if it ran to its end. `kills`: (mean seconds, stream) of the actor kill, None: calm."""
+    True if it ran to its end. `kills`: the driver's actor-kill clock, None: calm."""
     from cluster.live import start_live_actors
     from cluster.trading_loop import drive
 
@@ -510,7 +510,7 @@ def _segment(live, url: str, journal: Path, status: _Status, kills: tuple[float,
         loop, market = start_live_actors(live, url, journal, load_timeout_s=STALL_S)
         if kills is not None:
             status.update(armed=True)   # faults from now on, until this segment ends
-        if kills is not None and kills[0] > 0:
+        if kills is not None and kills.mean_s > 0:
             monkey = threading.Thread(target=_kill_an_actor, args=(kills, loop, market, stop, status), daemon=True)
             monkey.start()
         drive(loop, market, total=live.days, desc="", progress=False, step_timeout_s=STALL_S)
@@ -526,15 +526,38 @@ def _segment(live, url: str, journal: Path, status: _Status, kills: tuple[float,
         time.sleep(0.3)   # a killed actor's process is gone before the next one opens the journal
 
 
-def _kill_an_actor(kills: tuple[float, np.random.Generator], loop, market, stop: threading.Event,
-                   status: _Status) -> None:
-    """One SIGKILL (ray.kill) of the segment's ExecutionActor, market actor or a Serve replica at a
-    random moment, unless the segment ends first."""
+class _KillClock:
+    """When the driver's next actor kill is due and what it hits. The wait runs over the driver's
+    armed trading time, not per segment: a segment that a fault ends before its kill leaves the rest
+    of the wait to the next one, so kills land at the drawn rate however often faults end segments
+    (a per-segment draw made kills vanish on a slow machine, where faults end segments sooner)."""
+
+    def __init__(self, mean_s: float, rng: np.random.Generator):
+        self.mean_s, self.rng = mean_s, rng
+        self.left_s, self.target = self._draw()
+
+    def _draw(self) -> tuple[float, str]:
+        return float(self.rng.exponential(self.mean_s)), str(self.rng.choice(KILL_TARGETS))
+
+    def wait(self, stop: threading.Event) -> str | None:
+        """Wait for the due kill inside this segment: its target, or None if the segment ended first
+        (what was waited counts, the rest carries over)."""
+        started = time.monotonic()
+        if stop.wait(self.left_s):
+            self.left_s = max(0.0, self.left_s - (time.monotonic() - started))
+            return None
+        target = self.target
+        self.left_s, self.target = self._draw()
+        return target
+
+
+def _kill_an_actor(kills: _KillClock, loop, market, stop: threading.Event, status: _Status) -> None:
+    """One SIGKILL (ray.kill) of the segment's ExecutionActor, market actor or a Serve replica when
+    the driver's kill clock says so, unless the segment ends first."""
     import ray
 
-    mean_s, rng = kills
-    wait, target = float(rng.exponential(mean_s)), str(rng.choice(KILL_TARGETS))
-    if stop.wait(wait):
+    target = kills.wait(stop)
+    if target is None:
         return
     if target == "execution":
         ray.kill(loop)
