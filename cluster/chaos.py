@@ -22,7 +22,8 @@ never shift another's):
   before/after processing, malformed body) armed on a random KIS path (orders, order lookups,
   balance, bars, quotes), after letting a random number of calls pass — unless a fault still
   waits on that path;
-* actor kills, in the driver, every `kill_every_s` on average: `ray.kill` (SIGKILL) of the
+* actor kills, in the driver, every `kill_every_s` of its armed trading time on average (a wait
+  a segment's end cuts short carries over to the next segment): `ray.kill` (SIGKILL) of the
   ExecutionActor, of the market actor, or of a Serve replica (Serve restarts it); a killed loop
   restarts as a new segment;
 * driver kills, after `driver_kill_every` sessions of a driver's trading on average (a drawn
