@@ -10,16 +10,16 @@ p50/p99 latency and the 2-replica/1-replica ratio measured in the same run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
-import numpy as np
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from serve_latency import http_call, measure  # noqa: E402  (bench/ is the script's own directory)
 
 SYMBOLS = ["005930", "000660", "035420", "005380", "051910", "006400", "035720", "068270"]
 
@@ -37,33 +37,6 @@ def _auth() -> dict:
 
 
 AUTH = _auth()
-
-
-def load(url: str, payload: dict, seconds: float, clients: int) -> dict:
-    lat: list[float] = []
-    errors = [0]
-    stop = time.perf_counter() + seconds
-    lock = threading.Lock()
-
-    def worker():
-        s = requests.Session()
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            r = s.post(url, json=payload, headers=AUTH, timeout=60)
-            dt = time.perf_counter() - t0
-            with lock:
-                (lat.append(dt) if r.status_code == 200 else errors.__setitem__(0, errors[0] + 1))
-
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    a = np.array(lat)
-    return {"n": len(a), "errors": errors[0], "per_s": len(a) / wall, "p50": np.percentile(a, 50) * 1000,
-            "p99": np.percentile(a, 99) * 1000}
 
 
 def main() -> None:
@@ -92,7 +65,8 @@ def main() -> None:
             url = deploy(s) + "/v1/decide"
             for _ in range(20):  # warm-up: every replica answers
                 assert requests.post(url, json=payload, headers=AUTH, timeout=60).status_code == 200
-            r = load(url, payload, args.seconds, args.clients)
+            r = measure(http_call(url, {**AUTH, "Content-Type": "application/json"}), [json.dumps(payload)],
+                        args.seconds, args.clients)
             results[replicas] = r
             print(f"Serve {replicas} replica(s): {r['n']} decisions, {r['per_s']:.1f}/s, p50 {r['p50']:.0f} ms, "
                   f"p99 {r['p99']:.0f} ms, errors {r['errors']}"
