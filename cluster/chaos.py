@@ -519,7 +519,9 @@ def _segment(live, url: str, journal: Path, status: _Status, kills: _KillClock |
     except Exception as exc:   # a kill or a fault the loop stops on: a restart follows
         status.count("failures", _reason(exc))
         # the driver's log (drivers/<n>.log) says what ended each segment, not just its kind
-        print(f"segment {status.data['segments']} ended by {_reason(exc)}: {str(exc)[-600:]}", file=sys.stderr, flush=True)
+        cause = getattr(exc, "cause", None)   # a Ray task error's own text is the remote traceback
+        print(f"segment {status.data['segments']} ended by {_reason(exc)}: "
+              f"{str(cause if isinstance(cause, BaseException) else exc)[:600]}", file=sys.stderr, flush=True)
         return False
     finally:
         status.update(armed=False)
