@@ -7,6 +7,7 @@ pyplot state, no display needed).
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -67,12 +68,31 @@ HANGUL_FONTS = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "UnDotum")
 def chart_style() -> dict:
     """rcParams for every chart of the project (reports, the demo's equity.png): DejaVu Sans for
     Latin text with a Hangul font behind it, so Korean stock names render instead of boxes."""
-    from matplotlib import font_manager
-
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    return {"font.family": ["DejaVu Sans", *(f for f in HANGUL_FONTS if f in installed)],
+    return {"font.family": ["DejaVu Sans", *_installed_hangul_fonts()],
             "axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "normal", "axes.titlesize": "large",
             "axes.titlelocation": "left", "axes.unicode_minus": False}
+
+
+@functools.cache
+def _installed_hangul_fonts() -> tuple[str, ...]:
+    """The HANGUL_FONTS matplotlib can draw with. Its font list is cached on disk the first time
+    matplotlib runs; a font installed afterwards (fonts-nanum by .ci/system-setup.sh on a machine
+    whose cache is older) is missing from that list, so the system font folders are searched and
+    the Hangul files found there are registered."""
+    from matplotlib import font_manager
+
+    def known() -> tuple[str, ...]:
+        names = {f.name for f in font_manager.fontManager.ttflist}
+        return tuple(f for f in HANGUL_FONTS if f in names)
+
+    if not known():
+        for path in font_manager.findSystemFonts():
+            try:
+                if font_manager.get_font(path).family_name in HANGUL_FONTS:
+                    font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError):  # an unreadable or odd font file is not ours to judge
+                continue
+    return known()
 
 
 def hangul_font_available() -> bool:

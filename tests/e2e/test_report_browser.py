@@ -34,6 +34,22 @@ def test_report_charts_draw_hangul_with_a_real_font():
     assert not missing, missing
 
 
+def test_hangul_font_is_found_when_matplotlib_cached_its_font_list_before_the_font_was_installed(tmp_path):
+    """CI failed stop 20 on this: matplotlib's font list, cached on a machine before fonts-nanum was
+    installed, hid the installed font, so every chart drew boxes for Korean names."""
+    from matplotlib import font_manager
+
+    from backtest.report import HANGUL_FONTS
+
+    fonts = json.loads(json.dumps(font_manager.fontManager, cls=font_manager._JSONEncoder))
+    fonts["ttflist"] = [f for f in fonts["ttflist"] if f["name"] not in HANGUL_FONTS]
+    (tmp_path / f"fontlist-v{font_manager.FontManager.__version__}.json").write_text(json.dumps(fonts))
+    probe = "from backtest.report import hangul_font_available; print(hangul_font_available())"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "MPLCONFIGDIR": str(tmp_path), "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "True", out.stderr
+
+
 def test_report_renders_in_chromium_with_names_and_full_width_charts(tmp_path):
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (run .ci/system-setup.sh)")
