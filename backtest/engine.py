@@ -8,9 +8,11 @@ A strategy is any of
   only on rows <= t; `backtest.lookahead` checks that it does);
 * a (T, N) array of target weights (row t = the decision at the close of bar t).
 
-Orders are made by `market.accounting.orders_for_targets` at the close of t (reference price =
-the last known close) and executed by `market.accounting.execute` against bar t+1 — the same two
-functions the PaperBroker uses, so research and paper trading charge the same costs.
+Orders are made at the close of t (reference price = the last known close) and executed against
+bar t+1 by `market.accounting_kernel.advance`: the rules of `market.accounting.orders_for_targets`
+and `market.accounting.execute` — the two functions the PaperBroker uses — compiled into one loop
+over the bars and tested equal to them fill for fill (tests/unit/test_accounting_kernel.py), so
+research and paper trading charge the same costs.
 
 Universe (survivorship): at bar t a symbol is tradable only once it has had its first bar
 (a symbol with no bar yet is not listed for this data set) and, if `delisted` names it, not on
@@ -30,8 +32,16 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
-from market import krx
-from market.accounting import BUY, SELL, AccountingInputs, CostModel, QuoteTable, execute, ffill_close, orders_for_targets, tax_rates_by_bar  # noqa: F401
+from market import accounting_kernel as kernel
+from market.accounting import (  # noqa: F401  (ffill_close, tax_rates_by_bar: imported from here by callers)
+    BUY,
+    AccountingInputs,
+    CostModel,
+    QuoteTable,
+    check_targets,
+    ffill_close,
+    tax_rates_by_bar,
+)
 from market.data import Panel
 from strategies.base import check_weights
 
@@ -253,14 +263,12 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
             t = int(rows_d[np.argmax(bad)])
             check_weights(matrix[t], n, f"{label} on {panel.date(t)}")  # raises, naming the problem
         matrix = np.where(tradable_at, np.clip(np.nan_to_num(matrix), 0.0, None), 0.0)
-    no_limit = np.full(n, np.nan)
-    delist_bar = np.zeros(T + 1, dtype=bool)
-    delist_bar[delisted_at[delisted_at < T]] = True
-    dates_py = panel.dates.astype("datetime64[D]").astype(object)
-    prev_close = inputs.prev_close
+        over = matrix[rows_d].sum(axis=1) > 1 + 1e-9  # clipping -1e-12 dust can tip a sum over
+        if over.any():
+            check_targets(matrix[rows_d[np.argmax(over)]])  # raises as orders_for_targets would
     span = slice(t0 + 1, e + 1)
     quotes = QuoteTable.build(panel.dates[span], panel.open[span], panel.high[span], panel.low[span],
-                              prev_close[span], costs)
+                              inputs.prev_close[span], costs)
 
     D = e - t0 + 1
     cash = int(config.cash if initial_cash is None else initial_cash)
@@ -274,106 +282,73 @@ def run_backtest(strategy: Any, panel: Panel, start=None, end=None, config: Back
     out_comm = np.zeros(D, dtype=np.int64)
     out_tax = np.zeros(D, dtype=np.int64)
     out_traded = np.zeros(D, dtype=np.float64)
-    fill_parts: list[tuple] = []
-    order_parts: list[tuple] = []
-
+    # at most one order per symbol and decision, one fill per order, one delisting per symbol
+    fills = np.zeros((len(kernel.FILL_FIELDS), (D - 1) * n + n), dtype=np.int64)
+    orders = np.zeros((len(kernel.ORDER_FIELDS), (D - 1) * n), dtype=np.int64)
+    state = np.zeros(3, dtype=np.int64)
+    state[kernel.CASH] = cash
     out_cash[0], out_hold[0] = cash, holdings
-    pending: tuple | None = None
-    steps = range(t0, e)
-    if config.progress:
-        from tqdm import tqdm
+    weights = matrix if matrix is not None else np.zeros((T, n))
 
-        steps = tqdm(steps, desc=f"backtest {label}", unit="bar", leave=False)
-    for t in steps:
-        # --- decision at the close of t -----------------------------------------------------
-        if decisions[t]:
-            if matrix is not None:
-                w = matrix[t]
-            else:
-                w = np.where(tradable_at[t], check_weights(decide(t, cash, holdings), n, label), 0.0)
-            out_targets[t - t0] = w
-            min_trade = config.min_trade_value
-            if config.rebalance_band > 0:
-                equity_t = cash + float(np.sum(holdings * np.nan_to_num(ref_at[t])))
-                min_trade = max(min_trade, config.rebalance_band * equity_t)
-            pending = orders_for_targets(w, holdings, cash, ref_at[t], min_trade, config.cash_buffer)
-            if len(pending[0]):
-                order_parts.append((np.full(len(pending[0]), t), *pending))
-        # --- execution on bar t+1 -----------------------------------------------------------
-        u = t + 1
-        i = u - t0
-        if pending is not None and len(pending[0]):
-            idx, side, qty = pending
-            # the bar's prices enter through the quote table (built from the same fill_prices)
-            ex = execute(idx, side, qty, no_limit[:len(idx)], None, dates_py[u], float(tax_rate[u]),
-                         cash, holdings, costs, quotes=quotes.lookup(u - t0 - 1, idx, side))
-            cash, holdings = ex.cash, ex.holdings
-            done = ex.qty > 0
-            if done.any():
-                notional = ex.qty[done] * ex.price[done]
-                out_comm[i] = int(ex.commission.sum())
-                out_tax[i] = int(ex.tax.sum())
-                out_traded[i] = float(notional.sum())
-                fill_parts.append((np.full(int(done.sum()), u), idx[done], side[done], ex.qty[done],
-                                   ex.price[done], ex.commission[done], ex.tax[done]))
-        pending = None
-        # --- delisting: close the position at the last known close --------------------------
-        gone = (delisted_at == u) & (holdings > 0) if delist_bar[u] else None
-        if gone is not None and gone.any():
-            cash = _delist(gone, holdings, close_ff[u], cash, float(tax_rate[u]), costs, u, fill_parts,
-                           out_comm, out_tax, out_traded, i)
-        out_cash[i], out_hold[i] = cash, holdings
+    def advance(t_from: int, t_to: int) -> None:
+        """The accounting from the close of t_from to the close of t_to (market/accounting_kernel.py)."""
+        kernel.advance(weights, decisions, ref_at, close_ff, tax_rate, quotes.buy, quotes.sell, quotes.status,
+                       t0 + 1, delisted_at, t_from, t_to, t0, float(costs.commission_rate),
+                       float(config.min_trade_value), float(config.cash_buffer), float(config.rebalance_band),
+                       holdings, state, out_cash, out_hold, out_comm, out_tax, out_traded, fills, orders)
+
+    decision_bars = np.flatnonzero(decisions[:e])
+    if matrix is not None and not config.progress:
+        out_targets[decision_bars - t0] = matrix[decision_bars]
+        advance(t0, e)
+    else:
+        steps: Any = decision_bars
+        if config.progress:
+            from tqdm import tqdm
+
+            steps = tqdm(decision_bars, desc=f"backtest {label}", unit="bar", leave=False)
+        done = t0
+        for t in steps:
+            t = int(t)
+            advance(done, t)  # bars without a decision: only delistings happen
+            if matrix is None:
+                raw = decide(t, int(state[kernel.CASH]), holdings.copy())
+                weights[t] = check_targets(np.where(tradable_at[t], check_weights(raw, n, label), 0.0))
+            out_targets[t - t0] = weights[t]
+            advance(t, t + 1)
+            done = t + 1
+        advance(done, e)
 
     prices = close_ff[t0:e + 1]
     equity = out_cash + np.sum(out_hold * np.nan_to_num(prices), axis=1)
     return BacktestResult(
         dates=panel.dates[t0:e + 1], symbols=panel.symbols, equity=equity.astype(float), cash=out_cash,
         holdings=out_hold, prices=prices, targets=out_targets, commission=out_comm, tax=out_tax,
-        traded_value=out_traded, fills=_fills_frame(fill_parts, panel), strategy=label,
-        orders=_orders_frame(order_parts, panel))
+        traded_value=out_traded, fills=_fills_frame(fills[:, :state[kernel.N_FILLS]], panel), strategy=label,
+        orders=_orders_frame(orders[:, :state[kernel.N_ORDERS]], panel))
 
 
-def _delist(gone, holdings, last_close, cash, tax_rate, costs, u, fill_parts, out_comm, out_tax, out_traded, i):
-    j = np.flatnonzero(gone)
-    px = np.nan_to_num(last_close[j]).astype(np.int64)
-    q = holdings[j].copy()
-    notional = q * px
-    comm = krx.commission(notional, costs.commission_rate)
-    tax = krx.sell_tax(notional, tax_rate)
-    holdings[j] = 0
-    out_comm[i] += int(comm.sum())
-    out_tax[i] += int(tax.sum())
-    out_traded[i] += float(notional.sum())
-    fill_parts.append((np.full(len(j), u), j, np.full(len(j), SELL), q, px, comm, tax))
-    return cash + int(np.sum(notional - comm - tax))
+def _symbol_names(panel: Panel, idx: np.ndarray) -> pl.Series:
+    return pl.Series(list(panel.symbols), dtype=pl.String).gather(idx)
 
 
-def _orders_frame(parts: list[tuple], panel: Panel) -> pl.DataFrame:
-    """The orders each decision made (before execution), one row per symbol and side."""
-    arrays = ([np.concatenate([p[k] for p in parts]) for k in range(4)] if parts
-              else [np.zeros(0, dtype=np.int64) for _ in range(4)])
-    t, idx, side, qty = arrays
-    return pl.DataFrame({
-        "date": panel.dates[t],
-        "symbol": np.array(panel.symbols, dtype=object)[idx].astype(str) if len(t) else np.array([], dtype=str),
-        "side": np.where(side == BUY, "buy", "sell"), "qty": qty.astype(np.int64)})
+def _side_names(side: np.ndarray) -> pl.Series:
+    return pl.Series(["sell", "buy"], dtype=pl.String).gather((side == BUY).astype(np.int64))
 
 
-def _fills_frame(parts: list[tuple], panel: Panel) -> pl.DataFrame:
-    cols = ("t", "symbol_idx", "side", "qty", "price", "commission", "tax")
-    if parts:
-        arrays = [np.concatenate([p[k] for p in parts]) for k in range(len(cols))]
-    else:
-        arrays = [np.zeros(0, dtype=np.int64) for _ in cols]
-    data = dict(zip(cols, arrays))
-    return pl.DataFrame({
-        "date": panel.dates[data["t"]],
-        "symbol": np.array(panel.symbols, dtype=object)[data["symbol_idx"]].astype(str)
-        if len(data["t"]) else np.array([], dtype=str),
-        "side": np.where(data["side"] == BUY, "buy", "sell"),
-        "qty": data["qty"].astype(np.int64), "price": data["price"].astype(np.int64),
-        "commission": data["commission"].astype(np.int64), "tax": data["tax"].astype(np.int64),
-    })
+def _orders_frame(orders: np.ndarray, panel: Panel) -> pl.DataFrame:
+    """The orders each decision made (before execution), one row per symbol and side; `orders`
+    has the rows of `kernel.ORDER_FIELDS` (date of the decision bar, symbol, side, qty)."""
+    t, idx, side, qty = orders
+    return pl.DataFrame({"date": panel.dates[t], "symbol": _symbol_names(panel, idx), "side": _side_names(side),
+                         "qty": qty})
+
+
+def _fills_frame(fills: np.ndarray, panel: Panel) -> pl.DataFrame:
+    """One row per fill; `fills` has the rows of `kernel.FILL_FIELDS`."""
+    t, idx, side, qty, price, commission, tax = fills
+    return pl.DataFrame({"date": panel.dates[t], "symbol": _symbol_names(panel, idx), "side": _side_names(side),
+                         "qty": qty, "price": price, "commission": commission, "tax": tax})
 
 
 def _date(value) -> dt.date:

@@ -84,13 +84,11 @@ class Execution:
         return self.qty * self.price
 
 
-def fill_prices(side: np.ndarray, limit: np.ndarray, bar: Bar, on: dt.date,
-                costs: CostModel) -> tuple[np.ndarray, np.ndarray]:
-    """Where each order would fill on this bar, ignoring cash: (price int64, status)."""
-    side = np.asarray(side)
+def _bar_terms(bar: Bar, on: dt.date, costs: CostModel):
+    """What a bar fixes for every order on it, whatever its side: (status without NOT_REACHED,
+    open, high, low with 1.0 where there is no bar, lower and upper price limits, slippage)."""
     o, h, lo, pc = (np.asarray(a, dtype=float) for a in (bar.open, bar.high, bar.low, bar.prev_close))
-    n = len(side)
-    status = np.full(n, FillStatus.FILLED, dtype=np.int8)
+    status = np.full(o.shape, FillStatus.FILLED, dtype=np.int8)
     has_bar = ~(np.isnan(o) | np.isnan(h) | np.isnan(lo))
     status[~has_bar] = FillStatus.NO_BAR
     o, h, lo = np.where(has_bar, o, 1.0), np.where(has_bar, h, 1.0), np.where(has_bar, lo, 1.0)
@@ -104,12 +102,24 @@ def fill_prices(side: np.ndarray, limit: np.ndarray, bar: Bar, on: dt.date,
 
     tick = krx.tick_size(o, on, costs.market)
     slip = costs.slippage_ticks * tick + costs.slippage_range_frac * (h - lo)
+    return status, o, h, lo, lower, upper, slip
+
+
+def _market_raw(is_buy, o, h, lo, slip):
+    """A market order's price before the tick grid: open ± slippage, kept inside the bar's range."""
+    return np.where(is_buy, np.minimum(o + slip, h), np.maximum(o - slip, lo))
+
+
+def fill_prices(side: np.ndarray, limit: np.ndarray, bar: Bar, on: dt.date,
+                costs: CostModel) -> tuple[np.ndarray, np.ndarray]:
+    """Where each order would fill on this bar, ignoring cash: (price int64, status)."""
+    side = np.asarray(side)
+    status, o, h, lo, lower, upper, slip = _bar_terms(bar, on, costs)
     is_buy = side == BUY
     is_limit = ~np.isnan(limit)
     lim = np.where(is_limit, limit, 0.0)
 
-    # market orders: open ± slippage, kept inside the bar's range
-    raw = np.where(is_buy, np.minimum(o + slip, h), np.maximum(o - slip, lo))
+    raw = _market_raw(is_buy, o, h, lo, slip)
     # limit orders: reachable only if the open is at/better than the limit or the bar crosses it
     reach_buy = (o <= lim) | (lo < lim)
     reach_sell = (o >= lim) | (h > lim)
@@ -133,8 +143,9 @@ def fill_prices(side: np.ndarray, limit: np.ndarray, bar: Bar, on: dt.date,
 class QuoteTable:
     """Market-order fill prices and statuses for every (bar, symbol) of a history, both sides.
 
-    Built with `fill_prices` itself, so a lookup gives exactly what `fill_prices` computes for
-    a market order on that bar; the backtester builds it once instead of once per bar.
+    Built from `fill_prices`' own terms (`_bar_terms`, `_market_raw`), so a lookup gives exactly
+    what `fill_prices` computes for a market order on that bar; the backtester builds it once
+    instead of once per bar.
     """
 
     buy: np.ndarray     # (T, N) int64 fill price of a market buy (0 where it cannot fill)
@@ -160,11 +171,14 @@ class QuoteTable:
             on = py[rows[0]]
             bar = Bar(open=open_[rows].ravel(), high=high[rows].ravel(), low=low[rows].ravel(),
                       prev_close=prev_close[rows].ravel())
-            n = bar.open.size
-            no_limit = np.full(n, np.nan)
-            pb, st = fill_prices(np.full(n, BUY), no_limit, bar, on, costs)
-            ps, _ = fill_prices(np.full(n, SELL), no_limit, bar, on, costs)
-            buy[rows], sell[rows] = pb.reshape(len(rows), -1), ps.reshape(len(rows), -1)
+            # `fill_prices` of a market order, with the side-independent terms computed once
+            st, o, h, lo, lower, upper, slip = _bar_terms(bar, on, costs)
+            unfilled = st != FillStatus.FILLED
+            for out, is_buy, direction in ((buy, True, "up"), (sell, False, "down")):
+                px = np.clip(krx.round_to_tick(_market_raw(is_buy, o, h, lo, slip), on, costs.market, direction),
+                             lower, upper).astype(np.int64)
+                px[unfilled] = 0
+                out[rows] = px.reshape(len(rows), -1)
             status[rows] = st.reshape(len(rows), -1)
         return cls(buy=buy, sell=sell, status=status)
 
@@ -304,6 +318,20 @@ def _buys_loop(buys, symbol_idx, filled, status, price, commission, holdings, ca
     return cash
 
 
+def check_targets(weights: np.ndarray) -> np.ndarray:
+    """Target weights as `orders_for_targets` takes them (NaN: 0); raises on shorts or leverage."""
+    w = np.asarray(weights, dtype=float)
+    nan = np.isnan(w)
+    if nan.any():
+        w = np.where(nan, 0.0, w)
+    if w.size and w.min() < -1e-12:
+        raise ValueError("target weights must be >= 0 (no short selling)")
+    total = w.sum()
+    if total > 1.0 + 1e-9:
+        raise ValueError(f"target weights sum to {total:.6f} > 1 (no leverage)")
+    return w
+
+
 def orders_for_targets(weights: np.ndarray, holdings: np.ndarray, cash: int, ref_price: np.ndarray,
                        min_trade_value: float = 0.0, cash_buffer: float = 0.01
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -314,16 +342,7 @@ def orders_for_targets(weights: np.ndarray, holdings: np.ndarray, cash: int, ref
     cash left after the sells. Returns (symbol_idx, side, qty) for orders with qty > 0, sells
     first, each side in symbol order.
     """
-    # written with as few array operations as possible: the backtester calls it on every bar
-    w = np.asarray(weights, dtype=float)
-    nan = np.isnan(w)
-    if nan.any():
-        w = np.where(nan, 0.0, w)
-    if w.size and w.min() < -1e-12:
-        raise ValueError("target weights must be >= 0 (no short selling)")
-    total = w.sum()
-    if total > 1.0 + 1e-9:
-        raise ValueError(f"target weights sum to {total:.6f} > 1 (no leverage)")
+    w = check_targets(weights)
     holdings = np.asarray(holdings, dtype=np.int64)
     px = np.asarray(ref_price, dtype=float)
     priced = px > 0  # False for NaN too
