@@ -8,7 +8,9 @@ bar is sent, so a bar is either fully traded or not traded at all.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import math
 import time
 from collections import deque
@@ -21,6 +23,7 @@ import requests
 
 from actors import metrics
 from broker.base import Order, OrderRequest, OrderStatus, Side
+from broker.execution_algos import AlgoConfig, Plan, plan_for
 from broker.journal import DuplicateOrder, Journal
 from broker.risk_engine import DEFAULT_PROTECTIONS, Book, RiskEngine, TradingState, build_protections
 from broker.venue import open_venue
@@ -29,6 +32,8 @@ from market.accounting import BUY, CostModel, orders_for_targets
 from market.calendar import TradingCalendar, decision_time
 from serving.auth import auth_headers
 from strategies import defaults as D
+
+NOTICE_POLL_S = 1.0   # real time: wall seconds between journaling the fills execution notices reported
 
 
 class DecisionError(RuntimeError):
@@ -69,6 +74,10 @@ class LoopConfig:
     intraday: tuple[dict, ...] = ()
     intraday_every_s: float = 30.0
     session: Any = None   # market.session.SessionTimes of the live loop (the watch's order cutoff)
+    # settings `execution` (broker/execution_algos.py): market_open sends each decided order as it
+    # is; twap / limit_touch journal it as a parent and work it as children over the session (on
+    # the session watch's polls, so real time only)
+    execution: AlgoConfig = AlgoConfig()
 
 
 class TradingLoop:
@@ -100,6 +109,7 @@ class TradingLoop:
         self.outbox: list[alerts.Alert] = []   # fill and P&L alerts wait for their journal commit
         self.trading_state = TradingState.ACTIVE
         self.reported = dict(self.stats)        # stats at the last daily summary
+        self.plans: list[Plan] = []             # today's parents worked by the execution algorithm
         self.watch = self._session_watch()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -157,11 +167,17 @@ class TradingLoop:
         # between decisions the service answers rebalance: false (hold the book): nothing to send
         hold = not decision.get("rebalance", True)
         state = self._trading_state(decision)
+        self.plans = []
         submitted = [] if self.halted or hold else self._send_orders(today, snap, decision["targets"], account,
                                                                     blocked, state)
-        if self.watch is not None:   # real time: intraday rules on live marks until the order cutoff
-            submitted += self.watch.run(self, self._session_book(snap, account, submitted, state))
-        nxt = ray.get(self.market.advance.remote())
+        if self.watch is not None:   # real time: intraday rules and the algorithms' children until the cutoff
+            algos = None
+            if self.plans:
+                from actors.session_algos import SessionAlgos
+
+                algos = SessionAlgos(self, self.plans, self._session_book(snap, account, [], state), blocked)
+            submitted += self.watch.run(self, self._session_book(snap, account, submitted, state), algos)
+        nxt = self._await_bar()
         fills = self.venue.advance(nxt["date"], nxt["bars"])
         # read everything from the venue first, then write the step in one transaction; the venue
         # is told the fills are journaled only after the commit (a crash in between re-reports them)
@@ -209,6 +225,24 @@ class TradingLoop:
         if "var" in risk:
             metrics.record_risk(risk["var"], risk.get("cvar"), risk.get("budget"))
         return decision
+
+    def _await_bar(self) -> dict:
+        """The next final bar (the market actor's advance). Meanwhile, in real time, the fills the
+        venue reports as they happen (KIS execution notices) are journaled at once, each poll."""
+        pending = self.market.advance.remote()
+        session_fills = getattr(self.venue, "session_fills", None)
+        while session_fills is not None:
+            done = ray.wait([pending], timeout=NOTICE_POLL_S)[0]
+            self._journal_fills(session_fills())
+            if done:
+                break
+        return ray.get(pending)
+
+    def journal_session_fills(self) -> None:
+        """Journal the fills the venue reported during the session so far (the session watch's polls)."""
+        session_fills = getattr(self.venue, "session_fills", None)
+        if session_fills is not None:
+            self._journal_fills(session_fills())
 
     def _journal_fills(self, fills: list, confirm: bool = True) -> None:
         with self.journal.transaction():
@@ -282,20 +316,46 @@ class TradingLoop:
             request = OrderRequest(
                 client_order_id=f"{self.config.run_id}-{today:%Y%m%d}-{symbol}-{'B' if sd == BUY else 'S'}",
                 symbol=symbol, side=Side.BUY if sd == BUY else Side.SELL, qty=int(q))
+            if self.config.execution.sliced:
+                self.plans.append(self._parent(request, book))
+                continue
             order = self._send_checked(request, book, stamp, blocked)
             if order is not None:
                 submitted.append(order)
         return submitted
 
-    def _send_checked(self, request: OrderRequest, book: Book, stamp: dt.datetime, blocked: set[str]) -> Order | None:
-        """One order through the risk engine, the journal (intent first) and the broker. Returns the
-        order to look up after the bar (working, or of unknown outcome), None when it was denied,
-        blocked or refused by the broker (all journaled and counted)."""
+    def _parent(self, request: OrderRequest, book: Book) -> Plan:
+        """Journal a decided order as a parent and return its plan; its children pass the risk
+        engine one by one as they go out (actors/session_algos.py). A restarted loop finds the
+        parent journaled and its plan skips the children already journaled."""
+        execution = self.config.execution
+        start = self.config.venue_options["clock"].now()
+        try:
+            self.journal.record_parent(request, start, execution.algo, {**dataclasses.asdict(execution),
+                                                                       "start": start.isoformat()})
+        except DuplicateOrder:
+            if self.config.venue not in ("vts", "live"):
+                raise
+            # restarted: the schedule keeps the first start (children missed meanwhile go at once)
+            row = next(p for p in self.journal.parents() if p["client_order_id"] == request.client_order_id)
+            start = dt.datetime.fromisoformat(json.loads(row["params"])["start"])
+        cutoff = dt.datetime.combine(start.date(), self.config.session.order_cutoff, tzinfo=start.tzinfo)
+        # the last final close is the base of the session's daily price limits (the touch stays inside)
+        plan = plan_for(execution, request, start, cutoff, book.last_close.get(request.symbol))
+        plan.resume({row["client_order_id"] for row in self.journal.children(request.client_order_id)})
+        return plan
+
+    def _send_checked(self, request: OrderRequest, book: Book, stamp: dt.datetime, blocked: set[str],
+                      parent_id: str | None = None) -> Order | None:
+        """One order through the risk engine, the journal (intent first, under `parent_id` for an
+        algorithm's child) and the broker. Returns the order to look up after the bar (working, or
+        of unknown outcome), None when it was denied, blocked or refused by the broker (all
+        journaled and counted)."""
         symbol = request.symbol
         verdict = self.risk.check(request, book, stamp)
         if not verdict.allowed:
             try:   # journaled with its reason, never sent
-                self.journal.record_denied(request, stamp, f"risk {verdict.rule}: {verdict.reason}")
+                self.journal.record_denied(request, stamp, f"risk {verdict.rule}: {verdict.reason}", parent_id)
             except DuplicateOrder:
                 if self.config.venue not in ("vts", "live"):
                     raise
@@ -305,7 +365,7 @@ class TradingLoop:
                                             f"{verdict.rule}: {verdict.reason}"))
             return None
         try:
-            self.journal.record_intent(request, stamp)  # journaled before it is sent
+            self.journal.record_intent(request, stamp, parent_id)  # journaled before it is sent
         except DuplicateOrder:
             # a restarted live loop re-deciding the same day (its run id is stable): the broker
             # knows by the client order id whether it went out, and never sends it twice
@@ -337,11 +397,12 @@ class TradingLoop:
 
     # --- the session watch (real time) ------------------------------------------------------
     def _session_watch(self):
-        if not self.config.intraday:
+        if not self.config.intraday and not self.config.execution.sliced:
             return None
         if self.config.venue not in ("vts", "live") or self.config.session is None:
-            raise ValueError("risk_engine.intraday rules act on live marks: they need the real-time loop "
-                             "(--mode vts|live with live.realtime on)")
+            what = ("risk_engine.intraday rules act on live marks" if self.config.intraday else
+                    f"execution.algo {self.config.execution.algo} works orders over the session")
+            raise ValueError(f"{what}: they need the real-time loop (--mode vts|live with live.realtime on)")
         from actors.session_watch import SessionWatch
         from broker.risk_engine import build_intraday_rules
 

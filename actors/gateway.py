@@ -13,7 +13,8 @@ process or node its actors run on.
 * REST calls one at a time (the default concurrency group): they queue in arrival order in front
   of the token bucket. Live-quote reads (`live_quote`, `stale`, ...) have a group of their own,
   so a market actor asking for the touch never waits behind a rate-limited REST call.
-* The WebSocket session (`watch`) lives in the gateway too: KIS allows one per app key.
+* The WebSocket session (`watch`, and the account's execution notices, `take_notices`) lives in
+  the gateway too: KIS allows one per app key.
 * A KIS error travels back as a value and is raised again in the caller as the same type, so
   KisBroker's handling (a refusal → REJECTED, a lost answer → look the order up) is unchanged.
 * The gateway dying mid-call is a lost answer: an order gets KisTransportError (its outcome is
@@ -55,6 +56,10 @@ class BrokerGateway(KisGateway):
 
     def watch_or_error(self, symbols: list[str], book: bool = True) -> int | KisError:
         return _value_or_error(self.watch, symbols, book)
+
+    @ray.method(concurrency_group="quotes")
+    def take_notices_or_error(self) -> list | KisError:
+        return _value_or_error(self.take_notices)
 
     @ray.method(concurrency_group="quotes")
     def live_quote(self, symbol: str) -> dict:
@@ -176,6 +181,12 @@ class GatewayRest(_GatewayHandle, RestClient):
 
     def stats(self) -> dict:
         return self._call("stats", True, lambda g: g.stats.remote())
+
+    def take_notices(self) -> list:
+        """The execution notices' fills (FillEvent) the gateway's WebSocket session received since
+        the last call (it registers the account's notices on first use, and again after it restarted).
+        Asked again while the gateway restarts: what a dead gateway held is gone, and REST recovers it."""
+        return self._call("websocket", True, lambda g: g.take_notices_or_error.remote())
 
 
 class GatewayQuotes(_GatewayHandle):

@@ -17,8 +17,9 @@ The watch's book is the account at the session's start (cash, settled holdings) 
 sells projected (the decision's and the stops'): a name already being sold is not stopped again,
 and a buy still working is not yet a holding. A mark counts only if it is from today's session
 and its symbol's feed is not stale (`feed_silence_s`): a stale symbol is alerted once per stall
-and simply not judged until it trades again — never stopped on an old price. Daily decisions
-never see any of this (they read final daily bars only).
+and simply not judged until it trades again — never stopped on an old price. Each poll journals
+the book at its marks (journal `session_marks`: the dashboard's live marks and P&L). Daily
+decisions never see any of this (they read final daily bars only).
 
 `samples` keeps, per poll and symbol, the timestamps (epoch s) of the tick's receipt in the
 gateway, the marks' read here and the rules' verdict, and per stop order its submit's answer:
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker.base import OrderRequest, Side
-from broker.risk_engine import Book, IntradayRule, TradingState, evaluate_intraday
+from broker.risk_engine import Book, IntradayRule, TradingState, evaluate_intraday, marked_equity
 from cluster import alerts
 from market.calendar import SEOUL
 from market.session import Clock, SessionTimes
@@ -53,9 +54,12 @@ class SessionWatch:
         if self.every_s <= 0:
             raise ValueError(f"risk_engine.intraday_every_s must be > 0, got {self.every_s}")
 
-    def run(self, loop, book: Book) -> list:
-        """Watch today's session for `loop` (a TradingLoop) on `book`; returns the stop orders sent
-        (their answers are looked up with the day's other orders after the bar)."""
+    def run(self, loop, book: Book, algos=None) -> list:
+        """Watch today's session for `loop` (a TradingLoop) on `book`, and drive `algos` (the day's
+        execution algorithms, actors/session_algos.py SessionAlgos) on the same polls — once at
+        the start, then every poll; returns the stop orders and children sent (their answers are
+        looked up with the day's other orders after the bar). Without rules the watch ends as soon
+        as the algorithms are done."""
         now = self.clock.now().astimezone(SEOUL)
         day = now.date()
         until = dt.datetime.combine(day, self.session.order_cutoff, tzinfo=SEOUL)
@@ -63,7 +67,9 @@ class SessionWatch:
         fired: set[str] = set()
         stalled: set[str] = set()
         run_id = loop.config.run_id
-        while now < until:
+        if algos is not None:
+            algos.poll(now, self._fresh(self.read_marks(), day), book)
+        while now < until and (self.rules or (algos is not None and not algos.done)):
             step = min(self.every_s, (until - now).total_seconds())
             self.clock.sleep(step)
             # the sleep's end, without asking the clock again (in fast time it moves only by sleeps;
@@ -71,11 +77,12 @@ class SessionWatch:
             now = now + dt.timedelta(seconds=step)
             view = self.read_marks()
             read_at = time.time()
+            loop.journal_session_fills()   # fills execution notices reported since the last poll
             stale = view["stale"]
             for symbol in sorted(set(stale) - stalled):      # each stall once, until it trades again
                 loop._alert(alerts.feed_stall_alert(symbol, stale[symbol]))
             stalled = set(stale)
-            fresh = {s: m for s, m in view["marks"].items() if s not in stale and m["time"].date() == day}
+            fresh = self._fresh(view, day)
             marks = {s: float(m["price"]) for s, m in fresh.items()}
             actions = evaluate_intraday(self.rules, book, marks, now)
             judged_at = time.time()
@@ -94,6 +101,8 @@ class SessionWatch:
                 if symbol is None or symbol in fired or loop.halted or book.positions.get(symbol, 0) <= 0:
                     continue
                 fired.add(symbol)
+                if algos is not None:   # the stop takes the name over from its algorithm
+                    algos.stop_symbol(symbol)
                 qty = min(action.qty, book.positions[symbol])
                 request = OrderRequest(f"{run_id}-{day:%Y%m%d}-{symbol}-STOP", symbol, Side.SELL, qty)
                 loop.journal.record_intraday_event(now, action.rule, symbol, f"sell {qty}", action.reason,
@@ -105,4 +114,21 @@ class SessionWatch:
                 self.stops.append({"symbol": symbol, "rule": action.rule, "at": now.isoformat(),
                                    "received": fresh[symbol]["received"], "read": read_at, "judged": judged_at,
                                    "submitted": time.time(), "sent": order is not None})
-        return sent
+            self._record_marks(loop.journal, now, book, marks)
+            if algos is not None:
+                algos.poll(now, fresh, book)
+        return sent + (algos.sent if algos is not None else [])
+
+    @staticmethod
+    def _record_marks(journal, now: dt.datetime, book: Book, marks: dict[str, float]) -> None:
+        """The book at this poll's marks, for the dashboard (after the rules acted: never in the
+        way of a stop). A held name without a fresh mark is listed with mark None."""
+        held = {s: q for s, q in book.positions.items() if q > 0}
+        journal.record_marks(now, book.cash, marked_equity(book, marks), book.day_start_equity,
+                             {s: {"qty": q, "mark": marks.get(s), "reference": book.price(s)}
+                              for s, q in sorted(held.items())})
+
+    @staticmethod
+    def _fresh(view: dict, day: dt.date) -> dict:
+        """The marks that count: today's, of symbols whose feed is not stale."""
+        return {s: m for s, m in view["marks"].items() if s not in view["stale"] and m["time"].date() == day}

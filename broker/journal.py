@@ -8,13 +8,16 @@ intents whose fate is unknown; the caller asks the broker (`find_order`) before 
 Every row carries the run id it belongs to, so runs sharing a file never overwrite each other.
 A fill is identified by its run, its client order id and the broker's fill id (stable however
 often the broker reports it): a re-reported fill is journaled once, and two genuine partial fills
-of equal size and price are two rows. `transaction()` makes the writes of one step (order states,
+of equal size and price are two rows. A fill reported again with other numbers is the broker's
+correction (KIS: the REST execution list's amount differs from an execution notice's; REST wins):
+its quantity, price, commission and tax replace the row's, logged. `transaction()` makes the writes of one step (order states,
 fills, the account row) land together or not at all.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -23,7 +26,10 @@ from pathlib import Path
 
 from broker.base import Fill, Order, OrderRequest
 
-SCHEMA_VERSION = 2   # 2: run_id on every row, fill identity (run, client order id, broker fill id)
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3   # 2: run_id on every row, fill identity (run, client order id, broker fill id)
+                     # 3: execution algorithms: parent_orders, orders.parent_id (a v2 file is migrated)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     client_order_id TEXT PRIMARY KEY,
@@ -39,7 +45,18 @@ CREATE TABLE IF NOT EXISTS orders (
     broker_order_id TEXT,
     filled_qty      INTEGER NOT NULL DEFAULT 0,
     reason          TEXT NOT NULL DEFAULT '',
-    updated_at      TEXT NOT NULL
+    updated_at      TEXT NOT NULL,
+    parent_id       TEXT                -- the parent order it is a child of (parent_orders); NULL: none
+);
+CREATE TABLE IF NOT EXISTS parent_orders (   -- a decided order worked by an execution algorithm
+    client_order_id TEXT PRIMARY KEY,        -- the decision's order id; children are <id>-T01, -L01, -M
+    run_id          TEXT NOT NULL,
+    decided_at      TEXT NOT NULL,
+    symbol          TEXT NOT NULL,
+    side            TEXT NOT NULL,
+    qty             INTEGER NOT NULL,
+    algo            TEXT NOT NULL,           -- twap | limit_touch (broker/execution_algos.py)
+    params          TEXT NOT NULL            -- JSON: the algorithm's settings and window
 );
 CREATE TABLE IF NOT EXISTS fills (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,6 +98,16 @@ CREATE TABLE IF NOT EXISTS intraday_events (   -- what an intraday risk rule did
     reason          TEXT NOT NULL,
     client_order_id TEXT                    -- the sell it sent (its row in orders)
 );
+CREATE TABLE IF NOT EXISTS session_marks (     -- the book at live marks, per session-watch poll (dashboard)
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id            TEXT NOT NULL,
+    at                TEXT NOT NULL,        -- session time of the poll
+    cash              REAL NOT NULL,        -- the watch's book: the session's start, the day's sells projected
+    equity            REAL,                 -- cash + held names at their marks; NULL while one has no mark
+    day_start_equity  REAL NOT NULL,        -- the previous close's equity (base of the intraday loss)
+    marks             TEXT NOT NULL         -- JSON {symbol: {"qty", "mark", "reference"}} of the held names
+);
+CREATE INDEX IF NOT EXISTS session_marks_run_at ON session_marks (run_id, at);
 CREATE TABLE IF NOT EXISTS controls (       -- the operator's trading state (`trader halt` / `resume`)
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id  TEXT NOT NULL,                  -- '*': every run in this journal
@@ -114,7 +141,7 @@ class Journal:
                 raise FileNotFoundError(f"no journal at {self.path}: start the loop (`trader run` or `trader demo`) first")
             self._db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, check_same_thread=False,
                                        isolation_level=None, timeout=2.0)
-            self._check_schema()
+            self._check_schema(readonly=True)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # one connection, serialised by a lock: the journal is written by one execution actor
@@ -127,10 +154,15 @@ class Journal:
         self._lock = threading.RLock()
         self._depth = 0   # nesting of transaction()
 
-    def _check_schema(self) -> None:
+    def _check_schema(self, readonly: bool = False) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables & {"orders", "fills", "account", "decisions"} and version != SCHEMA_VERSION:
+        if tables & {"orders", "fills", "account", "decisions"} and version == 2 and not readonly:
+            # 2 → 3: orders get their parent; parent_orders is created with the rest of SCHEMA
+            self._db.execute("ALTER TABLE orders ADD COLUMN parent_id TEXT")
+            return
+        if tables & {"orders", "fills", "account", "decisions"} and version != SCHEMA_VERSION \
+                and not (readonly and version == 2):   # a watcher reads a v2 file as it is
             self._db.close()
             raise JournalError(f"journal {self.path} was written by an earlier version of kis-ray-trader "
                                f"(schema {version}, this one writes {SCHEMA_VERSION}: run ids and fill ids): "
@@ -167,30 +199,51 @@ class Journal:
             raise JournalError("this journal was opened without a run id: it can be read, not written")
         return self.run_id
 
-    def record_intent(self, request: OrderRequest, decided_at: dt.datetime) -> None:
-        """Journal an order before sending it. Raises DuplicateOrder if its id is already here."""
+    def record_intent(self, request: OrderRequest, decided_at: dt.datetime, parent_id: str | None = None) -> None:
+        """Journal an order before sending it (`parent_id`: the parent order it is a child of).
+        Raises DuplicateOrder if its id is already here."""
         if self._depth:
             raise JournalError("an order intent is committed on its own, before it is sent, never inside a "
                                "transaction that could still roll it back")
         try:
             self._write(
                 "INSERT INTO orders (client_order_id, run_id, decided_at, symbol, side, qty, order_type, limit_price,"
-                " state, updated_at) VALUES (?,?,?,?,?,?,?,?,'intent',?)",
+                " state, updated_at, parent_id) VALUES (?,?,?,?,?,?,?,?,'intent',?,?)",
                 (request.client_order_id, self._run(), decided_at.isoformat(), request.symbol, request.side.value,
-                 request.qty, request.order_type.value, request.limit_price, _now()))
+                 request.qty, request.order_type.value, request.limit_price, _now(), parent_id))
         except sqlite3.IntegrityError as exc:
             raise DuplicateOrder(f"order {request.client_order_id} is already journaled") from exc
 
-    def record_denied(self, request: OrderRequest, decided_at: dt.datetime, reason: str) -> None:
+    def record_denied(self, request: OrderRequest, decided_at: dt.datetime, reason: str,
+                      parent_id: str | None = None) -> None:
         """An order the risk engine refused: journaled with its reason, never sent."""
         try:
             self._write(
                 "INSERT INTO orders (client_order_id, run_id, decided_at, symbol, side, qty, order_type, limit_price,"
-                " state, reason, updated_at) VALUES (?,?,?,?,?,?,?,?,'denied',?,?)",
+                " state, reason, updated_at, parent_id) VALUES (?,?,?,?,?,?,?,?,'denied',?,?,?)",
                 (request.client_order_id, self._run(), decided_at.isoformat(), request.symbol, request.side.value,
-                 request.qty, request.order_type.value, request.limit_price, reason, _now()))
+                 request.qty, request.order_type.value, request.limit_price, reason, _now(), parent_id))
         except sqlite3.IntegrityError as exc:
             raise DuplicateOrder(f"order {request.client_order_id} is already journaled") from exc
+
+    def record_parent(self, request: OrderRequest, decided_at: dt.datetime, algo: str, params: dict) -> None:
+        """A decided order an execution algorithm works as children (committed before the first
+        child is sent). Raises DuplicateOrder if its id is already here (a restarted loop)."""
+        try:
+            self._write(
+                "INSERT INTO parent_orders (client_order_id, run_id, decided_at, symbol, side, qty, algo, params)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (request.client_order_id, self._run(), decided_at.isoformat(), request.symbol, request.side.value,
+                 request.qty, algo, json.dumps(params, sort_keys=True, default=str)))
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateOrder(f"parent order {request.client_order_id} is already journaled") from exc
+
+    def parents(self) -> list[dict]:
+        return self._mine("parent_orders", order="decided_at, client_order_id")
+
+    def children(self, parent_id: str) -> list[dict]:
+        """The child orders of a parent, in the order they were decided."""
+        return self._mine("orders", "parent_id = ?", (parent_id,), order="decided_at, client_order_id")
 
     def record_intraday_event(self, at: dt.datetime, rule: str, symbol: str | None, action: str, reason: str,
                               client_order_id: str | None = None) -> None:
@@ -201,6 +254,26 @@ class Journal:
 
     def intraday_events(self) -> list[dict]:
         return self._mine("intraday_events", order="id")
+
+    def record_marks(self, at: dt.datetime, cash: float, equity: float | None, day_start_equity: float,
+                     marks: dict[str, dict]) -> None:
+        """The book at live marks at one session-watch poll (what the dashboard shows live)."""
+        self._write("INSERT INTO session_marks (run_id, at, cash, equity, day_start_equity, marks)"
+                    " VALUES (?,?,?,?,?,?)", (self._run(), at.isoformat(), float(cash),
+                                              None if equity is None else float(equity), float(day_start_equity),
+                                              json.dumps(marks, sort_keys=True)))
+
+    def session_marks(self, since: dt.datetime | None = None, newest: int | None = None) -> list[dict]:
+        """Polls oldest first (`marks` decoded); `since`: from that session time on; `newest`: only
+        the latest N. An older journal without the table has none."""
+        if not self.query("SELECT name FROM sqlite_master WHERE type='table' AND name='session_marks'"):
+            return []
+        where, args = ("at >= ?", (since.isoformat(),)) if since is not None else ("", ())
+        order = "id" if newest is None else f"id DESC LIMIT {int(newest)}"
+        rows = self._mine("session_marks", where, args, order=order)
+        for r in rows:
+            r["marks"] = json.loads(r["marks"])
+        return rows if newest is None else rows[::-1]
 
     def set_control(self, state: str, reason: str, run_id: str = "*") -> None:
         """The operator's trading state for one run (or '*': all); the loop reads it before each bar's
@@ -226,16 +299,28 @@ class Journal:
              self._run()))
 
     def record_fill(self, fill: Fill) -> bool:
-        """Journal a fill once; False if this fill (same order, same broker fill id) is already here."""
+        """Journal a fill once; False if this fill (same order, same broker fill id) is already here
+        (a correction of it, other quantity, price, commission or tax, replaces those numbers)."""
         if not fill.fill_id:
             raise ValueError(f"fill of {fill.client_order_id} has no broker fill id")
+        key = (self._run(), fill.client_order_id, fill.fill_id)
+        numbers = (fill.qty, fill.price, fill.commission, fill.tax)
         with self._lock:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO fills (run_id, client_order_id, broker_order_id, fill_id, symbol, side, qty,"
                 " price, commission, tax, filled_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (self._run(), fill.client_order_id, fill.broker_order_id, fill.fill_id, fill.symbol, fill.side.value,
-                 fill.qty, fill.price, fill.commission, fill.tax, fill.filled_at.isoformat()))
-            return cur.rowcount == 1
+                (*key[:2], fill.broker_order_id, fill.fill_id, fill.symbol, fill.side.value, *numbers,
+                 fill.filled_at.isoformat()))
+            if cur.rowcount == 1:
+                return True
+            had = self._db.execute("SELECT qty, price, commission, tax FROM fills WHERE run_id=? AND client_order_id=?"
+                                   " AND fill_id=?", key).fetchone()
+            if had is not None and tuple(had) != numbers:
+                self._db.execute("UPDATE fills SET qty=?, price=?, commission=?, tax=? WHERE run_id=? AND"
+                                 " client_order_id=? AND fill_id=?", (*numbers, *key))
+                log.warning("fill %s %s corrected by the broker: qty/price/commission/tax %s -> %s",
+                            fill.client_order_id, fill.fill_id, tuple(had), numbers)
+            return False
 
     def record_account(self, day: dt.date, cash: int, equity: float, positions: dict[str, int],
                        benchmark: float | None = None) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from broker.execution_algos import AlgoConfig
 from broker.kis.config import Credentials, Environment, environment
 from broker.risk_engine import DEFAULT_PROTECTIONS
 from market.session import Clock, SessionTimes, WallClock
@@ -43,10 +44,15 @@ class LiveConfig:
     # `intraday_every_s` seconds of session time by the loop's session watch (actors/session_watch.py)
     intraday: tuple[dict, ...] = ()
     intraday_every_s: float = 30.0
+    # settings `execution` (broker/execution_algos.py); twap / limit_touch need `realtime`
+    execution: AlgoConfig = AlgoConfig()
 
     def __post_init__(self):
         if self.mode not in ("vts", "live"):
             raise ValueError(f"the real-time loop trades on 'vts' or 'live', not {self.mode!r}")
+        if self.execution.sliced and not self.realtime:
+            raise ValueError(f"execution.algo {self.execution.algo} works orders on the session's live quotes: "
+                             "turn live.realtime on (or use execution.algo market_open)")
         if not self.symbols:
             raise ValueError(f"--mode {self.mode} needs the symbols to trade: set trading.symbols in the settings "
                              "file (or KRT_TRADING__SYMBOLS=005930,000660,...)")
@@ -105,7 +111,7 @@ def start_live_actors(config: LiveConfig, decide_url: str, journal: Path, load_t
                    decide_token=run_token(load_secret(), config.run_id()), protections=tuple(config.protections),
                    alerts=config.alerts, market_name=market_name,
                    intraday=tuple(config.intraday) if config.realtime else (),
-                   intraday_every_s=config.intraday_every_s, session=config.session,
+                   intraday_every_s=config.intraday_every_s, session=config.session, execution=config.execution,
                    lookback=lookback, venue_options={"environment": config.environment,
                                                      "credentials": config.credentials, "clock": config.clock,
                                                      "cache_dir": config.cache_dir}),

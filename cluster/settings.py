@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from broker.execution_algos import ALGOS, AlgoConfig
 from broker.risk_engine import DEFAULT_PROTECTIONS, build_intraday_rules, build_protections
 from strategies import defaults as D
 
@@ -141,6 +142,21 @@ class RiskEngineSettings(_Section):
         return v
 
 
+class ExecutionSettings(_Section):
+    """How each decided order reaches the market (broker/execution_algos.py): `market_open` (one
+    market order at the order time, the default), `twap` (twap_children market children evenly
+    over twap_window_min minutes) or `limit_touch` (a limit at the best bid/ask, re-priced when
+    it moves, the rest as a market order after touch_window_min minutes). twap and limit_touch
+    work over the session: real-time loop only (--mode vts|live with live.realtime on)."""
+    algo: Literal[ALGOS] = "market_open"  # type: ignore[valid-type]
+    twap_window_min: float = Field(60.0, gt=0)
+    twap_children: int = Field(6, ge=1)
+    touch_window_min: float = Field(30.0, gt=0)
+
+    def algo_config(self) -> AlgoConfig:
+        return AlgoConfig(self.algo, self.twap_window_min, self.twap_children, self.touch_window_min)
+
+
 ALERT_KINDS = ("order", "fill", "denial", "trading_state", "feed_stall", "daily_pnl", "intraday_risk")   # cluster/alerts.py AlertKind
 ALERT_SECRET_ENV = {"telegram": "KRT_ALERT_TELEGRAM_TOKEN", "slack": "KRT_ALERT_SLACK_URL",
                     "discord": "KRT_ALERT_DISCORD_URL", "webhook": "KRT_ALERT_WEBHOOK_URL"}
@@ -193,6 +209,7 @@ class Settings(_Section):
     trading: TradingSettings = Field(default_factory=TradingSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
     risk_engine: RiskEngineSettings = Field(default_factory=RiskEngineSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     # secrets: environment / .env only
     kis_app_key: SecretStr | None = None

@@ -13,6 +13,12 @@ Held = the current weights above `min_held`; it comes from the real account (the
 `Account.valuation`), so nothing but the book itself carries the hysteresis from one decision to the
 next. A held name with no bar on the decision day (`tradable` false) cannot be sold: it keeps its
 weight and its seat.
+
+`TiltedEqualWeight` keeps the breadth of the equal-weight book and adds the members' signal: equal
+weight over every tradable name (or the better-scored half), each tilted by its cross-sectional
+percentile rank of the score, w_i ∝ max(0, 1 + tilt·(rank_i − mean rank)), capped per name (the
+excess goes to the uncapped names in proportion; when every name is capped the rest stays cash).
+tilt = 0 is the equal-weight book. The same rebalance band as TopkDropout keeps small drifts still.
 """
 from __future__ import annotations
 
@@ -103,16 +109,7 @@ class TopkDropout:
                 sc = np.clip(np.nan_to_num(scores[movable]), 0.0, None)
                 target[movable] = room * (sc / sc.sum() if sc.sum() > 0 else np.full(len(movable), 1 / len(movable)))
         # rebalance band: kept names hold still when the move is small
-        kept = movable[held[movable]]
-        still = kept[np.abs(target[kept] - current[kept]) < self.band]
-        target[still] = current[still]
-        if target.sum() > 1.0:  # drifted winners held still can push the book over 1: trim the movers
-            movers = np.setdiff1d(movable, still)
-            excess = target.sum() - 1.0
-            if len(movers) and target[movers].sum() > 0:
-                target[movers] *= max(1.0 - excess / target[movers].sum(), 0.0)
-            else:
-                target *= 1.0 / target.sum()
+        target, still = hold_small_moves(target, current, movable[held[movable]], movable, self.band, 1.0)
         turnover = 0.5 * float(np.abs(target - current).sum())
         scale = 1.0
         if self.max_turnover is not None and turnover > self.max_turnover:
@@ -125,6 +122,132 @@ class TopkDropout:
         return np.clip(target, 0.0, None), report
 
 
+def hold_small_moves(target: np.ndarray, current: np.ndarray, kept: np.ndarray, movable: np.ndarray,
+                     band: float, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rebalance band: each `kept` name (held, tradable) whose target differs from its current
+    weight by less than `band` keeps its current weight. Drifted winners held still can push the
+    book over `limit`: the other movable names are trimmed (all names, if none is left to trim).
+    Returns the new target and the indices held still."""
+    target = target.copy()
+    still = kept[np.abs(target[kept] - current[kept]) < band]
+    target[still] = current[still]
+    if target.sum() > limit:
+        movers = np.setdiff1d(movable, still)
+        excess = target.sum() - limit
+        if len(movers) and target[movers].sum() > 0:
+            target[movers] *= max(1.0 - excess / target[movers].sum(), 0.0)
+        else:
+            target *= limit / target.sum()
+    return target, still
+
+
+def percentile_ranks(x: np.ndarray) -> np.ndarray:
+    """Cross-sectional rank of each value in [0, 1] (lowest 0, highest 1); ties share their average
+    rank, so the mean rank is exactly 0.5 and a constant input ranks every name 0.5."""
+    x = np.asarray(x, float)
+    n = len(x)
+    if n <= 1:
+        return np.full(n, 0.5)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(n)
+    ranks[order] = np.arange(n, dtype=float)
+    for v in np.unique(x):  # average rank over ties
+        tie = x == v
+        ranks[tie] = ranks[tie].mean()
+    return ranks / (n - 1)
+
+
+def capped_proportional(raw: np.ndarray, total: float, cap: float) -> np.ndarray:
+    """Weights ∝ `raw` summing to `total`, none above `cap`: a capped name's excess goes to the
+    uncapped ones in proportion to `raw` (water-filling); when all are capped the sum is below
+    `total` (the rest stays cash)."""
+    raw = np.clip(np.asarray(raw, float), 0.0, None)
+    w = np.zeros(len(raw))
+    free = raw > 0
+    left = total
+    while left > 1e-12 and free.any():
+        share = left * raw[free] / raw[free].sum()
+        idx = np.flatnonzero(free)
+        over = share > cap
+        if not over.any():
+            w[idx] += share
+            break
+        w[idx[over]] = cap
+        left = total - w.sum()
+        free[idx[over]] = False
+    return w
+
+
+BREADTHS = ("all", "top-half")
+
+
+@dataclass(frozen=True)
+class TiltedEqualWeight:
+    """Equal weight over the tradable names, tilted by the score's cross-sectional rank.
+
+    w_i ∝ max(0, 1 + tilt · (rank_i − mean rank)) with rank_i in [0, 1] (ties share their average
+    rank: names no member tells apart keep equal weights among themselves); tilt = 0 is equal
+    weight, tilt = 1 gives the best-ranked name three times the worst one's weight, from tilt = 2
+    on the worst-ranked names get none. `breadth`: "all" tradable names, or the
+    "top-half" (names whose score is at least the median; ties at the median all stay). Every name
+    is capped at `max_weight`; the book sums to at most `gross`.
+    """
+
+    tilt: float = 1.0
+    breadth: str = "all"               # "all" | "top-half"
+    max_weight: float = 0.05           # cap per name, fraction of equity
+    gross: float = 1.0
+    band: float = 0.0                  # no trade for a held name whose weight moves less than this
+    min_held: float = 1e-4
+
+    def __post_init__(self):
+        if not np.isfinite(self.tilt) or self.tilt < 0:
+            raise ValueError(f"tilt must be a finite number >= 0, got {self.tilt}")
+        if self.breadth not in BREADTHS:
+            raise ValueError(f"breadth must be one of {BREADTHS}, got {self.breadth!r}")
+        if not 0 < self.gross <= 1 or not 0 < self.max_weight <= 1 or not 0 <= self.band < 1:
+            raise ValueError(f"need 0 < gross <= 1, 0 < max_weight <= 1 and 0 <= band < 1, got "
+                             f"{self.gross}, {self.max_weight}, {self.band}")
+
+    def construct(self, scores: np.ndarray, current: np.ndarray, tradable: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, dict]:
+        """Target weights (sum <= gross, each <= max_weight) and a report (held, turnover)."""
+        scores = np.asarray(scores, float)
+        current = np.clip(np.nan_to_num(np.asarray(current, float)), 0.0, None)
+        n = len(scores)
+        if current.shape != (n,):
+            raise ValueError(f"current weights have shape {current.shape}, scores ({n},)")
+        tradable = np.ones(n, bool) if tradable is None else np.asarray(tradable, bool)
+        held = current > self.min_held
+        target = np.zeros(n)
+        stuck = held & ~tradable            # no bar today: cannot be traded, keeps its weight
+        target[stuck] = current[stuck]
+        eligible = np.flatnonzero(tradable & np.isfinite(scores))
+        if self.breadth == "top-half" and len(eligible):
+            eligible = eligible[scores[eligible] >= np.median(scores[eligible])]
+        if len(eligible):
+            rank = percentile_ranks(scores[eligible])
+            raw = np.maximum(0.0, 1.0 + self.tilt * (rank - rank.mean()))
+            target[eligible] = capped_proportional(raw, max(self.gross - target.sum(), 0.0), self.max_weight)
+        movable = np.flatnonzero(tradable)
+        kept = movable[held[movable] & (current[movable] <= self.max_weight)]
+        target, still = hold_small_moves(target, current, kept, movable, self.band, self.gross)
+        target = np.clip(target, 0.0, None)
+        return target, {"held": [int(i) for i in np.flatnonzero(target > self.min_held)],
+                        "turnover": 0.5 * float(np.abs(target - current).sum()),
+                        "banded": [int(i) for i in still]}
+
+
+def construction_from_dict(d):
+    """A construction from its fields (what `dataclasses.asdict` of a DecisionConfig makes of it, e.g.
+    the config Serve's deployments are bound with); a construction object or None passes through."""
+    if d is None or isinstance(d, (TopkDropout, TiltedEqualWeight)):
+        return d
+    d = dict(d)
+    kind = TiltedEqualWeight if "tilt" in d else TopkDropout
+    return kind(**d)
+
+
 def rank_scores(member_weights: dict[str, np.ndarray], agent_weights: dict[str, float]) -> np.ndarray:
     """Agent-weighted average of each member's cross-sectional percentile rank of its weights.
 
@@ -135,12 +258,5 @@ def rank_scores(member_weights: dict[str, np.ndarray], agent_weights: dict[str, 
     n = len(next(iter(member_weights.values())))
     total = np.zeros(n)
     for a in names:
-        w = np.asarray(member_weights[a], float)
-        order = np.argsort(w, kind="stable")
-        ranks = np.empty(n)
-        ranks[order] = np.arange(n, dtype=float)
-        for v in np.unique(w):  # average rank over ties
-            tie = w == v
-            ranks[tie] = ranks[tie].mean()
-        total += agent_weights.get(a, 0.0) * (ranks / max(n - 1, 1))
+        total += agent_weights.get(a, 0.0) * percentile_ranks(member_weights[a])
     return total

@@ -21,3 +21,11 @@ RISK_WINDOW = 250            # daily returns the risk model sizes on (≈ one ye
 REBALANCE_EVERY = 5          # bars between decisions; in between the book is held (no orders)
 REBALANCE_BAND = 0.01        # orders smaller than this fraction of equity are skipped (churn costs)
 MIN_LOOKBACK = 61            # bars a snapshot holds at least (raised to what the agents need)
+# portfolio construction between the combination and the risk layer (strategies/construction.py):
+# "combined" (the combined weights as they are) or "tilted-ew" (TiltedEqualWeight: every tradable
+# name, equal weight tilted by the combined score's rank by TILT, capped at TILT_MAX_WEIGHT, small
+# moves under TILT_BAND skipped). Chosen on validation windows only: reports/strategies.md (issue 15).
+CONSTRUCTION = "combined"
+TILT = 1.0
+TILT_MAX_WEIGHT = 0.05
+TILT_BAND = 0.0

@@ -37,7 +37,7 @@ import numpy as np
 
 from strategies import defaults as D
 from strategies.base import check_weights
-from strategies.construction import TopkDropout, rank_scores
+from strategies.construction import TiltedEqualWeight, TopkDropout, construction_from_dict, rank_scores
 from strategies.ensemble import EnsembleState, MetaEnsemble
 from strategies.risk import DrawdownProtection, RiskModel, RiskOverlay
 
@@ -45,6 +45,15 @@ from strategies.risk import DrawdownProtection, RiskModel, RiskOverlay
 class StateConflict(ValueError):
     """The request does not continue the run's decision history (another universe, or a date
     that is not after the last one answered)."""
+
+
+def default_construction() -> TiltedEqualWeight | None:
+    """The project's construction step (strategies/defaults.py: CONSTRUCTION)."""
+    if D.CONSTRUCTION == "combined":
+        return None
+    if D.CONSTRUCTION == "tilted-ew":
+        return TiltedEqualWeight(tilt=D.TILT, max_weight=D.TILT_MAX_WEIGHT, band=D.TILT_BAND)
+    raise ValueError(f"strategies/defaults.py: CONSTRUCTION must be 'combined' or 'tilted-ew', got {D.CONSTRUCTION!r}")
 
 
 @dataclass(frozen=True)
@@ -60,14 +69,17 @@ class DecisionConfig:
     risk_layer: str = D.RISK_LAYER        # "overlay" (RiskOverlay) | "erc" (RiskModel)
     vol_target: float = D.VOL_TARGET      # the overlay's
     exposure_floor: float = D.EXPOSURE_FLOOR
-    # portfolio construction: None = the combined weights as they are; a TopkDropout turns the
-    # combination into a score per name and holds its top k (strategies/construction.py)
-    construction: TopkDropout | None = None
+    # portfolio construction (strategies/construction.py): None = the combined weights as they are;
+    # a TopkDropout turns the combination into a score per name and holds its top k; a
+    # TiltedEqualWeight holds every tradable name, equal weight tilted by the score's rank. A dict
+    # of a construction's fields (dataclasses.asdict of a config, as Serve is bound) is rebuilt.
+    construction: TopkDropout | TiltedEqualWeight | None = default_construction()
     # what the construction ranks on: "weights" (the regime/performance-weighted combination of the
     # members' weights) or "rank" (the same agent weights over each member's percentile ranks)
     score: str = "weights"
 
     def __post_init__(self):
+        object.__setattr__(self, "construction", construction_from_dict(self.construction))
         if self.risk_layer not in ("overlay", "erc"):
             raise ValueError(f"risk_layer must be 'overlay' or 'erc', got {self.risk_layer!r}")
         if self.score not in ("weights", "rank"):

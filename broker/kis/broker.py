@@ -8,16 +8,24 @@
   the order sent again, once. When a look fails the order is UNKNOWN: never sent again, looked up
   by later `find_order` calls. (Assumes nobody else places identical orders on the account the
   same day — documented.) Rate-limit and token refusals were never processed: `not_sent`.
-* Fills come from the day's executions (inquire-daily-ccld): `sync()` turns any new executed
-  quantity of our orders into Fill objects; `confirm_fills()`, called once the journal has them,
-  marks them reported. Commission and tax are computed with the account's
-  CostModel and the dated tax table (KIS reports them only as a daily total).
+* Fills come from two sources, counted once (broker/kis/reconcile.py FillReconciler, keyed on
+  ODNO + cumulative executed quantity, so a fill has the broker fill id `ccld<cum qty>` whichever
+  source saw it first): the account's execution notices (`notices`, e.g. the gateway's
+  `take_notices`), turned into Fill objects by `notice_fills()` as they arrive, stamped with the
+  notice's execution time; and the day's executions over REST (inquire-daily-ccld), read by
+  `sync()`, which first takes the notices waiting, then reports what REST shows beyond them (a
+  notice that never came) and, where REST's amount differs at the same quantity, the last fill
+  again with the same identity at REST's price (REST wins; the journal replaces it).
+  `confirm_fills()`, called once the journal has them, marks them reported. Commission and tax
+  are computed with the account's CostModel and the dated tax table (KIS reports them only as a
+  daily total).
 """
 from __future__ import annotations
 
 import datetime as dt
 import enum
 import hashlib
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,12 +33,23 @@ from typing import Callable
 from broker.base import Broker, Fill, Order, OrderRequest, OrderStatus, OrderType, Side
 from broker.kis import orders as tr
 from broker.kis.config import Credentials, Environment
-from broker.kis.errors import KisAuthError, KisBusinessError, KisRateLimited, KisTokenError, KisTransportError
+from broker.kis.errors import (
+    KisAuthError,
+    KisBusinessError,
+    KisError,
+    KisRateLimited,
+    KisTokenError,
+    KisTransportError,
+)
 from broker.kis.ids import OrderIdMap
+from broker.kis.reconcile import FillReconciler, ReconciledFill
 from broker.kis.rest import RestClient
+from broker.kis.ws import FillEvent
 from market import krx
 from market.accounting import CostModel
 from market.calendar import SEOUL, TradingCalendar, open_time
+
+log = logging.getLogger(__name__)
 
 
 class Lookup(enum.Enum):
@@ -47,8 +66,12 @@ def today_kst() -> dt.date:
 class KisBroker(Broker):
     def __init__(self, rest: RestClient, costs: CostModel = CostModel(), calendar: TradingCalendar | None = None,
                  id_map: OrderIdMap | Path | str | None = None, clock: Callable[[], dt.date] = today_kst,
-                 lookback_days: int = 7, sleep=time.sleep):
+                 lookback_days: int = 7, sleep=time.sleep,
+                 notices: Callable[[], list[FillEvent]] | None = None):
+        """`notices`: a call that returns the account's execution notices' fills received since the
+        last call (actors/gateway.py GatewayRest.take_notices); None: fills come from REST alone."""
         self.rest = rest
+        self.notices = notices
         self.costs, self.calendar = costs, calendar
         if not isinstance(id_map, OrderIdMap):
             if id_map is None:
@@ -59,7 +82,14 @@ class KisBroker(Broker):
         self.lookback_days = lookback_days
         self._sleep = sleep
         self._fills: list[Fill] = []
-        self._pending_totals: dict[str, tuple[int, int]] = {}  # reported by sync, not yet confirmed
+        # (client order id, fill id) → the order's (filled qty, amount) once that fill is in:
+        # reported, not yet confirmed
+        self._pending_totals: dict[tuple[str, str], tuple[int, int]] = {}
+        self._unconfirmed: dict[tuple[str, str], Fill] = {}   # the same key → the fill, until confirmed
+        self._reconciler: FillReconciler | None = None   # seeded from the map's confirmed totals on first use
+        self._before: dict[str, tuple[int, int]] = {}    # ODNO → its totals before its last reported fill
+        self._waiting: list[FillEvent] = []              # notices of an ODNO not (yet) in the map
+        self.notice_errors = 0                            # notices of orders that were not ours by the close
         self.resends = 0
 
     def __repr__(self) -> str:
@@ -169,43 +199,111 @@ class KisBroker(Broker):
         return int(float(summary.get("prvs_rcdl_excc_amt") or summary.get("dnca_tot_amt") or 0))
 
     # --- fills ----------------------------------------------------------------------------
+    def notice_fills(self) -> list[Fill]:
+        """Fills of our orders that execution notices reported since the last call and that were
+        not reported yet (by a notice or REST), stamped with the notice's execution time. A notice
+        whose order's ODNO is not in the map yet (its answer still on the way) waits for the next
+        call. Nothing is marked here (see `confirm_fills`)."""
+        if self.notices is None:
+            return []
+        try:
+            arrived = list(self.notices())
+        except KisError as exc:   # the WebSocket session is down: its fills come from REST at the close
+            log.warning("execution notices unavailable (%s): fills come from the REST execution list", exc)
+            arrived = []
+        events, self._waiting = self._waiting + arrived, []
+        day = self.clock()
+        today = {r["odno"]: r for r in self.ids.all(day.strftime("%Y%m%d")) if r["odno"]}
+        new: list[Fill] = []
+        for event in events:
+            mine = today.get(event.order_no)
+            if mine is None:
+                self._waiting.append(event)
+                continue
+            before = self._totals().state().get(event.order_no, (0, 0))
+            rf = self._totals().on_notice(event)
+            if rf is None:
+                continue
+            at = dt.datetime.combine(day, dt.datetime.strptime(event.time, "%H%M%S").time(), tzinfo=SEOUL)
+            new.append(self._reported(mine, rf, before, at))
+        return new
+
     def sync(self) -> list[Fill]:
-        """Executions the venue reports that the journal has not confirmed yet, as Fill objects.
+        """Executions the venue reports that the journal has not confirmed yet, as Fill objects:
+        the notices waiting first, then the REST execution list (REST wins: shares it shows beyond
+        the notices are reported, a different amount at the same quantity reports the order's last
+        fill again at REST's price).
 
         Nothing is marked here: `confirm_fills` does that after the journal has the fills, so a
-        crash in between reports them again (with the same fill_id) instead of losing them."""
+        step that failed in between gets them again from the next `sync` (with the same fill_id),
+        and a restarted broker, seeded from the map's confirmed totals, reports them again."""
+        self.notice_fills()   # reported fills wait in _unconfirmed, returned below
+        if self._waiting:   # by the close every order of ours has its ODNO: these are someone else's
+            self.notice_errors += len(self._waiting)
+            self._waiting = []
         rows = self._venue_rows()
-        by_odno = {r["odno"]: r for r in rows}
-        new: list[Fill] = []
-        for mine in self.ids.all():
-            venue = by_odno.get(mine["odno"]) if mine["odno"] else None
-            if venue is None:
+        ours = {r["odno"]: r for r in self.ids.all() if r["odno"]}
+        venue = [r for r in rows if r.get("odno") in ours]
+        totals = self._totals()
+        before_state = totals.state()
+        seen = len(totals.discrepancies)
+        for rf in totals.on_rest(venue):
+            # KIS reports executions per order, not per trade time: a fill REST alone shows is
+            # stamped with the session day it is first seen in (the venue's clock) at the open
+            self._reported(ours[rf.order_no], rf, before_state.get(rf.order_no, (0, 0)), open_time(self.clock()))
+        for d in totals.discrepancies[seen:]:
+            if d.kind != "amount" or d.order_no not in self._before:
                 continue
-            qty, amt = int(venue.get("tot_ccld_qty") or 0), int(float(venue.get("tot_ccld_amt") or 0))
-            dq, da = qty - mine["filled_qty"], amt - mine["filled_amt"]
+            q0, a0 = self._before[d.order_no]
+            dq = d.rest_qty - q0
             if dq <= 0:
                 continue
-            price = da // dq
-            # KIS reports executions per order, not per trade time: a fill is stamped with the
-            # session day it is first seen in (the venue's clock) at the open, as the paper broker does
-            fill_day = self.clock()
-            side = Side(mine["side"])
-            commission = krx.commission(dq * price, self.costs.commission_rate)
-            tax = 0
-            if side is Side.SELL:
-                settle = self.calendar.settlement_date(fill_day) if self.calendar else _busday(fill_day, 2)
-                tax = krx.sell_tax(dq * price, krx.sell_tax_rate(settle, self.costs.market))
-            new.append(Fill(mine["client_order_id"], mine["odno"], mine["symbol"], side, dq, int(price),
-                            int(commission), int(tax), open_time(fill_day), fill_id=f"ccld{qty}"))
-            self._pending_totals[mine["client_order_id"]] = (qty, amt)
-        return new
+            mine = ours[d.order_no]
+            previous = self._unconfirmed.get((mine["client_order_id"], f"ccld{d.rest_qty}")) or next(
+                (f for f in reversed(self._fills) if f.broker_order_id == d.order_no
+                 and f.fill_id == f"ccld{d.rest_qty}"), None)
+            at = previous.filled_at if previous else open_time(self.clock())
+            rf = ReconciledFill(d.order_no, mine["symbol"], mine["side"], dq, (d.rest_amt - a0) // dq, d.rest_qty,
+                                "rest")
+            self._reported(mine, rf, (q0, a0), at)
+        # and every fill reported before that the journal has not confirmed (a failed step): the
+        # same identity again, so the journal keeps each once
+        return list(self._unconfirmed.values())
 
     def confirm_fills(self, fills: list[Fill]) -> None:
         for fill in fills:
-            totals = self._pending_totals.pop(fill.client_order_id, None)
+            self._unconfirmed.pop((fill.client_order_id, fill.fill_id), None)
+            totals = self._pending_totals.pop((fill.client_order_id, fill.fill_id), None)
             if totals is not None:
-                self.ids.filled(fill.client_order_id, *totals)
+                row = self.ids.get(fill.client_order_id)
+                if row is not None and totals[0] >= row["filled_qty"]:   # a later fill's totals stay
+                    self.ids.filled(fill.client_order_id, *totals)
         self._fills.extend(fills)
+
+    def _totals(self) -> FillReconciler:
+        if self._reconciler is None:
+            self._reconciler = FillReconciler({r["odno"]: (r["filled_qty"], r["filled_amt"]) for r in self.ids.all()
+                                               if r["odno"] and r["filled_qty"]})
+        return self._reconciler
+
+    def _reported(self, mine: dict, rf: ReconciledFill, before: tuple[int, int], at: dt.datetime) -> Fill:
+        """The Fill of a reconciled fill of our order `mine` (commission and tax from the cost
+        model and the dated tax table), remembered with the order's totals after it (the
+        reconciler's, exact: REST's amount where REST reported) until the journal confirms it."""
+        side = Side(mine["side"])
+        gross = rf.qty * rf.price
+        commission = krx.commission(gross, self.costs.commission_rate)
+        tax = 0
+        if side is Side.SELL:
+            day = at.astimezone(SEOUL).date()
+            settle = self.calendar.settlement_date(day) if self.calendar else _busday(day, 2)
+            tax = krx.sell_tax(gross, krx.sell_tax_rate(settle, self.costs.market))
+        self._before[rf.order_no] = before
+        key = (mine["client_order_id"], rf.fill_id)
+        self._pending_totals[key] = self._totals().state()[rf.order_no]
+        fill = self._unconfirmed[key] = Fill(mine["client_order_id"], mine["odno"], mine["symbol"], side, rf.qty,
+                                             int(rf.price), int(commission), int(tax), at, fill_id=rf.fill_id)
+        return fill
 
     # --- internals ------------------------------------------------------------------------
     def _window(self) -> tuple[dt.date, dt.date]:

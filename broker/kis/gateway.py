@@ -9,7 +9,9 @@ cache, one token bucket, one connection pool (requests' pool reconnects a droppe
 the next call), one set of counters — and the one WebSocket session KIS allows per app key
 (OPSP8996 for a second one): `watch(symbols)` opens it on first use (approval key over the same
 REST session; reconnect and re-subscribe are KisWebSocket's) and feeds `RealtimeQuotes`, whose
-last trade, touch, final one-minute bars and stale-feed check the gateway answers per symbol.
+last trade, touch, final one-minute bars and stale-feed check the gateway answers per symbol;
+`follow_notices()` registers the account's execution notices on the same session, and
+`take_notices()` hands their fills (FillEvent) to the execution loop's KisBroker as they arrive.
 
 Plain Python, so it is testable without Ray; `actors/gateway.py` hosts it as the named
 BrokerGateway actor and gives callers a `RestClient` over it (`GatewayRest`). What the gateway
@@ -19,6 +21,7 @@ with the same non-retry rule for orders (`idempotent=False`) that KisRest applie
 """
 from __future__ import annotations
 
+import queue
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +30,7 @@ from broker.kis.auth import TokenCache, approval_key
 from broker.kis.config import Credentials, Environment
 from broker.kis.realtime import RealtimeQuotes, watch
 from broker.kis.rest import KisRest, Reply
-from broker.kis.ws import KisWebSocket
+from broker.kis.ws import FillEvent, KisWebSocket
 
 
 class KisGateway:
@@ -55,21 +58,51 @@ class KisGateway:
         return {**self.rest.stats, "tokens_issued": self.rest.tokens.issued_here,
                 "rate_per_s": self.rest.bucket.rate, "burst": self.rest.bucket.burst}
 
-    # --- the WebSocket session: live quotes ---------------------------------------------------
+    # --- the WebSocket session: live quotes and execution notices -------------------------------
+    def _session(self) -> KisWebSocket:
+        """The app key's one WebSocket session, opened on first use (hold `_ws_lock`)."""
+        if self.ws is None:
+            cred = self.rest.credentials
+            self.ws = KisWebSocket(self.env.ws_url, lambda: approval_key(self.rest.session, self.env, cred),
+                                   cap=self.env.subscription_cap, unsubscribe_tr_type=self.env.unsubscribe_tr_type,
+                                   custtype=self.env.custtype, on_record=self.quotes.on_record,
+                                   keep_events=False).start(timeout=self.env.timeout_s)
+        return self.ws
+
     def watch(self, symbols: list[str], book: bool = True) -> int:
         """Trades (H0STCNT0) and, with `book`, the order book (H0STASP0) of `symbols` on the app
         key's one WebSocket session, opened on first use. Refuses the whole list with
         SubscriptionCapError, before registering any of it, when it does not fit in the session's
         cap (40 registrations) next to what is registered. Returns the registrations in use."""
         with self._ws_lock:
-            if self.ws is None:
-                cred = self.rest.credentials
-                self.ws = KisWebSocket(self.env.ws_url, lambda: approval_key(self.rest.session, self.env, cred),
-                                       cap=self.env.subscription_cap, unsubscribe_tr_type=self.env.unsubscribe_tr_type,
-                                       custtype=self.env.custtype, on_record=self.quotes.on_record,
-                                       keep_events=False).start(timeout=self.env.timeout_s)
-            watch(self.ws, symbols, book=book)
-            return len(self.ws.subscriptions)
+            ws = self._session()
+            watch(ws, symbols, book=book)
+            return len(ws.subscriptions)
+
+    def follow_notices(self) -> bool:
+        """Register the account's execution notices (H0STCNI0 real, H0STCNI9 VTS; keyed by the HTS
+        id, one of the session's 40 registrations) on the WebSocket session, opened on first use.
+        Fills they report wait in the session until `take_notices`. False, registering nothing,
+        when the credentials carry no HTS id (KIS_HTS_ID): fills then come from REST alone."""
+        hts_id = self.rest.credentials.hts_id
+        if not hts_id:
+            return False
+        with self._ws_lock:
+            self._session().subscribe(self.env.notice_tr, hts_id)
+        return True
+
+    def take_notices(self) -> list[FillEvent]:
+        """The fills notices reported since the last call, oldest first (each handed out once:
+        one taker, the execution loop; a fill whose notice it never took comes from REST).
+        Registers the notices first when they are not (the first call, or a restarted gateway)."""
+        self.follow_notices()
+        ws, out = self.ws, []
+        while ws is not None:
+            try:
+                out.append(ws.fills.get_nowait())
+            except queue.Empty:
+                break
+        return out
 
     def live_quote(self, symbol: str) -> dict:
         """What the feed knows of `symbol` now: last trade, touch (best bid/ask), the final
@@ -81,9 +114,12 @@ class KisGateway:
 
     def marks(self, symbols: list[str], max_silence_s: float) -> dict:
         """The intraday risk check's one read: each symbol's last trade (price, exchange time,
-        receipt time) and the symbols silent for more than `max_silence_s` (RealtimeQuotes.stale)."""
+        receipt time), its best bid and ask (the execution algorithms' touch; 0 while no book
+        was seen) and the symbols silent for more than `max_silence_s` (RealtimeQuotes.stale)."""
         trades = {s: self.quotes.last_trade(s) for s in symbols}
-        return {"marks": {s: {"price": t.price, "time": t.time, "received": t.received}
+        touches = {s: self.quotes.touch(s) for s in symbols}
+        return {"marks": {s: {"price": t.price, "time": t.time, "received": t.received,
+                              "bid": touches[s].bid if touches[s] else 0, "ask": touches[s].ask if touches[s] else 0}
                           for s, t in trades.items() if t is not None},
                 "stale": self.quotes.stale(symbols, max_silence_s)}
 

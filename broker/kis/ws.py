@@ -316,8 +316,9 @@ class KisWebSocket:
             return
         try:
             frame = parse_frame(message, self.keys)
-        except (FrameError, ValueError) as exc:   # counted by kind; the session goes on
+        except (FrameError, ValueError) as exc:   # counted by kind, named in the log; the session goes on
             self.errors.append(f"frame: {type(exc).__name__}")
+            log.warning("real-time frame not parsed (the session goes on): %s", exc)
             return
         if frame is None:
             return
@@ -331,6 +332,7 @@ class KisWebSocket:
                     ev = fill_event(rec)
                 except FrameError as exc:   # named in errors; the REST execution list still has the fill
                     self.errors.append(f"notice: {exc}")
+                    log.warning("execution notice not parsed (its fill comes from the REST execution list): %s", exc)
                     continue
                 if ev:
                     self.fills.put(ev)

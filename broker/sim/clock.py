@@ -2,10 +2,12 @@
 
 Server side (`VirtualSession`): virtual Seoul time moves only when a client sleeps on it. The
 simulator's replay dates are the session days: at 09:00 of each the market opens (orders are
-accepted), at 15:30 it closes and that day's replay bar trades (fills at its prices, and the bar
-joins the daily chart); with the intraday stream on, the synthetic session streams as time
-passes (SimServer.stream_session). Client side (`SimClock`): the `market.session.Clock` protocol over the
-simulator's admin endpoint, so every process of the loop (Ray actors included) shares one time.
+accepted; without the intraday stream a market order fills as it arrives, on that day's replay
+bar, and its execution notice goes out then, stamped with the session time), at 15:30 it closes and that day's replay bar trades
+(orders still open fill at its prices, and the bar joins the daily chart); with the intraday
+stream on, the synthetic session streams as time passes (SimServer.stream_session). Client side
+(`SimClock`): the `market.session.Clock` protocol over the simulator's admin endpoint, so every
+process of the loop (Ray actors included) shares one time.
 """
 from __future__ import annotations
 
@@ -30,11 +32,21 @@ class VirtualSession:
             start = dt.datetime.combine(day, dt.time(8, 0), tzinfo=SEOUL)
         self.now = start.astimezone(SEOUL)
         self.server.exchange.session_day = lambda: self.now.date()  # orders are dated by the session
+        self.server.exchange.session_now = lambda: self.now           # ... and fill when they arrive in it
+        self.server.exchange.session_bars = self._session_bars
         self.server.set_market_open(self._in_session(self.now))
 
     def _in_session(self, t: dt.datetime) -> bool:
         day = self.server.next_replay_date()
         return day == t.date() and MARKET_OPEN <= t.time() < MARKET_CLOSE
+
+    def _session_bars(self) -> tuple[dt.date, dict] | None:
+        """The replay bar of the session under way (a market order arriving now fills on it), or
+        None. With the intraday stream on there is none: orders fill against the streamed prints
+        (a stop sent at 14:00 must not fill at the day's open)."""
+        if self.server.intraday_enabled or not self._in_session(self.now):
+            return None
+        return self.server._next_replay_bar()
 
     def sleep(self, seconds: float) -> dt.datetime:
         """Move time forward, opening and closing each replay session passed on the way."""
@@ -72,6 +84,14 @@ class SimClock:
 
     def now(self) -> dt.datetime:
         return self._post({})
+
+    def _session_bars(self) -> tuple[dt.date, dict] | None:
+        """The replay bar of the session under way (a market order arriving now fills on it), or
+        None. With the intraday stream on there is none: orders fill against the streamed prints
+        (a stop sent at 14:00 must not fill at the day's open)."""
+        if self.server.intraday_enabled or not self._in_session(self.now):
+            return None
+        return self.server._next_replay_bar()
 
     def sleep(self, seconds: float) -> None:
         self._post({"sleep_s": max(0.0, float(seconds))})

@@ -49,12 +49,15 @@ from broker.sim.schema import (
 )
 from market import krx
 from market.accounting import CostModel
-from market.calendar import SEOUL, TradingCalendar
+from market.calendar import MARKET_CLOSE, SEOUL, TradingCalendar
 
+FILL_TIME = "090000"   # without a session clock bars trade as one uncrossing; notices and ccld rows carry this time
 # Per-environment limits (KIS_API.md §6.1, notice of 2026-04-20): REST 18 calls/s real, 1/s VTS, per
 # app key, counted over one second (a burst of up to that many calls inside a second is accepted).
 REST_RATE = {"real": 18.0, "vts": 1.0}
 ARRIVALS_KEPT = 100_000
+FILL_TIME = "090000"   # bars trade as one uncrossing; notices and ccld rows carry this time
+                       # (a print of the intraday session: its own time)
 
 
 @dataclass
@@ -71,6 +74,9 @@ class SimConfig:
     ping_interval_s: float = 30.0     # WebSocket PINGPONG period
     ping_timeout_s: float = 60.0      # close a session that answered neither by text echo nor by pong frame
     subscription_cap: int = 40        # registrations per WebSocket session (KIS_API.md §9.5: 41 notice / 40 sample)
+    # fields appended to every execution notice after the 26 documented: KIS has widened its
+    # real-time records before, and a client must keep working when it does (schema drift)
+    notice_extra_fields: tuple[str, ...] = ()
     costs: CostModel = field(default_factory=CostModel)
     calendar: TradingCalendar | None = None
 
@@ -182,6 +188,11 @@ class Exchange:
         self.days: list[dt.date] = []                             # every bar date, sorted
         self.today: dt.date | None = None   # the last bar traded
         self.session_day: Callable[[], dt.date] | None = None  # set by a virtual session clock
+        # set by a virtual session clock too: its time now, and the bars of the session under way
+        # (None outside one). A market order that arrives in a session fills at once, on that bar,
+        # and its execution notice goes out then, stamped with the session time
+        self.session_now: Callable[[], dt.datetime] | None = None
+        self.session_bars: Callable[[], tuple[dt.date, dict] | None] | None = None
         self.market_open = True
         self.counts = {"tokenP": 0, "requests": 0, "orders": 0, "rate_limited": 0}
         self._odno = itertools.count(1)
@@ -518,7 +529,18 @@ class Exchange:
             acct.orders[odno] = SimOrder(odno, order.broker_order_id, self._day_str(), tmd)
             acct.by_paper[order.broker_order_id] = odno
             self.counts["orders"] += 1
-        self._notify("notice", self._notice(acct, odno, "ack"))
+            notices = [self._notice(acct, odno, "ack")]
+            session = self.session_bars() if self.session_bars and req.order_type is OrderType.MARKET else None
+            if session is not None:   # in a session clock: a market order fills as it arrives
+                day, bars = session
+                now = self.session_now() if self.session_now else None
+                at = now.astimezone(SEOUL).strftime("%H%M%S") if now else FILL_TIME
+                held = dict(acct.book.positions())
+                fills = acct.book.execute_now(day, {s: tuple(b[:4]) for s, b in bars.items()},
+                                              [order.broker_order_id], now)
+                self._book_fills(acct, day, held, fills, at, [], notices)
+        for n in notices:   # after the lock is released: the WebSocket front sends them
+            self._notify("notice", n)
         return {"output": {"KRX_FWDG_ORD_ORGNO": self._orgno(), "ODNO": odno, "ORD_TMD": tmd}}
 
     def rvsecncl(self, acct: Account, body: dict) -> dict:
@@ -741,30 +763,13 @@ class Exchange:
                 raise ValueError(f"bars must arrive in date order: {day} after {self.today}")
             out: list[tuple[str, Fill]] = []
             notices: list[dict] = []
+            # the bar trades at the close of its session (15:30 in a session clock): orders still
+            # open (limit orders; any order outside a session clock) fill now, at its prices
+            at = MARKET_CLOSE.strftime("%H%M%S") if self.session_now else FILL_TIME
             for acct in self.accounts.values():
                 held = dict(acct.book.positions())
                 fills = acct.book.on_bar(day, {s: tuple(b[:4]) for s, b in bars.items()})
-                # cost basis for the balance TR: sells at the average cost first, then buys
-                for f in sorted(fills, key=lambda f: f.side is Side.BUY):
-                    basis = acct.cost_basis.get(f.symbol, 0)
-                    if f.side is Side.SELL:
-                        q0 = held.get(f.symbol, 0)
-                        acct.cost_basis[f.symbol] = basis - (basis * f.qty // q0 if q0 else basis)
-                        held[f.symbol] = q0 - f.qty
-                    else:
-                        acct.cost_basis[f.symbol] = basis + f.qty * f.price
-                        held[f.symbol] = held.get(f.symbol, 0) + f.qty
-                for sym in [s for s in acct.cost_basis if not held.get(s)]:
-                    del acct.cost_basis[sym]
-                for f in fills:
-                    odno = acct.by_paper[f.broker_order_id]
-                    so = acct.orders[odno]
-                    so.filled_amt += f.qty * f.price
-                    so.fees += f.commission + f.tax
-                    so.fill_tmd = FILL_TIME
-                    acct.fills.append((day, f))
-                    out.append((odno, f))
-                    notices.append(self._notice(acct, odno, "fill", f.qty, f.price))
+                self._book_fills(acct, day, held, fills, at, out, notices)
             for sym, b in bars.items():
                 o, h, lo, c = (float(x) for x in b[:4])
                 if any(math.isnan(x) for x in (o, h, lo, c)):
@@ -782,6 +787,53 @@ class Exchange:
         self._notify("bar", {"day": day, "bars": bars})
         return out
 
+    def trade_print(self, day: dt.date, symbol: str, price: int, volume: int | None,
+                    at: dt.time) -> list[tuple[str, Fill]]:
+        """One print of the SYNTHETIC intraday session of `day` (SimServer.stream_session): every
+        account's open orders in `symbol` trade against it (PaperBroker.on_print) and are booked
+        as the daily bar's fills are (cost basis, fills, ccld rows, execution notices)."""
+        stamp = dt.datetime.combine(day, at, tzinfo=SEOUL)
+        out: list[tuple[str, Fill]] = []
+        notices: list[dict] = []
+        with self.lock:
+            for acct in self.accounts.values():
+                held = dict(acct.book.positions())
+                fills = acct.book.on_print(day, symbol, int(price), volume, stamp)
+                self._book_fills(acct, day, held, fills, at.strftime("%H%M%S"), out, notices)
+        for n in notices:          # after the lock is released: the WebSocket front sends them
+            self._notify("notice", n)
+        return out
+
+    def working_symbols(self) -> set[str]:
+        """Symbols with an open order in some account (the ones a print can fill)."""
+        with self.lock:
+            return {o.request.symbol for acct in self.accounts.values() for o in acct.book.open_orders()}
+
+    def _book_fills(self, acct: Account, day: dt.date, held: dict[str, int], fills: list[Fill], tmd: str,
+                    out: list[tuple[str, Fill]], notices: list[dict]) -> None:
+        """The account's records of new fills (under the lock): `held` is the holdings before them."""
+        # cost basis for the balance TR: sells at the average cost first, then buys
+        for f in sorted(fills, key=lambda f: f.side is Side.BUY):
+            basis = acct.cost_basis.get(f.symbol, 0)
+            if f.side is Side.SELL:
+                q0 = held.get(f.symbol, 0)
+                acct.cost_basis[f.symbol] = basis - (basis * f.qty // q0 if q0 else basis)
+                held[f.symbol] = q0 - f.qty
+            else:
+                acct.cost_basis[f.symbol] = basis + f.qty * f.price
+                held[f.symbol] = held.get(f.symbol, 0) + f.qty
+        for sym in [s for s in acct.cost_basis if not held.get(s)]:
+            del acct.cost_basis[sym]
+        for f in fills:
+            odno = acct.by_paper[f.broker_order_id]
+            so = acct.orders[odno]
+            so.filled_amt += f.qty * f.price
+            so.fees += f.commission + f.tax
+            so.fill_tmd = tmd
+            acct.fills.append((day, f))
+            out.append((odno, f))
+            notices.append(self._notice(acct, odno, "fill", f.qty, f.price, tmd))
+
     # --- helpers ----------------------------------------------------------------------------
     def _day_str(self) -> str:
         """The order date: the virtual session's day, else the last traded bar's (replay venue)."""
@@ -791,17 +843,19 @@ class Exchange:
     def _orgno(self) -> str:
         return "00950" if self.config.virtual else "06071"
 
-    def _notice(self, acct: Account, odno: str, kind: str, qty: int = 0, price: int = 0) -> dict:
-        """An H0STCNI0/9 record (26 fields, KIS_API.md §5.6) for an order event: ack, cancel or fill."""
+    def _notice(self, acct: Account, odno: str, kind: str, qty: int = 0, price: int = 0,
+                at: str = FILL_TIME) -> dict:
+        """An H0STCNI0/9 record (26 fields, KIS_API.md §5.6, then `SimConfig.notice_extra_fields`)
+        for an order event: ack, cancel or fill (`at`: the fill's HHMMSS)."""
         so = acct.orders[odno]
         req = acct.book._orders[so.paper_id].request
         fill = kind == "fill"
         fields = [acct.hts_id, acct.cano + acct.product, so.odno, so.orgn_odno, "01" if req.side is Side.SELL else "02",
                   "2" if kind == "cancel" else "0", "00" if req.limit_price else "01", "0", req.symbol,
                   str(qty if fill else req.qty), str(price if fill else (req.limit_price or 0)),
-                  FILL_TIME if fill else dt.datetime.now(SEOUL).strftime("%H%M%S"), "0", "2" if fill else "1", "2",
+                  at if fill else dt.datetime.now(SEOUL).strftime("%H%M%S"), "0", "2" if fill else "1", "2",
                   self._orgno(), str(req.qty), "SIM", "", "1", "N", "", "", "", self.names.get(req.symbol, ""),
-                  str(req.limit_price or 0)]
+                  str(req.limit_price or 0), *self.config.notice_extra_fields]
         return {"app_key": acct.app_key, "hts_id": acct.hts_id, "record": "^".join(fields)}
 
     def _notify(self, kind: str, payload: dict) -> None:
@@ -811,8 +865,6 @@ class Exchange:
             except Exception:
                 pass
 
-
-FILL_TIME = "090000"   # bars trade as one uncrossing; notices and ccld rows carry this time
 
 
 def _ymd_str(d: dt.date) -> str:

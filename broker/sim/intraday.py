@@ -224,11 +224,18 @@ class SessionTapes:
         self.times = session_times(step_s)
         self._day: dt.date | None = None
         self._tapes: dict[str, list[tuple[dt.time, str, str]]] = {}
+        self._prints: dict[str, list[Print]] = {}
+
+    def prints(self, day: dt.date, symbol: str, bar: tuple) -> list[Print]:
+        """The symbol-day's path (what the simulator's orders trade against, SimServer.stream_session)."""
+        if day != self._day:
+            self._day, self._tapes, self._prints = day, {}, {}
+        if symbol not in self._prints:
+            self._prints[symbol] = synth_session(symbol, day, bar, self.seed, self.step_s, self.market)
+        return self._prints[symbol]
 
     def records(self, day: dt.date, symbol: str, bar: tuple, prev_close: float | None) -> list[tuple[dt.time, str, str]]:
-        if day != self._day:
-            self._day, self._tapes = day, {}
+        prints = self.prints(day, symbol, bar)
         if symbol not in self._tapes:
-            prints = synth_session(symbol, day, bar, self.seed, self.step_s, self.market)
             self._tapes[symbol] = tape(symbol, day, prints, prev_close)
         return self._tapes[symbol]

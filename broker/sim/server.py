@@ -14,7 +14,10 @@ Intraday stream (rehearsal only, SYNTHETIC): `sim.enable_intraday(seed)` replace
 end-of-day feed frame with a session invented from each replay bar (broker/sim/intraday.py),
 streamed one print per step as H0STCNT0/H0STASP0: `sim.stream_session(until=time)` streams the
 next replay day up to a time of day, `sim.advance()` streams what is left before the bar trades,
-and the virtual session clock (broker/sim/clock.py) streams as it moves time.
+and the virtual session clock (broker/sim/clock.py) streams as it moves time. Orders working
+while the session streams trade against its prints (Exchange.trade_print: a market order at the
+next print, a limit when a print reaches it, volume-capped); what is left of them at the close
+expires (PaperBroker.on_print). Without the stream, orders fill on the daily bar as before.
 """
 from __future__ import annotations
 
@@ -146,6 +149,7 @@ class SimServer:
             start = self._streamed[1] if self._streamed[0] == day else 0
             end = len(times) if until is None else bisect.bisect_right(times, until)
             for k in range(start, end):
+                self._trade_prints(day, bars, k)
                 records = {}
                 for tr_id, sym in self._ws.subscribed():
                     bar = bars.get(sym)
@@ -159,6 +163,17 @@ class SimServer:
                     time.sleep(pace_s)
             self._streamed = (day, max(start, end))
             return max(0, end - start)
+
+    def _trade_prints(self, day: dt.date, bars: dict, k: int) -> None:
+        """The orders working at step `k` trade against its print (before it is published: an
+        order placed after step k-1 meets print k first). Volume-capped when the bar has volume."""
+        for sym in sorted(self.exchange.working_symbols()):
+            bar = bars.get(sym)
+            if bar is None or not _tradable(bar):
+                continue
+            p = self._tapes.prints(day, sym, bar)[k]
+            has_volume = len(bar) > 4 and bar[4] is not None and bar[4] == bar[4] and bar[4] > 0
+            self.exchange.trade_print(day, sym, p.price, p.qty if has_volume else None, p.time)
 
     def drop_websockets(self) -> None:
         self._ws.drop_all()

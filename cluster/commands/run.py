@@ -72,6 +72,9 @@ def start_loop(settings, mode: Mode, credentials, days: int | None, verbose: boo
     `verbose`; the steps are announced on stderr, the result is printed on stdout."""
     from cluster.demo import ray_output_to
 
+    if mode in (Mode.PAPER, Mode.SIM) and settings.execution.algo != "market_open":
+        raise CommandError(f"execution.algo {settings.execution.algo} works orders over a live session: it needs "
+                           "--mode vts|live with live.realtime on (a replay trades each bar once, at its open)")
     live = live_config(settings, mode, credentials, days) if mode in (Mode.VTS, Mode.LIVE) else None
     settings.journal.parent.mkdir(parents=True, exist_ok=True)
     log = None if verbose else settings.journal.parent / "ray.log"
@@ -163,6 +166,7 @@ def live_config(settings, mode: Mode, credentials, days: int | None):
                           realtime=s.realtime, feed_silence_s=s.feed_silence_s,
                           protections=tuple(settings.risk_engine.protections), alerts=settings.alerts,
                           intraday=tuple(settings.risk_engine.intraday),
-                          intraday_every_s=settings.risk_engine.intraday_every_s)
+                          intraday_every_s=settings.risk_engine.intraday_every_s,
+                          execution=settings.execution.algo_config())
     except ValueError as exc:
         raise CommandError(str(exc)) from None

@@ -165,8 +165,8 @@ def test_the_loop_waited_for_sessions_and_final_bars(rehearsal):
 
 
 def test_a_loop_stopped_between_orders_and_fills_recovers_them_on_restart(ray_local, decide_url, tmp_path):
-    """Crash after day 1's orders went out: the venue's execution list fails (HTTP 500) so the loop
-    stops before journaling fills. The restarted loop collects those fills, settles the orders'
+    """Crash after day 1's orders went out: every execution notice arrives garbled and the venue's
+    execution list fails (HTTP 500), so the loop stops before journaling fills. The restarted loop collects those fills, settles the orders'
     state, trades on, and the journal equals the KIS account — no order sent twice."""
     from dataclasses import replace
     from urllib.parse import urlparse
@@ -188,6 +188,7 @@ def test_a_loop_stopped_between_orders_and_fills_recovers_them_on_restart(ray_lo
     try:
         # the opening sync reads the execution list once; every later read fails
         server.faults.inject("http_500", count=1000, path="inquire-daily-ccld", skip=1)
+        server.faults.inject("ws_malformed", count=1000, path="H0STCNI9")   # no fill by notice either
         with pytest.raises(Exception, match="HTTP 500|inquire-daily-ccld|transport"):
             run_live_loop(replace(config, days=2), decide_url, journal, progress=False)
         j = Journal(journal)

@@ -1,10 +1,14 @@
-"""Portfolio construction (TopkDropout), the risk overlay and the choice on validation windows."""
+"""Portfolio construction (TopkDropout, TiltedEqualWeight), the risk overlay and the choice on validation windows."""
 from __future__ import annotations
+
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
-from strategies.construction import TopkDropout, rank_scores
+from market.data import Panel
+from strategies.baselines import EqualWeightRebalanced
+from strategies.construction import TiltedEqualWeight, TopkDropout, rank_scores
 from strategies.pipeline import Account, DecisionConfig, DecisionPipeline, Snapshot
 from strategies.risk import RiskOverlay
 from strategies.selection import (
@@ -91,6 +95,97 @@ def test_rank_scores_ignore_a_member_that_does_not_discriminate():
     members = {"a": np.array([0.5, 0.3, 0.0, 0.0]), "flat": np.full(4, 0.25)}
     s = rank_scores(members, {"a": 0.5, "flat": 0.5})
     assert s[0] > s[1] > s[2] == s[3]
+
+
+# ------------------------------------------------------------------------------ TiltedEqualWeight
+
+def test_tilt_zero_is_the_equal_weight_book_over_the_tradable_names():
+    rng = np.random.default_rng(0)
+    close = 10_000 * np.cumprod(1 + rng.normal(0, 0.01, (5, 8)), axis=0)
+    close[-1, [2, 5]] = np.nan  # no bar today: the equal-weight baseline leaves them out too
+    dates = np.arange(np.datetime64("2022-01-03"), np.datetime64("2022-01-08")).astype("datetime64[D]")
+    window = Panel(dates, tuple(f"{i:06d}" for i in range(8)), close, close, close, close,
+                   np.ones_like(close))
+    ew = EqualWeightRebalanced().target_weights(window)
+    w, _ = TiltedEqualWeight(tilt=0.0, max_weight=1.0).construct(rng.normal(size=8), np.zeros(8),
+                                                                  np.isfinite(close[-1]))
+    np.testing.assert_allclose(w, ew)
+    assert w.sum() == pytest.approx(1.0)
+
+
+def test_tilt_orders_the_weights_by_the_score_rank_and_sums_to_gross():
+    scores = np.array([0.3, -1.0, 2.0, 0.0, 0.9, 5.0])
+    w, _ = TiltedEqualWeight(tilt=1.0, max_weight=1.0).construct(scores, np.zeros(6))
+    assert list(np.argsort(w)) == list(np.argsort(scores))
+    assert w.sum() == pytest.approx(1.0)
+    # tilt 1: ranks 0 … 1 around 0.5 → raw weights 0.5 … 1.5, the best three times the worst
+    assert w.max() / w.min() == pytest.approx(3.0)
+    # a larger tilt gives the bottom names nothing, never a short
+    w4, _ = TiltedEqualWeight(tilt=4.0, max_weight=1.0).construct(scores, np.zeros(6))
+    assert np.all(w4 >= 0) and w4[1] == 0.0 and w4.sum() == pytest.approx(1.0)
+
+
+def test_tilt_respects_the_cap_and_leaves_cash_when_every_name_is_capped():
+    scores = np.arange(20.0)
+    w, _ = TiltedEqualWeight(tilt=4.0, max_weight=0.08).construct(scores, np.zeros(20))
+    assert w.max() <= 0.08 + 1e-12 and w.sum() == pytest.approx(1.0)
+    assert np.all(np.diff(w) >= -1e-12)  # the excess went to the next names, the order kept
+    few, _ = TiltedEqualWeight(tilt=1.0, max_weight=0.1).construct(np.arange(5.0), np.zeros(5))
+    np.testing.assert_allclose(few, 0.1)  # 5 names × 10 % cap: half the book stays cash
+
+
+def test_tilt_ties_share_weight_and_top_half_keeps_the_better_names():
+    scores = np.array([0.0, 0.0, 0.0, 0.0, 0.2, 0.4])  # a member that holds two names
+    w, _ = TiltedEqualWeight(tilt=2.0, max_weight=1.0).construct(scores, np.zeros(6))
+    np.testing.assert_allclose(w[:4], w[0])
+    assert w[5] > w[4] > w[0] > 0
+    half, _ = TiltedEqualWeight(tilt=0.0, breadth="top-half", max_weight=1.0).construct(np.arange(6.0), np.zeros(6))
+    np.testing.assert_allclose(half, [0, 0, 0, 1 / 3, 1 / 3, 1 / 3])
+
+
+def test_tilt_band_holds_small_moves_and_a_name_without_a_bar_keeps_its_weight():
+    scores = np.arange(10.0)
+    c = TiltedEqualWeight(tilt=1.0, max_weight=1.0, band=0.005)
+    target, _ = c.construct(scores, np.zeros(10))
+    current = target + np.r_[0.004, -0.004, 0.02, -0.02, np.zeros(6)]  # two small drifts, two large
+    w, rep = c.construct(scores, current)
+    assert set(rep["banded"]) >= {0, 1} and w[0] == current[0] and w[1] == current[1]
+    np.testing.assert_allclose(w[2:], target[2:])  # the large drifts go back to the target
+    current = target.copy()
+    current[9] = 0.3                                  # grew far, and has no bar today: cannot trade
+    tradable = np.r_[np.ones(9, bool), False]
+    w, _ = TiltedEqualWeight(tilt=1.0, max_weight=1.0).construct(scores, current, tradable)
+    assert w[9] == 0.3 and w.sum() == pytest.approx(1.0) and np.all(w >= 0)
+
+
+def test_tilt_is_causal_it_reads_only_the_decision_time_inputs():
+    # the construction sees scores, the book and today's tradability: the same inputs give the
+    # same book whatever follows (the whole ensemble is checked against truncated data in
+    # tests/unit/test_strategies_lookahead.py)
+    rng = np.random.default_rng(5)
+    scores, current = rng.normal(size=30), rng.dirichlet(np.ones(30)) * 0.9
+    c = TiltedEqualWeight(tilt=2.0, band=0.01)
+    np.testing.assert_array_equal(c.construct(scores, current)[0], c.construct(scores.copy(), current.copy())[0])
+
+
+def test_a_config_with_a_construction_survives_asdict_as_serve_is_bound():
+    for construction in (TiltedEqualWeight(tilt=2.0, band=0.005), TopkDropout(k=5), None):
+        config = DecisionConfig(construction=construction)
+        assert DecisionConfig(**asdict(config)) == config
+
+
+def test_pipeline_tilts_the_whole_universe_and_the_overlay_keeps_it_capped():
+    rng = np.random.default_rng(3)
+    n, days = 40, 300
+    close = 10_000 * np.cumprod(1 + rng.normal(0, 0.01, (days, n)), axis=0)
+    dates = np.arange(np.datetime64("2021-01-04"), np.datetime64("2021-01-04") + days).astype("datetime64[D]")
+    symbols = tuple(f"{i:06d}" for i in range(n))
+    members = {"pick": np.r_[np.full(4, 0.25), np.zeros(n - 4)], "ew": np.full(n, 1 / n)}
+    for risk in (None, "default"):
+        pipe = DecisionPipeline(DecisionConfig(construction=TiltedEqualWeight(tilt=2.0, max_weight=0.05)), risk=risk)
+        d, _ = pipe.decide(Snapshot(dates, symbols, close), Account.empty(), members, None, pipe.start(symbols))
+        assert np.all(d.targets > 0) and d.targets.sum() <= 1.0 + 1e-9 and d.targets.max() <= 0.05 + 1e-9
+        assert d.targets[:4].min() > d.targets[4:].max()  # the members' picks carry more weight
 
 
 # ------------------------------------------------------------------------------ RiskOverlay

@@ -26,13 +26,18 @@ class Clock:
 
 
 class Loop:
-    """What the watch uses of a TradingLoop: run id, journal, kill switch, order path, alerts."""
+    """What the watch uses of a TradingLoop: run id, journal, kill switch, order path, alerts, the
+    session's notice fills (counted: the watch journals them at every poll)."""
 
     def __init__(self, path):
         self.config = type("C", (), {"run_id": "w"})()
         self.journal = Journal(path, run_id="w")
         self.halted = ""
         self.sent, self.alerts = [], []
+        self.fill_polls = 0
+
+    def journal_session_fills(self):
+        self.fill_polls += 1
 
     def _send_checked(self, request, book, stamp, blocked):
         self.sent.append((stamp.time(), request.symbol, request.qty, request.client_order_id))
@@ -73,6 +78,7 @@ def test_a_stop_fires_once_and_the_day_is_watched_to_the_cutoff(tmp_path):
     sent = watch(clock, script, [PositionStop(max_drop=0.05)]).run(loop, book())
     assert loop.sent == [(dt.time(11, 0, 30), "005930", 100, "w-20230503-005930-STOP")] and len(sent) == 1
     assert clock.now().time() == dt.time(15, 15)                        # watched to the order cutoff
+    assert loop.fill_polls > 100           # the session's notice fills journaled at every check (60 s)
     (event,) = loop.journal.intraday_events()
     assert (event["rule"], event["symbol"], event["action"]) == ("position_stop", "005930", "sell 100")
     assert [a.kind.value for a in loop.alerts] == ["intraday_risk"]
@@ -121,3 +127,29 @@ def test_the_kill_switch_sends_nothing(tmp_path):
     loop.halted = "operator"
     watch(clock, lambda now: ({"005930": (10_000, now)}, {}), [PositionStop(max_drop=0.05)]).run(loop, book())
     assert loop.sent == []
+
+
+def test_every_poll_journals_the_book_at_its_marks_for_the_dashboard(tmp_path):
+    clock, loop = Clock(), Loop(tmp_path / "j.sqlite")
+
+    def script(now):
+        if now.time() >= dt.time(11, 0):                               # 005930 falls 8.6%: stopped
+            return {"005930": (64_000, now), "000660": (101_000, now)}, {}
+        if now.time() >= dt.time(10, 0):                               # 000660's feed goes quiet
+            return {"005930": (70_500, now)}, {"000660": 120.0}
+        return {"005930": (70_500, now), "000660": (99_000, now)}, {}
+
+    watch(clock, script, [PositionStop(max_drop=0.05)]).run(loop, book())
+    polls = loop.journal.session_marks()
+    assert len(polls) == 375                                           # every 60 s from 09:01:30 to 15:15
+    first = polls[0]
+    assert first["at"] == "2023-05-03T09:01:30+09:00" and first["day_start_equity"] == 9_000_000.0
+    assert first["marks"] == {"005930": {"qty": 100, "mark": 70_500.0, "reference": 70_000.0},
+                              "000660": {"qty": 10, "mark": 99_000.0, "reference": 100_000.0}}
+    assert first["equity"] == 1_000_000 + 100 * 70_500 + 10 * 99_000
+    quiet = next(p for p in polls if p["at"].startswith("2023-05-03T10:00"))
+    assert quiet["marks"]["000660"]["mark"] is None and quiet["equity"] is None   # no P&L on an old price
+    last = polls[-1]   # the stop's sell is projected at the last close: 005930 is no longer held
+    assert last["marks"] == {"000660": {"qty": 10, "mark": 101_000.0, "reference": 100_000.0}}
+    assert last["cash"] == 1_000_000 + 100 * 70_000 and last["equity"] == 8_000_000 + 10 * 101_000
+    assert loop.journal.session_marks(newest=2) == polls[-2:]

@@ -12,6 +12,7 @@ import pytest
 
 from market.data import DataPaths, load_index, load_panel
 from strategies.baselines import EqualWeightRebalanced
+from strategies.construction import TiltedEqualWeight
 from strategies.ensemble import EnsembleAgent
 from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
@@ -53,6 +54,11 @@ def _agents(engine, regime):
         "ensemble": EnsembleAgent({"f": FactorAgent(engine, regime=regime, rebalance_every=5, ic_lookback=4),
                                    "t": TechnicalAgent(), "e": EqualWeightRebalanced()},
                                   regime=regime, config=DecisionConfig(rebalance_every=3)),
+        # the tilted equal-weight construction over the same members (every tradable name held)
+        "ensemble-tilted": EnsembleAgent({"f": FactorAgent(engine, regime=regime, rebalance_every=5, ic_lookback=4),
+                                          "t": TechnicalAgent(), "e": EqualWeightRebalanced()},
+                                         regime=regime, config=DecisionConfig(
+                                             rebalance_every=3, construction=TiltedEqualWeight(tilt=2.0, band=0.005))),
     }
 
 
@@ -71,7 +77,7 @@ def decisions():
 
 
 @pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
-@pytest.mark.parametrize("name", ["technical", "factor", "regime-factor", "ensemble"])
+@pytest.mark.parametrize("name", ["technical", "factor", "regime-factor", "ensemble", "ensemble-tilted"])
 def test_decisions_up_to_t_do_not_change_when_later_data_is_removed(decisions, name):
     full, cut = decisions["full"][name], decisions["cut"][name]
     np.testing.assert_array_equal(full, cut)
