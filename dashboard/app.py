@@ -104,6 +104,42 @@ def account_section(snap: data.Snapshot):
         width="stretch")
 
 
+def live_section(snap: data.Snapshot):
+    """The running session at live marks (the session watch journals the book at every poll)."""
+    if not snap.session:
+        return
+    last = snap.session[-1]
+    at = pd.Timestamp(last["at"])
+    st.subheader(f"Live session {at:%Y-%m-%d}: marks at {at:%H:%M:%S}")
+    table = data.live_marks_table(snap, names=names())
+    pnl = data.session_pnl(snap)
+    cards = st.columns(3)
+    if last["equity"] is not None:
+        cards[0].metric("P&L at live marks", krw(last["equity"] - last["day_start_equity"]),
+                        pct(last["equity"] / last["day_start_equity"] - 1) if last["day_start_equity"] else None)
+    else:
+        cards[0].metric("P&L at live marks", "—", "a held name has no fresh mark", delta_color="off", delta_arrow="off")
+    cards[1].metric("Equity at live marks", krw(last["equity"]), f"day start {krw(last['day_start_equity'])}",
+                    delta_color="off", delta_arrow="off")
+    unmarked = int(table["mark"].isna().sum()) if not table.empty else 0
+    cards[2].metric("Held names", f"{len(table)}", f"{unmarked} without a fresh mark" if unmarked else "all marked",
+                    delta_color="off", delta_arrow="off")
+    left, right = st.columns(2)
+    if table.empty:
+        left.write("No held names.")
+    else:
+        shown = table.assign(shares=table["shares"].map(lambda q: f"{q:,}"), mark=table["mark"].map(krw),
+                             reference=table["reference"].map(krw), change=table["change"].map(pct),
+                             pnl=table["pnl"].map(krw))
+        left.table(shown.rename(columns={"reference": "last close", "pnl": "P&L vs last close"}).set_index("symbol"))
+    if len(pnl) > 1:
+        right.altair_chart(alt.Chart(pnl).mark_line(color="#1f4e99").encode(
+            x=alt.X("at:T", title=None, axis=alt.Axis(format="%H:%M", labelAngle=0)),
+            y=alt.Y("pnl_pct:Q", title="P&L at live marks", axis=alt.Axis(format="%")),
+            tooltip=[alt.Tooltip("at:T", format="%H:%M:%S"), alt.Tooltip("pnl:Q", format=",.0f"),
+                     alt.Tooltip("pnl_pct:Q", format=".2%")]), width="stretch")
+
+
 def positions_section(snap: data.Snapshot):
     st.subheader("Positions and weights")
     table = data.positions_table(snap, names=names())
@@ -207,6 +243,7 @@ def body():
         st.warning(f"cannot read the journal right now: {exc}")
         return
     account_section(snap)
+    live_section(snap)
     positions_section(snap)
     risk_section(snap)
     orders_section(snap)

@@ -6,6 +6,7 @@ write lock and never holds the trading loop up (WAL readers do not block the wri
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class Snapshot:
     fills: pd.DataFrame
     decisions: list[dict] = field(default_factory=list)   # oldest first, each {"day":..., **payload}
     run_id: str = ""                           # the journal's run shown (its latest)
+    session: list[dict] = field(default_factory=list)     # the latest session's live-mark polls, oldest first
 
     @property
     def latest(self) -> dict | None:
@@ -56,6 +58,7 @@ def read_snapshot(path: Path, max_rows: int = 200) -> Snapshot:
                              columns=["filled_at", "symbol", "side", "qty", "price", "commission", "tax",
                                       "client_order_id"])
         rows = journal.decisions()
+        session = latest_session(journal)
     finally:
         journal.close()
     decisions = []
@@ -65,7 +68,42 @@ def read_snapshot(path: Path, max_rows: int = 200) -> Snapshot:
         except json.JSONDecodeError:
             body = {"error": "unreadable payload"}
         decisions.append({"day": row["day"], **(body if isinstance(body, dict) else {"payload": body})})
-    return Snapshot(equity_curve(acct), orders, fills, decisions, run_id=journal.run_id)
+    return Snapshot(equity_curve(acct), orders, fills, decisions, run_id=journal.run_id, session=session)
+
+
+def latest_session(journal) -> list[dict]:
+    """The session-watch polls (journal `session_marks`) of the latest session day, oldest first."""
+    last = journal.session_marks(newest=1)
+    if not last:
+        return []
+    at = dt.datetime.fromisoformat(last[0]["at"])
+    return journal.session_marks(since=at.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
+def live_marks_table(snapshot: Snapshot, names: dict[str, str] | None = None) -> pd.DataFrame:
+    """The held names at the latest poll's live marks: the change and P&L against the reference
+    (the last final close, the price the day's decision and the stops are judged on)."""
+    columns = ["symbol", "name", "shares", "mark", "reference", "change", "pnl"]
+    if not snapshot.session:
+        return pd.DataFrame(columns=columns)
+    names = names or {}
+    rows = []
+    for sym, m in sorted(snapshot.session[-1]["marks"].items()):
+        mark, ref = m.get("mark"), m.get("reference")
+        known = mark is not None and ref
+        rows.append({"symbol": sym, "name": names.get(sym, ""), "shares": int(m["qty"]), "mark": mark,
+                     "reference": ref, "change": mark / ref - 1 if known else np.nan,
+                     "pnl": m["qty"] * (mark - ref) if known else np.nan})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def session_pnl(snapshot: Snapshot) -> pd.DataFrame:
+    """The book's P&L at live marks against the day's start, per poll with every held name marked
+    (at as a datetime, pnl in KRW, pnl_pct of the day's starting equity)."""
+    rows = [{"at": dt.datetime.fromisoformat(p["at"]), "pnl": p["equity"] - p["day_start_equity"],
+             "pnl_pct": p["equity"] / p["day_start_equity"] - 1}
+            for p in snapshot.session if p["equity"] is not None and p["day_start_equity"] > 0]
+    return pd.DataFrame(rows, columns=["at", "pnl", "pnl_pct"])
 
 
 def equity_curve(acct: pd.DataFrame) -> pd.DataFrame:

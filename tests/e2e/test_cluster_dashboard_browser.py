@@ -1,7 +1,7 @@
 """The Streamlit dashboard in a real headless Chromium (driven over the DevTools protocol):
 it renders the numbers of the journal a real `trader demo` run wrote (local Ray, Serve, actors,
-paper broker), MLflow runs and model versions, follows new journal rows without a reload, and
-leaves a screenshot as a test artifact."""
+paper broker), MLflow runs and model versions, follows new journal rows (a new day, a session's
+live marks and P&L) without a reload, and leaves a screenshot as a test artifact."""
 from __future__ import annotations
 
 import asyncio
@@ -91,8 +91,13 @@ async def _drive(url: str, tmp: Path, journal: Path, expect: list[str], later: d
         run = Journal(journal).runs()[-1]
         j = Journal(journal, run_id=run)
         j.record_account(dt.date.fromisoformat(later["day"]), later["cash"], later["equity"], {})
+        # and the next session's watch journals its live marks: the page shows them as they come
+        marks = {later["symbol"]: {"qty": 10, "mark": 51_200.0, "reference": 50_000.0}}
+        at = dt.datetime.fromisoformat(f"{later['day']}T10:15:00+09:00")
+        j.record_marks(at, later["cash"], later["equity"] + 12_000, later["equity"], marks)
         j.close()
-        second = await page.wait_for([later["day"], f"₩{later['equity']:,.0f}"], 60)
+        second = await page.wait_for([later["day"], f"₩{later['equity']:,.0f}", "marks at 10:15:00",
+                                      "P&L at live marks", "₩51,200", "2.40%", "₩12,000"], 60)
         return first, second, png, checks
 
 
@@ -118,7 +123,7 @@ def test_dashboard_renders_journal_numbers_in_chromium(dashboard):
         if isinstance(payload.get("risk", {}).get(key), (int, float)):
             expect.append(f"{payload['risk'][key]:.2%}")
     expect += [f"{p:.2%}" for p in (payload.get("regime") or {}).values()]
-    later = {"day": "2099-01-02", "cash": cash, "equity": equity + 1_234_567}
+    later = {"day": "2099-01-02", "cash": cash, "equity": equity + 1_234_567, "symbol": last_fill[0]}
     first, second, png, checks = asyncio.run(_drive(dashboard["url"], dashboard["tmp"], dashboard["journal"], expect,
                                                     later))
     assert png.stat().st_size > 10_000

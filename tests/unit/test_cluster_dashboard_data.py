@@ -116,3 +116,35 @@ def test_mlflow_overview_lists_tracked_backtests_and_finds_the_journals_run(monk
     assert bt["experiment"] == "backtests" and bt["strategy"] == "factor" and bt["span"] == "2023-01-02..2023-12-28"
     assert bt["total return"] == pytest.approx(0.12) and bt["Sharpe"] == pytest.approx(1.1)
     assert out["this_run"]["run"] == f"demo {tag}" and out["this_run"]["experiment"] == "demos"
+
+
+def test_the_live_session_shows_the_latest_days_marks_and_pnl(tmp_path):
+    _journal(tmp_path / "j.sqlite")
+    j = Journal(tmp_path / "j.sqlite", run_id="t")
+    kst = dt.timezone(dt.timedelta(hours=9))
+    held = {"005930": {"qty": 10, "mark": 70_000.0, "reference": 70_000.0},
+            "000660": {"qty": 5, "mark": None, "reference": 100_000.0}}
+    j.record_marks(dt.datetime(2023, 12, 27, 14, 0, tzinfo=kst), 1_000.0, 2_000.0, 2_000.0, held)  # yesterday
+    for minute, mark, equity in [(0, 71_000.0, 1_210_000.0), (1, 69_300.0, None), (2, 69_300.0, 1_193_000.0)]:
+        marks = {"005930": {**held["005930"], "mark": mark},
+                 "000660": {**held["000660"], "mark": None if equity is None else 100_000.0}}
+        j.record_marks(dt.datetime(2023, 12, 28, 10, minute, tzinfo=kst), 0.0, equity, 1_200_000.0, marks)
+    j.close()
+    snap = data.read_snapshot(tmp_path / "j.sqlite")
+    assert [p["at"][11:16] for p in snap.session] == ["10:00", "10:01", "10:02"]   # the latest session only
+    table = data.live_marks_table(snap, {"005930": "삼성전자"})
+    assert list(table["symbol"]) == ["000660", "005930"] and table.loc[1, "name"] == "삼성전자"
+    assert table.loc[1, "change"] == pytest.approx(-0.01) and table.loc[1, "pnl"] == pytest.approx(-7_000.0)
+    assert table.loc[0, "pnl"] == 0.0
+    pnl = data.session_pnl(snap)   # the poll with a name unmarked has no P&L
+    assert list(pnl["pnl"]) == [10_000.0, -7_000.0] and pnl["pnl_pct"].iloc[-1] == pytest.approx(-7_000 / 1_200_000)
+
+
+def test_a_journal_without_session_marks_has_no_live_session(tmp_path):
+    _journal(tmp_path / "j.sqlite")
+    db = sqlite3.connect(tmp_path / "j.sqlite")
+    db.execute("DROP TABLE session_marks")   # a journal written before the table existed
+    db.commit()
+    db.close()
+    snap = data.read_snapshot(tmp_path / "j.sqlite")
+    assert snap.session == [] and data.live_marks_table(snap).empty and data.session_pnl(snap).empty
