@@ -253,6 +253,8 @@ class TradingLoop:
                     metrics.record_fill(fill.side, fill.qty, self.config.venue)
         if confirm:
             self.broker.confirm_fills(fills)
+        if not self.journal.in_transaction:   # committed: heard now (a session's notice fills as they come)
+            self._send_alerts()
 
     def _settle_unknown(self) -> set[str]:
         """Ask the broker about orders whose fate is unknown (an intent with no answer after a

@@ -190,6 +190,11 @@ class Journal:
             if outer:
                 self._db.execute("COMMIT")
 
+    @property
+    def in_transaction(self) -> bool:
+        """Inside `transaction()`: what is written now is not committed yet."""
+        return self._depth > 0
+
     def _write(self, sql: str, args: tuple) -> None:
         with self._lock:
             self._db.execute(sql, args)
