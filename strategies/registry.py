@@ -106,6 +106,22 @@ def ensemble(ctx: StrategyContext) -> Agent:
     return EnsembleAgent({**members, **rl}, regime=regime, optional=tuple(rl))
 
 
+def ensemble_tilted(ctx: StrategyContext) -> Agent:
+    """The ensemble's members and regime-weighted combination, built as a tilted equal-weight book
+    (construction.TiltedEqualWeight: every tradable name, leaning to the combination's rank) with
+    no risk overlay — the setting the latest validation window of reports/strategies.md ("Tilted
+    equal weight", test year 2023) chose: tilt 2, weekly decisions, 0.5 % band."""
+    from strategies.construction import TiltedEqualWeight
+    from strategies.ensemble import EnsembleAgent
+    from strategies.factor_model import FactorAgent
+    from strategies.pipeline import DecisionConfig
+    regime = _regime(ctx)
+    members = {"regime-factor": FactorAgent(_engine(ctx), regime=regime, name="regime-factor"),
+               "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+    config = DecisionConfig(rebalance_every=5, construction=TiltedEqualWeight(tilt=2.0, band=0.005))
+    return EnsembleAgent(members, regime=regime, config=config, risk=None, name="ensemble-tilted")
+
+
 def ensemble_validated(ctx: StrategyContext) -> Agent:
     """The ensemble's members with their weights and the pipeline's construction / risk steps chosen
     in each fit on the last 2 years of the history (strategies/selection.py: ValidatedEnsemble)."""
@@ -174,6 +190,7 @@ STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "regime-factor": regime_factor,
     "ensemble": ensemble,
     "ensemble-validated": ensemble_validated,
+    "ensemble-tilted": ensemble_tilted,
     "lgbm": lgbm,  # 20-bar forward-return rank, monthly top 10
     "lgbm-5d": lambda ctx: lgbm(ctx, horizon=5, rebalance="weekly", name="lgbm-5d"),
     "gru": lambda ctx: neural(ctx, "gru"),  # PyTorch, 20-bar windows of the features, monthly top 10

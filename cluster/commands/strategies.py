@@ -16,6 +16,8 @@ DESCRIPTIONS = {
                 "sized by the risk overlay (vol target, caps, drawdown brake)",
     "ensemble-validated": "the ensemble whose member weights and construction are chosen on the two "
                           "years before each fit (strategies/selection.py)",
+    "ensemble-tilted": "the ensemble's members and combination as a tilted equal-weight book (every name, "
+                       "leaning to the combined rank; tilt 2, weekly, 0.5% band), no risk overlay",
     "lgbm": "LightGBM forecaster: cross-sectional rank of the 20-bar forward return on Alpha158-style "
             "features, top 10 monthly, refit yearly",
     "lgbm-5d": "LightGBM forecaster on the 5-bar forward return, top 10 weekly",
