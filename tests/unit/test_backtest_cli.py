@@ -36,9 +36,10 @@ def test_commands_are_registered_in_the_cli():
 
 
 # strategies that fit hidden-Markov regime models spend tens of seconds in hmmlearn on a busy
-# 2-core machine, and the RL agents train with RLlib (a local Ray, ~90 s each): marked slow so
-# `-m "not slow"` skips them
-HEAVY = {"ensemble", "ensemble-validated", "regime-factor", "dqn", "appo", "lgbm", "lgbm-5d", "gru", "transformer"}
+# 2-core machine, the RL agents train with RLlib (a local Ray, ~90 s each), the factor model
+# scores 105 names (2.4 s): marked slow so `-m "not slow"` skips them
+HEAVY = {"ensemble", "ensemble-validated", "ensemble-tilted", "regime-factor", "factor", "dqn", "appo", "lgbm",
+         "lgbm-5d", "gru", "transformer"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
@@ -59,6 +60,7 @@ def test_every_strategy_is_reachable_and_metrics_json_has_the_contract(tmp_path,
     assert m["strategy"] == name and m["start"] == "2022-11-01"
 
 
+@pytest.mark.slow   # 4.5 s: a whole year through the report
 def test_report_and_files_of_a_year_long_run(tmp_path):
     rc = trader("backtest", "--strategy", "equal-weight-monthly", "--prices", PRICES, "--index", INDEX,
                 "--start", "2022-01-03", "--end", "2022-12-29", "--out", tmp_path, "--rebalance", "weekly")

@@ -158,6 +158,7 @@ def headers_for(token, body):
     return {"content-type": "application/json", **({"Authorization": f"Bearer {value}"} if value else {})}
 
 
+@pytest.mark.slow   # 1,100 requests, ≈ 14 s
 @settings(max_examples=1100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(requests_())
 def test_no_generated_request_gets_a_5xx(client, drawn):
@@ -178,6 +179,7 @@ def test_no_generated_request_gets_a_5xx(client, drawn):
         assert "detail" in out and "nan" not in resp.text.lower().replace("nan_", "")
 
 
+@pytest.mark.slow   # counts what the (slow) fuzz above sent
 def test_the_fuzz_ran_enough_requests_of_every_kind():
     # runs after the fuzz in file order: at least 1,000 requests, and the mix reached the handler
     print(f"fuzz: {SEEN}")
