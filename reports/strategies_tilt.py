@@ -41,8 +41,8 @@ from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.pipeline import DecisionConfig
 from strategies.regime import RegimeDetector, RegimeSource
+from strategies.registry import ensemble_members
 from strategies.selection import choose_on_validation, walk_forward_choice
-from strategies.technical import TechnicalAgent
 
 ROOT = Path(__file__).resolve().parent
 TILTS = (0.5, 1.0, 2.0, 4.0)
@@ -60,8 +60,7 @@ def tilt_name(tilt: float, rule: str, risk: str) -> str:
 
 def candidates(engine, regime) -> dict:
     def members():
-        return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-                "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+        return ensemble_members(engine, regime)
 
     def tilted(tilt, every, band, risk):
         config = DecisionConfig(rebalance_every=every, construction=TiltedEqualWeight(tilt=tilt, band=band))

@@ -87,6 +87,19 @@ def regime_factor(ctx: StrategyContext) -> Agent:
     return FactorAgent(_engine(ctx), regime=_regime(ctx), name="regime-factor")
 
 
+# the ensemble's members by registry name: what the Serve app runs to serve "ensemble"
+ENSEMBLE_MEMBERS = ("regime-factor", "technical", "equal-weight")
+
+
+def ensemble_members(engine, regime) -> dict[str, Agent]:
+    """Fresh instances of the ensemble's members (ENSEMBLE_MEMBERS), by registry name."""
+    from strategies.factor_model import FactorAgent
+    members = {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
+               "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+    assert tuple(members) == ENSEMBLE_MEMBERS
+    return members
+
+
 def ensemble(ctx: StrategyContext) -> Agent:
     """Factor + technical + equal-weight members, regime-weighted, sized by the risk model.
 
@@ -94,16 +107,9 @@ def ensemble(ctx: StrategyContext) -> Agent:
     when their model saw data after the history the ensemble is fitted on (look-ahead).
     """
     from strategies.ensemble import EnsembleAgent
-    from strategies.factor_model import FactorAgent
     regime = _regime(ctx)
-    members = {
-        "regime-factor": FactorAgent(_engine(ctx), regime=regime, name="regime-factor"),
-        "technical": TechnicalAgent(),
-        "equal-weight": EqualWeightRebalanced(name="equal-weight"),
-    }
-    assert tuple(members) == ENSEMBLE_MEMBERS
     rl = {algo: _rl_agent(replace(ctx, model=uri), algo) for algo, uri in rl_models(ctx).items()}
-    return EnsembleAgent({**members, **rl}, regime=regime, optional=tuple(rl))
+    return EnsembleAgent({**ensemble_members(_engine(ctx), regime), **rl}, regime=regime, optional=tuple(rl))
 
 
 def ensemble_tilted(ctx: StrategyContext) -> Agent:
@@ -113,30 +119,19 @@ def ensemble_tilted(ctx: StrategyContext) -> Agent:
     equal weight", test year 2023) chose: tilt 2, weekly decisions, 0.5 % band."""
     from strategies.construction import TiltedEqualWeight
     from strategies.ensemble import EnsembleAgent
-    from strategies.factor_model import FactorAgent
     from strategies.pipeline import DecisionConfig
     regime = _regime(ctx)
-    members = {"regime-factor": FactorAgent(_engine(ctx), regime=regime, name="regime-factor"),
-               "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
     config = DecisionConfig(rebalance_every=5, construction=TiltedEqualWeight(tilt=2.0, band=0.005))
-    return EnsembleAgent(members, regime=regime, config=config, risk=None, name="ensemble-tilted")
+    return EnsembleAgent(ensemble_members(_engine(ctx), regime), regime=regime, config=config, risk=None,
+                         name="ensemble-tilted")
 
 
 def ensemble_validated(ctx: StrategyContext) -> Agent:
     """The ensemble's members with their weights and the pipeline's construction / risk steps chosen
     in each fit on the last 2 years of the history (strategies/selection.py: ValidatedEnsemble)."""
-    from strategies.factor_model import FactorAgent
     from strategies.selection import ValidatedEnsemble, default_variants, sectors
     regime, engine = _regime(ctx), _engine(ctx)
-
-    def members():
-        return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-                "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
-    return ValidatedEnsemble(members, default_variants(regime, sectors(ctx.paths)))
-
-
-# the ensemble's members by registry name: what the Serve app runs to serve "ensemble"
-ENSEMBLE_MEMBERS = ("regime-factor", "technical", "equal-weight")
+    return ValidatedEnsemble(lambda: ensemble_members(engine, regime), default_variants(regime, sectors(ctx.paths)))
 
 
 def members_of(name: str) -> tuple[str, ...]:

@@ -156,7 +156,9 @@ def test_trader_run_vts_rehearses_a_realtime_session(simulator, tmp_path):
     assert {"order", "fill", "intraday_risk", "daily_pnl"} <= set(kinds), kinds
     # fills by execution notice, journaled and alerted during the session: each TWAP child's fill is
     # heard before its parent's next child goes out (REST alone would bring them all at the close)
-    heard = {(b["kind"], b["data"].get("client_order_id")): k for k, b in enumerate(received)}
+    heard: dict[tuple, int] = {}   # (kind, client order id) → when it was first heard
+    for k, b in enumerate(received):
+        heard.setdefault((b["kind"], b["data"].get("client_order_id")), k)
     followed = [c for c in children if (c[:-2] + f"{int(c[-2:]) + 1:02d}") in children]
     assert followed and all(heard[("fill", c)] < heard[("order", c[:-2] + f"{int(c[-2:]) + 1:02d}")]
                             for c in followed), received
