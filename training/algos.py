@@ -9,11 +9,9 @@ Presets size the run for the machine (see shared/RAY_NOTES.md for the measuremen
 * "smoke"  – seconds per iteration; used by tests and `trader train --smoke`.
 * "2core"  – a 2-CPU laptop/CI box: DQN and APPO sample in the driver with vectorised envs and a
              local learner (RLlib's per-step bookkeeping dominates with remote runners; APPO's
-             default 2 runners + learner actor hang on 2 CPUs). Sampling in the driver fixes the
-             order of samples and updates, so one seed gives one policy.
-* "cluster" – env runners in parallel actors (DQN 2, APPO 4) for a real cluster: APPO is then
-             asynchronous for real, and its policy depends on the runners' timing (not
-             reproducible bit for bit).
+             default 2 runners + learner actor hang on 2 CPUs). DQN is reproducible per seed;
+             APPO is not: RLlib's IMPALA/APPO learner updates on a background thread.
+* "cluster" – env runners in parallel actors (DQN 2, APPO 4) for a real cluster.
 """
 from __future__ import annotations
 
@@ -35,8 +33,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "dqn": dict(num_env_runners=0, num_envs_per_env_runner=8, rollout_fragment_length=16,
                     learning_starts=500, min_sample_timesteps=1000, train_batch_size=64,
                     replay_capacity=50_000, training_intensity=None),
-        # sampling in the driver too: one remote runner made APPO's sampling order (and so the
-        # policy) depend on timing, and was slower here (797 vs 1278 env steps/s, 15 iterations)
+        # sampling in the driver too: one remote runner was slower here (797 vs 1278 env steps/s,
+        # 15 iterations of this config) and added its own timing to the learner thread's
         "appo": dict(num_env_runners=0, num_envs_per_env_runner=4, rollout_fragment_length=50,
                      train_batch_size=500, min_sample_timesteps=1000),
     },

@@ -1,12 +1,13 @@
 """Two trainings with the same seed give the same policy, decision for decision.
 
-This is what `trader check-lookahead dqn|appo` relies on: its full and truncated runs each train the
+This is what `trader check-lookahead dqn` relies on: its full and truncated runs each train the
 agent on the same rows before the first decision, and any difference between them reads as a
 leak. RLlib's replay buffers drew their minibatches from unseeded generators, so the policies
-differed (training/replay.py); APPO's one remote env runner made the order of samples and updates
-depend on timing (the 2core preset now samples in the driver). This test trains each agent twice on
-a tiny budget, through the same `RLAgent.fit` the check uses, and compares weights and greedy
-decisions.
+differed (training/replay.py); this test trains the DQN agent twice on a tiny budget, through the
+same `RLAgent.fit` the check uses, and compares weights and greedy decisions. APPO is not covered:
+RLlib's IMPALA/APPO learner runs its updates on a background thread and hands the env runner
+whatever weights that thread has published by then, so its policy depends on timing (seen here:
+equal on an idle machine, different under CI's load) — docs/rl.md.
 """
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ from training.policy import RLAgent
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def _trained(panel, seed: int, algo: str = "dqn", preset: str = "smoke") -> RLAgent:
-    # dqn smoke, 2 iterations: 400 env steps, replay sampling and gradient steps after step 100;
-    # appo 2core (the default preset), 5 iterations: 5,000 env steps
-    agent = RLAgent(algo=algo, seed=seed, train_iters=2 if algo == "dqn" else 5, preset=preset)
+def _trained(panel, seed: int) -> RLAgent:
+    # smoke preset, 2 iterations: 400 env steps, replay sampling and gradient steps after step 100
+    agent = RLAgent(algo="dqn", seed=seed, train_iters=2, preset="smoke")
     agent.fit(panel)
     return agent
 
@@ -33,12 +33,11 @@ def _decisions(agent: RLAgent, panel, bars: range) -> list[int]:
     return [int(np.argmax(agent.target_weights(panel.rows(0, t + 1)))) for t in bars]
 
 
-@pytest.mark.parametrize("algo, preset", [("dqn", "smoke"), ("appo", "2core")])
-def test_same_seed_same_policy(ray_local, algo, preset):
+def test_same_seed_same_policy(ray_local):
     import torch
 
     panel = load_panel(symbols=list(DEFAULT_UNIVERSE), start="2012-01-01", end="2016-12-31")
-    first, second = _trained(panel, 0, algo, preset), _trained(panel, 0, algo, preset)
+    first, second = _trained(panel, seed=0), _trained(panel, seed=0)
     a, b = first._loaded.module.state_dict(), second._loaded.module.state_dict()
     assert a.keys() == b.keys()
     for key in a:
