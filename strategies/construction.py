@@ -29,6 +29,17 @@ import numpy as np
 WEIGHTINGS = ("equal", "score")
 
 
+
+def _inputs(scores, current, tradable, min_held: float):
+    """A construction step's inputs as arrays: scores, current weights (≥ 0, NaN as 0), the
+    tradable mask (all when None) and which names are held (weight above `min_held`)."""
+    scores = np.asarray(scores, float)
+    current = np.clip(np.nan_to_num(np.asarray(current, float)), 0.0, None)
+    if current.shape != scores.shape:
+        raise ValueError(f"current weights have shape {current.shape}, scores {scores.shape}")
+    tradable = np.ones(len(scores), bool) if tradable is None else np.asarray(tradable, bool)
+    return scores, current, tradable, current > min_held
+
 @dataclass(frozen=True)
 class TopkDropout:
     k: int = 10
@@ -89,13 +100,8 @@ class TopkDropout:
     def construct(self, scores: np.ndarray, current: np.ndarray, tradable: np.ndarray | None = None
                   ) -> tuple[np.ndarray, dict]:
         """Target weights (sum <= gross) and a report (held, dropped, bought, turnover)."""
-        scores = np.asarray(scores, float)
-        current = np.clip(np.nan_to_num(np.asarray(current, float)), 0.0, None)
+        scores, current, tradable, held = _inputs(scores, current, tradable, self.min_held)
         n = len(scores)
-        if current.shape != (n,):
-            raise ValueError(f"current weights have shape {current.shape}, scores ({n},)")
-        tradable = np.ones(n, bool) if tradable is None else np.asarray(tradable, bool)
-        held = current > self.min_held
         keep, report = self.select(scores, held, tradable)
         target = np.zeros(n)
         stuck = keep & ~tradable
@@ -212,13 +218,8 @@ class TiltedEqualWeight:
     def construct(self, scores: np.ndarray, current: np.ndarray, tradable: np.ndarray | None = None
                   ) -> tuple[np.ndarray, dict]:
         """Target weights (sum <= gross, each <= max_weight) and a report (held, turnover)."""
-        scores = np.asarray(scores, float)
-        current = np.clip(np.nan_to_num(np.asarray(current, float)), 0.0, None)
+        scores, current, tradable, held = _inputs(scores, current, tradable, self.min_held)
         n = len(scores)
-        if current.shape != (n,):
-            raise ValueError(f"current weights have shape {current.shape}, scores ({n},)")
-        tradable = np.ones(n, bool) if tradable is None else np.asarray(tradable, bool)
-        held = current > self.min_held
         target = np.zeros(n)
         stuck = held & ~tradable            # no bar today: cannot be traded, keeps its weight
         target[stuck] = current[stuck]

@@ -94,8 +94,11 @@ ENSEMBLE_MEMBERS = ("regime-factor", "technical", "equal-weight")
 def ensemble_members(engine, regime) -> dict[str, Agent]:
     """Fresh instances of the ensemble's members (ENSEMBLE_MEMBERS), by registry name."""
     from strategies.factor_model import FactorAgent
-    members = {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-               "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+    members: dict[str, Agent] = {
+        "regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
+        "technical": TechnicalAgent(),
+        "equal-weight": EqualWeightRebalanced(name="equal-weight"),
+    }
     assert tuple(members) == ENSEMBLE_MEMBERS
     return members
 

@@ -3,8 +3,9 @@
 Server side (`VirtualSession`): virtual Seoul time moves only when a client sleeps on it. The
 simulator's replay dates are the session days: at 09:00 of each the market opens (orders are
 accepted; without the intraday stream a market order fills as it arrives, on that day's replay
-bar, and its execution notice goes out then, stamped with the session time), at 15:30 it closes and that day's replay bar trades
-(orders still open fill at its prices, and the bar joins the daily chart); with the intraday
+bar, and its execution notice goes out then, stamped with the session time), at 15:30 it closes
+and that day's replay bar trades (orders still open fill at its prices, and the bar joins the
+daily chart); with the intraday
 stream on, the synthetic session streams as time passes (SimServer.stream_session). Client side
 (`SimClock`): the `market.session.Clock` protocol over the simulator's admin endpoint, so every
 process of the loop (Ray actors included) shares one time.
@@ -84,14 +85,6 @@ class SimClock:
 
     def now(self) -> dt.datetime:
         return self._post({})
-
-    def _session_bars(self) -> tuple[dt.date, dict] | None:
-        """The replay bar of the session under way (a market order arriving now fills on it), or
-        None. With the intraday stream on there is none: orders fill against the streamed prints
-        (a stop sent at 14:00 must not fill at the day's open)."""
-        if self.server.intraday_enabled or not self._in_session(self.now):
-            return None
-        return self.server._next_replay_bar()
 
     def sleep(self, seconds: float) -> None:
         self._post({"sleep_s": max(0.0, float(seconds))})
