@@ -249,16 +249,23 @@ def write(store: dict, paths: DataPaths, out: Path, seconds: float) -> None:
                          f"{w['technical']:.1f} | {w['equal-weight']:.1f} | {c['blend_sharpe']:.2f} | {c['variant']} | "
                          f"{c['variant_sharpe'][c['variant']]:.2f} |")
     section = "\n".join(lines) + "\n"
+    write_section(out, "portfolio (reports/strategies_portfolio.py)", "portfolio", section)
+    print(section)
+
+
+def write_section(out: Path, begin: str, end: str, section: str) -> None:
+    """Put `section` between the markers `<!-- begin -->` and `<!-- /end -->` of `out`, replacing
+    what was there; a file without them gets the block at its end (below the hand-written
+    marker, so reports.strategies_backtest keeps it too)."""
     text = out.read_text() if out.exists() else ""
-    begin, end = "<!-- portfolio (reports/strategies_portfolio.py) -->", "<!-- /portfolio -->"
-    block = f"{begin}\n{section}{end}"
-    if begin in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:  # at the end: below the hand-written marker, so reports.strategies_backtest keeps it too
+    first, last = f"<!-- {begin} -->", f"<!-- /{end} -->"
+    block = f"{first}\n{section}{last}"
+    if first in text:
+        head, rest = text.split(first, 1)
+        text = head + block + rest.split(last, 1)[1]
+    else:
         text = text + "\n" + block + "\n"
     out.write_text(text)
-    print(section)
 
 
 def main(argv=None):

@@ -32,7 +32,7 @@ import numpy as np
 from backtest.engine import BacktestConfig, run_backtest
 from backtest.metrics import information_ratio
 from market.data import DataPaths, index_close, load_index, load_panel
-from reports.strategies_portfolio import END, START, TEST_START, TEST_YEARS, metrics_of
+from reports.strategies_portfolio import END, START, TEST_START, TEST_YEARS, metrics_of, write_section
 from strategies.baselines import EqualWeightRebalanced
 from strategies.construction import TiltedEqualWeight
 from strategies.ensemble import EnsembleAgent
@@ -217,15 +217,7 @@ def write(store: dict, paths: DataPaths, out: Path, seconds: float) -> None:
             lines.append(f"| {name} | " + " | ".join(f"{c['validation_sharpe'][name]:.2f}" for c in wf[risk][2])
                          + " |")
     section = "\n".join(lines) + "\n"
-    text = out.read_text() if out.exists() else ""
-    begin, end = "<!-- tilt (reports/strategies_tilt.py) -->", "<!-- /tilt -->"
-    block = f"{begin}\n{section}{end}"
-    if begin in text:
-        head_text, rest = text.split(begin, 1)
-        text = head_text + block + rest.split(end, 1)[1]
-    else:  # at the end: below the hand-written marker, so reports.strategies_backtest keeps it too
-        text = text + "\n" + block + "\n"
-    out.write_text(text)
+    write_section(out, "tilt (reports/strategies_tilt.py)", "tilt", section)
     print(section)
 
 
