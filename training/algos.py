@@ -9,9 +9,10 @@ Presets size the run for the machine (see shared/RAY_NOTES.md for the measuremen
 * "smoke"  – seconds per iteration; used by tests and `trader train --smoke`.
 * "2core"  – a 2-CPU laptop/CI box: DQN and APPO sample in the driver with vectorised envs and a
              local learner (RLlib's per-step bookkeeping dominates with remote runners; APPO's
-             default 2 runners + learner actor hang on 2 CPUs). DQN is reproducible per seed;
-             APPO is not: RLlib's IMPALA/APPO learner updates on a background thread.
-* "cluster" – env runners in parallel actors (DQN 2, APPO 4) for a real cluster.
+             default 2 runners + learner actor hang on 2 CPUs). Both are reproducible per seed
+             (APPO through training/appo_learner.py's synchronous learner).
+* "cluster" – env runners in parallel actors (DQN 2, APPO 4) for a real cluster (APPO's remote
+             runners sample while it learns: not bit-identical between reruns).
 """
 from __future__ import annotations
 
@@ -121,13 +122,19 @@ def build_config(algo: str, env_config: dict, params: dict | None = None, preset
     else:
         from ray.rllib.algorithms.appo import APPOConfig
 
+        from training.appo_learner import SyncAPPOTorchLearner
+
         fragment = int(ps["rollout_fragment_length"])
         cfg = (
             APPOConfig()
             .training(lr=float(hp["lr"]), gamma=float(hp["gamma"]), entropy_coeff=float(hp["entropy_coeff"]),
                       clip_param=float(hp["clip_param"]), vf_loss_coeff=float(hp["vf_loss_coeff"]),
-                      lambda_=float(hp["lambda_"]), train_batch_size_per_learner=int(ps["train_batch_size"]))
-            .learners(num_learners=0)  # a learner actor beside the runners hangs build_algo() on 2 CPUs
+                      lambda_=float(hp["lambda_"]), train_batch_size_per_learner=int(ps["train_batch_size"]),
+                      use_circular_buffer=False)
+            # a learner actor beside the runners hangs build_algo() on 2 CPUs; the learner learns each
+            # batch before update() returns: the same seed, the same policy (training/appo_learner.py
+            # says why RLlib's threaded learner does not)
+            .learners(num_learners=0, learner_class=SyncAPPOTorchLearner)
             .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=hidden, fcnet_activation="tanh",
                                                        vf_share_layers=False))
         )

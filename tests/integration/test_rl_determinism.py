@@ -1,13 +1,12 @@
 """Two trainings with the same seed give the same policy, decision for decision.
 
-This is what `trader check-lookahead dqn` relies on: its full and truncated runs each train the
-agent on the same rows before the first decision, and any difference between them reads as a
-leak. RLlib's replay buffers drew their minibatches from unseeded generators, so the policies
-differed (training/replay.py); this test trains the DQN agent twice on a tiny budget, through the
-same `RLAgent.fit` the check uses, and compares weights and greedy decisions. APPO is not covered:
-RLlib's IMPALA/APPO learner runs its updates on a background thread and hands the env runner
-whatever weights that thread has published by then, so its policy depends on timing (seen here:
-equal on an idle machine, different under CI's load) — docs/rl.md.
+This is what `trader check-lookahead dqn|appo` relies on: its full and truncated runs each train
+the agent on the same rows before the first decision, and any difference between them reads as a
+leak. RLlib's replay buffers drew DQN's minibatches from unseeded generators (training/replay.py);
+RLlib's APPO learner updated on a background thread and handed the env runner whatever weights
+that thread had published by then (training/appo_learner.py). This test trains each agent twice on
+a tiny budget, through the same `RLAgent.fit` the check uses, and compares weights and greedy
+decisions.
 """
 from __future__ import annotations
 
@@ -21,9 +20,12 @@ from training.policy import RLAgent
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def _trained(panel, seed: int) -> RLAgent:
-    # smoke preset, 2 iterations: 400 env steps, replay sampling and gradient steps after step 100
-    agent = RLAgent(algo="dqn", seed=seed, train_iters=2, preset="smoke")
+def _trained(panel, algo: str, seed: int) -> RLAgent:
+    # DQN: smoke preset, 2 iterations (400 env steps, replay sampling and gradient steps after step
+    # 100); APPO: the 2core preset people train with, 5 iterations (5,000 env steps, an update and a
+    # weight sync each)
+    agent = RLAgent(algo=algo, seed=seed, train_iters=2 if algo == "dqn" else 5,
+                    preset="smoke" if algo == "dqn" else "2core")
     agent.fit(panel)
     return agent
 
@@ -33,15 +35,16 @@ def _decisions(agent: RLAgent, panel, bars: range) -> list[int]:
     return [int(np.argmax(agent.target_weights(panel.rows(0, t + 1)))) for t in bars]
 
 
-def test_same_seed_same_policy(ray_local):
+@pytest.mark.parametrize("algo", ["dqn", "appo"])
+def test_same_seed_same_policy(ray_local, algo):
     import torch
 
     panel = load_panel(symbols=list(DEFAULT_UNIVERSE), start="2012-01-01", end="2016-12-31")
-    first, second = _trained(panel, seed=0), _trained(panel, seed=0)
+    first, second = _trained(panel, algo, seed=0), _trained(panel, algo, seed=0)
     a, b = first._loaded.module.state_dict(), second._loaded.module.state_dict()
     assert a.keys() == b.keys()
     for key in a:
-        assert torch.equal(a[key], b[key]), f"{key} differs between two trainings with seed 0"
+        assert torch.equal(a[key], b[key]), f"{algo}: {key} differs between two trainings with seed 0"
     bars = range(len(panel) - 150, len(panel))
     assert _decisions(first, panel, bars) == _decisions(second, panel, bars)
 
@@ -70,3 +73,26 @@ def test_vector_env_trains_the_same_policy_as_rllibs_sync_vector_env(ray_local):
     sync, vec = weights
     for key in sync:
         assert torch.equal(sync[key], vec[key]), key
+
+
+def test_appo_policy_does_not_depend_on_how_fast_its_learner_is(ray_local, monkeypatch):
+    """The timing a loaded machine brings, made certain: every gradient step of the second training
+    waits 50 ms. RLlib's threaded APPO learner then returns before it has learned and the env
+    runner samples with older weights; the synchronous learner gives the same policy."""
+    import time
+
+    import torch
+    from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+
+    panel = load_panel(symbols=list(DEFAULT_UNIVERSE), start="2012-01-01", end="2016-12-31")
+    normal = _trained(panel, "appo", seed=0)._loaded.module.state_dict()
+    step = TorchLearner._update
+
+    def slow_step(self, *args, **kwargs):
+        time.sleep(0.05)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(TorchLearner, "_update", slow_step)
+    slowed = _trained(panel, "appo", seed=0)._loaded.module.state_dict()
+    for key in normal:
+        assert torch.equal(normal[key], slowed[key]), f"appo: {key} depends on the learner's speed"
