@@ -66,7 +66,8 @@ class ServeSettings(_Section):
     host: str = "127.0.0.1"                         # never 0.0.0.0: reach it through SSH forwarding
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
-    agents: list[str] = Field(default_factory=lambda: ["technical", "factor"])  # strategies/registry.py names
+    # strategies/registry.py names; default: the default ensemble's members (strategies/defaults.py)
+    agents: list[str] = Field(default_factory=lambda: list(D.ENSEMBLE_MEMBERS))
     # RL agents (dqn, appo) and the lgbm forecaster join `agents` whenever a model exists for
     # them: `models[algo]`, else
     # KRT_MODEL_<ALGO>, else the MLflow registry's `champion` (serving/champions.py). false: only

@@ -31,7 +31,7 @@ class ReplayConfig:
     symbols: list[str] | None = None
     cash: int = D.STARTING_CASH
     venue: str = "paper"
-    agents: list[str] = field(default_factory=lambda: ["technical", "factor"])
+    agents: list[str] = field(default_factory=lambda: list(D.ENSEMBLE_MEMBERS))  # the default ensemble's
     rl_champions: bool = True  # add dqn/appo when the MLflow registry has a champion for them
     models: dict[str, str] = field(default_factory=dict)  # explicit RL model URIs (serve.models)
     lookback: int = D.MIN_LOOKBACK  # bars per snapshot; run_replay raises it to what the service needs

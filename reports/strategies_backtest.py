@@ -28,13 +28,17 @@ from strategies.ensemble import EnsembleAgent
 from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
+from strategies.pipeline import COMBINED_OVERLAY, DecisionConfig
 from strategies.regime import RegimeDetector, RegimeSource
+from strategies.registry import ensemble_members
 from strategies.risk import RiskModel, var_backtest
 from strategies.selection import ValidatedEnsemble, sectors
 from strategies.selection import default_variants as validated_variants
 from strategies.technical import TechnicalAgent
 
 ROOT = Path(__file__).resolve().parent
+# strategies/defaults.py's ensemble (chosen on validation windows: the tilt section of strategies.md)
+DEFAULT_ROW = "ensemble (the default: regime-factor + equal-weight as a tilted equal-weight book, caps)"
 
 
 def main(argv=None):
@@ -59,15 +63,19 @@ def main(argv=None):
         return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
                 "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
 
+    combined = DecisionConfig(construction=None)  # the combination as it is
     factories = {
         "technical": lambda seed: TechnicalAgent(),
         "factor": lambda seed: FactorAgent(engine, name="factor"),
         "regime-factor": lambda seed: FactorAgent(engine, regime=regime, name="regime-factor"),
         "equal-weight-monthly": lambda seed: EqualWeightRebalanced(),
         "ensemble (ERC risk model, as shipped before issue 15)": lambda seed: EnsembleAgent(
-            members(), regime=regime, risk=RiskModel()),
-        "ensemble (risk overlay, the default)": lambda seed: EnsembleAgent(members(), regime=regime),
-        "ensemble (no risk model)": lambda seed: EnsembleAgent(members(), regime=regime, risk=None),
+            members(), regime=regime, config=combined, risk=RiskModel()),
+        "ensemble (combined weights + overlay, the default before the tilted book)": lambda seed: EnsembleAgent(
+            members(), regime=regime, config=COMBINED_OVERLAY),
+        "ensemble (combined weights, no risk model)": lambda seed: EnsembleAgent(
+            members(), regime=regime, config=combined, risk=None),
+        DEFAULT_ROW: lambda seed: EnsembleAgent(ensemble_members(engine, regime), regime=regime),
         # member weights and pipeline steps chosen in each window's fit on the 2 years before its test
         "ensemble (validated, reports/strategies_portfolio.py)": lambda seed: ValidatedEnsemble(
             members, validated_variants(regime, sectors(paths)),
@@ -100,7 +108,7 @@ def main(argv=None):
     rows["KOSPI200 buy-and-hold (index)"] = compute(bench_eq * 1e8)
     # VaR backtest (Kupiec) on the risk-sized ensemble's realised daily returns
     var_rows = {}
-    for name in ("ensemble (risk overlay, the default)", "ensemble (ERC risk model, as shipped before issue 15)",
+    for name in (DEFAULT_ROW, "ensemble (ERC risk model, as shipped before issue 15)",
                  "regime-factor"):
         if name in curves:
             r = curves[name].returns

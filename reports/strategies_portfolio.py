@@ -51,8 +51,11 @@ def candidates(engine, regime, sector_map) -> dict:
         return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
                 "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
 
+    # "combined weights": the combination as it is, whatever construction the project defaults to
+    COMBINED = DecisionConfig(construction=None)
+
     def ens(config=None, risk=None, meta=None):
-        return lambda: EnsembleAgent(members(), regime=regime, config=config or DecisionConfig(), risk=risk,
+        return lambda: EnsembleAgent(members(), regime=regime, config=config or COMBINED, risk=risk,
                                      meta=meta or MetaEnsemble())
 
     topk_eq = TopkDropout(k=10, n_drop=10, weighting="equal", band=0.0)     # plain top-k, no hysteresis
@@ -67,7 +70,7 @@ def candidates(engine, regime, sector_map) -> dict:
         "regime-factor": lambda: FactorAgent(engine, regime=regime, name="regime-factor"),
         "equal-weight-monthly": lambda: EqualWeightRebalanced(),
         "ens: shipped (ERC + CVaR + hard stops)": ens(risk=RiskModel()),
-        "ens: the new default pipeline (overlay, DecisionConfig defaults)": ens(risk="default"),
+        "ens: the default pipeline (DecisionConfig defaults)": ens(DecisionConfig(), risk="default"),
         "ens: combined weights, no risk": ens(risk=None),
         "ens: top-10 equal, no risk": ens(DecisionConfig(construction=topk_eq), None),
         "ens: top-10 score-weighted, no risk": ens(DecisionConfig(construction=topk_score), None),

@@ -22,7 +22,7 @@ from strategies.regime import RegimeDetector, RegimeSource
 from strategies.selection import sectors
 
 DEFAULT_ROWS = ("factor", "regime-factor", "ens: shipped (ERC + CVaR + hard stops)",
-                "ens: the new default pipeline (overlay, DecisionConfig defaults)", "ens: combined weights, no risk",
+                "ens: the default pipeline (DecisionConfig defaults)", "ens: combined weights, no risk",
                 "ens: top-10 dropout-2 score-weighted, no risk", "ens: eta 50, dropout-2 score-weighted + overlay")
 
 

@@ -1,6 +1,6 @@
 """Which agents the decision service runs, decided in the driver at deploy time.
 
-The configured agents (`serve.agents`, e.g. technical + factor) always run. The agents that load
+The configured agents (`serve.agents`, by default the ensemble's members) always run. The agents that load
 a registered model — the RL agents (dqn, appo) and the lgbm forecaster — join them:
   * when listed in the agents, or — with `rl_champions` on (the default) — whenever a model is
     available for them;

@@ -67,8 +67,11 @@ class DecisionConfig:
     cvar_budget: float = D.CVAR_BUDGET
     min_lookback: int = D.MIN_LOOKBACK
     risk_layer: str = D.RISK_LAYER        # "overlay" (RiskOverlay) | "erc" (RiskModel)
-    vol_target: float = D.VOL_TARGET      # the overlay's
+    # the overlay's steps: None = no volatility step; a drawdown floor of 1 = no drawdown step
+    # (both off leaves the caps and the tail report: the default, chosen on validation)
+    vol_target: float | None = D.VOL_TARGET
     exposure_floor: float = D.EXPOSURE_FLOOR
+    drawdown_floor: float = D.DRAWDOWN_FLOOR
     # portfolio construction (strategies/construction.py): None = the combined weights as they are;
     # a TopkDropout turns the combination into a score per name and holds its top k; a
     # TiltedEqualWeight holds every tradable name, equal weight tilted by the score's rank. A dict
@@ -98,7 +101,14 @@ class DecisionConfig:
             return RiskModel(max_position=self.max_position, max_gross=self.max_gross,
                              cvar_budget=self.cvar_budget, **overrides)
         return RiskOverlay(**{"vol_target": self.vol_target, "floor": min(self.exposure_floor, self.max_gross),
-                              "max_position": self.max_position, "max_gross": self.max_gross, **overrides})
+                              "dd_floor": self.drawdown_floor, "max_position": self.max_position,
+                              "max_gross": self.max_gross, **overrides})
+
+
+# the ensemble as it was the default until the tilted book won on validation (issue 15): the
+# combined weights as they are, the full overlay (15 % volatility target, drawdown step). What
+# `--strategy ensemble-combined` runs and the reports compare against.
+COMBINED_OVERLAY = DecisionConfig(construction=None, risk_layer="overlay", vol_target=0.15, drawdown_floor=0.5)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from market.data import DataPaths
+from strategies import defaults as D
 from strategies.base import Agent
 from strategies.baselines import BuyHoldSymbol, EqualWeightHold, EqualWeightRebalanced
 from strategies.technical import TechnicalAgent
@@ -87,24 +88,28 @@ def regime_factor(ctx: StrategyContext) -> Agent:
     return FactorAgent(_engine(ctx), regime=_regime(ctx), name="regime-factor")
 
 
-# the ensemble's members by registry name: what the Serve app runs to serve "ensemble"
-ENSEMBLE_MEMBERS = ("regime-factor", "technical", "equal-weight")
+# the ensemble's members by registry name: strategies/defaults.py (ENSEMBLE_MEMBERS, the default,
+# what `trader serve` and the demo run; ALL_MEMBERS, what `ensemble-combined` / `-validated` use)
+ALL_MEMBERS, ENSEMBLE_MEMBERS = D.ALL_MEMBERS, D.ENSEMBLE_MEMBERS
 
 
-def ensemble_members(engine, regime) -> dict[str, Agent]:
-    """Fresh instances of the ensemble's members (ENSEMBLE_MEMBERS), by registry name."""
+def ensemble_members(engine, regime, names: tuple[str, ...] = ENSEMBLE_MEMBERS) -> dict[str, Agent]:
+    """Fresh instances of the ensemble's members (ENSEMBLE_MEMBERS, or `names` of them), by registry name."""
     from strategies.factor_model import FactorAgent
-    members: dict[str, Agent] = {
-        "regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-        "technical": TechnicalAgent(),
-        "equal-weight": EqualWeightRebalanced(name="equal-weight"),
+    makers = {
+        "regime-factor": lambda: FactorAgent(engine, regime=regime, name="regime-factor"),
+        "technical": lambda: TechnicalAgent(),
+        "equal-weight": lambda: EqualWeightRebalanced(name="equal-weight"),
     }
-    assert tuple(members) == ENSEMBLE_MEMBERS
-    return members
+    unknown = set(names) - set(makers)
+    if unknown:
+        raise ValueError(f"not an ensemble member: {sorted(unknown)} (members: {list(makers)})")
+    return {name: makers[name]() for name in names}
 
 
 def ensemble(ctx: StrategyContext) -> Agent:
-    """Factor + technical + equal-weight members, regime-weighted, sized by the risk model.
+    """The regime-factor and equal-weight members, regime-weighted, built and sized as
+    strategies/defaults.py says (a tilted equal-weight book, per-name caps).
 
     Plus the RL agents that have a model (`rl_models`): optional members, left out with a note
     when their model saw data after the history the ensemble is fitted on (look-ahead).
@@ -115,18 +120,14 @@ def ensemble(ctx: StrategyContext) -> Agent:
     return EnsembleAgent({**ensemble_members(_engine(ctx), regime), **rl}, regime=regime, optional=tuple(rl))
 
 
-def ensemble_tilted(ctx: StrategyContext) -> Agent:
-    """The ensemble's members and regime-weighted combination, built as a tilted equal-weight book
-    (construction.TiltedEqualWeight: every tradable name, leaning to the combination's rank) with
-    no risk overlay — the setting the latest validation window of reports/strategies.md ("Tilted
-    equal weight", test year 2023) chose: tilt 2, weekly decisions, 0.5 % band."""
-    from strategies.construction import TiltedEqualWeight
+def ensemble_combined(ctx: StrategyContext) -> Agent:
+    """The ensemble as it was the default before the tilted book won on validation (issue 15): all
+    three members, their combined weights as they are, the full RiskOverlay (pipeline.COMBINED_OVERLAY)."""
     from strategies.ensemble import EnsembleAgent
-    from strategies.pipeline import DecisionConfig
+    from strategies.pipeline import COMBINED_OVERLAY
     regime = _regime(ctx)
-    config = DecisionConfig(rebalance_every=5, construction=TiltedEqualWeight(tilt=2.0, band=0.005))
-    return EnsembleAgent(ensemble_members(_engine(ctx), regime), regime=regime, config=config, risk=None,
-                         name="ensemble-tilted")
+    return EnsembleAgent(ensemble_members(_engine(ctx), regime, ALL_MEMBERS), regime=regime,
+                         config=COMBINED_OVERLAY, name="ensemble-combined")
 
 
 def ensemble_validated(ctx: StrategyContext) -> Agent:
@@ -134,7 +135,8 @@ def ensemble_validated(ctx: StrategyContext) -> Agent:
     in each fit on the last 2 years of the history (strategies/selection.py: ValidatedEnsemble)."""
     from strategies.selection import ValidatedEnsemble, default_variants, sectors
     regime, engine = _regime(ctx), _engine(ctx)
-    return ValidatedEnsemble(lambda: ensemble_members(engine, regime), default_variants(regime, sectors(ctx.paths)))
+    return ValidatedEnsemble(lambda: ensemble_members(engine, regime, ALL_MEMBERS),
+                             default_variants(regime, sectors(ctx.paths)))
 
 
 def members_of(name: str) -> tuple[str, ...]:
@@ -188,7 +190,7 @@ STRATEGIES: dict[str, Callable[[StrategyContext], Agent]] = {
     "regime-factor": regime_factor,
     "ensemble": ensemble,
     "ensemble-validated": ensemble_validated,
-    "ensemble-tilted": ensemble_tilted,
+    "ensemble-combined": ensemble_combined,
     "lgbm": lgbm,  # 20-bar forward-return rank, monthly top 10
     "lgbm-5d": lambda ctx: lgbm(ctx, horizon=5, rebalance="weekly", name="lgbm-5d"),
     "gru": lambda ctx: neural(ctx, "gru"),  # PyTorch, 20-bar windows of the features, monthly top 10

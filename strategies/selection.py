@@ -211,12 +211,14 @@ def default_variants(regime, sector_map: Mapping[str, str]) -> dict:
     dropout_score = TopkDropout(k=10, n_drop=2, weighting="score", band=0.01, max_turnover=0.3)
     overlay = RiskOverlay(vol_target=0.15, floor=0.5, max_position=0.15, sector_cap=0.3, sectors=dict(sector_map))
 
+    combined = DecisionConfig(construction=None)  # the combination as it is, whatever the default
+
     def make(config, risk):
         return lambda members, meta: EnsembleAgent(members, meta=meta, regime=regime, config=config, risk=risk)
     return {
-        "combined weights, no risk layer": make(DecisionConfig(), None),
-        "combined weights + overlay": make(DecisionConfig(), overlay),
-        "combined weights + ERC/CVaR risk model": make(DecisionConfig(), RiskModel()),
+        "combined weights, no risk layer": make(combined, None),
+        "combined weights + overlay": make(combined, overlay),
+        "combined weights + ERC/CVaR risk model": make(combined, RiskModel()),
         "top-10 dropout-2 score-weighted, no risk layer": make(DecisionConfig(construction=dropout_score), None),
         "top-10 dropout-2 score-weighted + overlay": make(DecisionConfig(construction=dropout_score), overlay),
     }

@@ -177,12 +177,13 @@ def test_a_loop_stopped_between_orders_and_fills_recovers_them_on_restart(ray_lo
     from strategies.pipeline import DecisionConfig
 
     # a decision on each of the two days (the default cadence would hold on day 2): one more app
-    # on the session's Serve, the agents the session app serves; the ERC risk layer, which re-sizes
-    # the book on day 2 (with the default overlay this two-day rehearsal sends no order that day)
+    # on the session's Serve, the agents the session app serves; the combined weights sized by the
+    # ERC risk layer, which re-sizes the book on day 2 (the default tilted book and overlay hold
+    # still inside their bands in this two-day rehearsal and send no order that day)
     decide_url = deploy_decision_service(["technical", "factor"], urlparse(decide_url).port,
                                          served=ServedAgents(["technical", "factor"]),
                                          name="daily", route_prefix="/daily", state_path=tmp_path / "state.sqlite",
-                                         config=DecisionConfig(rebalance_every=1, risk_layer="erc"))
+                                         config=DecisionConfig(rebalance_every=1, risk_layer="erc", construction=None))
     server, config, _, dates = rehearsal_setup(tmp_path)
     journal = tmp_path / "journal.sqlite"
     try:

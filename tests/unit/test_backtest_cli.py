@@ -38,7 +38,7 @@ def test_commands_are_registered_in_the_cli():
 # strategies that fit hidden-Markov regime models spend tens of seconds in hmmlearn on a busy
 # 2-core machine, the RL agents train with RLlib (a local Ray, ~90 s each), the factor model
 # scores 105 names (2.4 s): marked slow so `-m "not slow"` skips them
-HEAVY = {"ensemble", "ensemble-validated", "ensemble-tilted", "regime-factor", "factor", "dqn", "appo", "lgbm",
+HEAVY = {"ensemble", "ensemble-validated", "ensemble-combined", "regime-factor", "factor", "dqn", "appo", "lgbm",
          "lgbm-5d", "gru", "transformer"}
 
 

@@ -85,7 +85,7 @@ def test_optional_member_refusing_the_history_is_left_out_with_a_note(capsys):
 
     panel = _panel()
     agent = EnsembleAgent({"a": _Member("a", [0.5, 0.5]), "rl": _Member("rl", [1.0, 0.0], refuse_before="2019-06-28")},
-                          risk=None, config=DecisionConfig(rebalance_every=1), optional=("rl",))
+                          risk=None, config=DecisionConfig(rebalance_every=1, construction=None), optional=("rl",))
     agent.fit(panel.upto("2019-03-29"))  # the model saw data after this history: look-ahead, left out
     assert list(agent.members) == ["a"] and "left out rl" in agent.notes[0] and "look-ahead" in agent.notes[0]
     assert "left out rl" in capsys.readouterr().err
@@ -106,7 +106,8 @@ def test_member_that_abstains_is_left_out_of_that_decision_only():
 
     panel = _panel()
     rl = _Member("rl", [1.0, 0.0], abstain=True)
-    agent = EnsembleAgent({"a": _Member("a", [0.5, 0.5]), "rl": rl}, risk=None, config=DecisionConfig(rebalance_every=1), optional=("rl",))
+    agent = EnsembleAgent({"a": _Member("a", [0.5, 0.5]), "rl": rl}, risk=None,
+                          config=DecisionConfig(rebalance_every=1, construction=None), optional=("rl",))
     agent.fit(panel.upto("2019-03-29"))
     np.testing.assert_allclose(agent.target_weights(panel.upto("2019-04-30")), [0.5, 0.5])  # not diluted by cash
     assert set(agent.last_explanation["agent_weights"]) == {"a"}

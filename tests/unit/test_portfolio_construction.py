@@ -282,7 +282,7 @@ def test_pipeline_constructs_top_k_against_the_real_book():
 
 def test_rank_score_needs_a_construction_step():
     with pytest.raises(ValueError, match="construction"):
-        DecisionConfig(score="rank")
+        DecisionConfig(score="rank", construction=None)
 
 
 # ------------------------------------------------------------------------------ choice on validation

@@ -5,6 +5,7 @@ Each agent runs twice over the same decision dates: once with the full panel and
 statements not yet filed, snapshots and index rows after the cut dropped from the files' frames.
 """
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -12,12 +13,11 @@ import pytest
 
 from market.data import DataPaths, load_index, load_panel
 from strategies.baselines import EqualWeightRebalanced
-from strategies.construction import TiltedEqualWeight
 from strategies.ensemble import EnsembleAgent
 from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
-from strategies.pipeline import DecisionConfig
+from strategies.pipeline import COMBINED_OVERLAY, DecisionConfig
 from strategies.regime import RegimeDetector, RegimeSource
 from strategies.technical import TechnicalAgent
 
@@ -54,11 +54,10 @@ def _agents(engine, regime):
         "ensemble": EnsembleAgent({"f": FactorAgent(engine, regime=regime, rebalance_every=5, ic_lookback=4),
                                    "t": TechnicalAgent(), "e": EqualWeightRebalanced()},
                                   regime=regime, config=DecisionConfig(rebalance_every=3)),
-        # the tilted equal-weight construction over the same members (every tradable name held)
-        "ensemble-tilted": EnsembleAgent({"f": FactorAgent(engine, regime=regime, rebalance_every=5, ic_lookback=4),
-                                          "t": TechnicalAgent(), "e": EqualWeightRebalanced()},
-                                         regime=regime, config=DecisionConfig(
-                                             rebalance_every=3, construction=TiltedEqualWeight(tilt=2.0, band=0.005))),
+        # the previous default over the same members: combined weights, the full overlay
+        "ensemble-combined": EnsembleAgent({"f": FactorAgent(engine, regime=regime, rebalance_every=5, ic_lookback=4),
+                                            "t": TechnicalAgent(), "e": EqualWeightRebalanced()},
+                                           regime=regime, config=replace(COMBINED_OVERLAY, rebalance_every=3)),
     }
 
 
@@ -77,7 +76,7 @@ def decisions():
 
 
 @pytest.mark.slow  # > 2 s on a busy 2-core machine: not in the quick loop (README)
-@pytest.mark.parametrize("name", ["technical", "factor", "regime-factor", "ensemble", "ensemble-tilted"])
+@pytest.mark.parametrize("name", ["technical", "factor", "regime-factor", "ensemble", "ensemble-combined"])
 def test_decisions_up_to_t_do_not_change_when_later_data_is_removed(decisions, name):
     full, cut = decisions["full"][name], decisions["cut"][name]
     np.testing.assert_array_equal(full, cut)
