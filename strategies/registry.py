@@ -96,7 +96,7 @@ ALL_MEMBERS, ENSEMBLE_MEMBERS = D.ALL_MEMBERS, D.ENSEMBLE_MEMBERS
 def ensemble_members(engine, regime, names: tuple[str, ...] = ENSEMBLE_MEMBERS) -> dict[str, Agent]:
     """Fresh instances of the ensemble's members (ENSEMBLE_MEMBERS, or `names` of them), by registry name."""
     from strategies.factor_model import FactorAgent
-    makers = {
+    makers: dict[str, Callable[[], Agent]] = {
         "regime-factor": lambda: FactorAgent(engine, regime=regime, name="regime-factor"),
         "technical": lambda: TechnicalAgent(),
         "equal-weight": lambda: EqualWeightRebalanced(name="equal-weight"),
