@@ -75,6 +75,24 @@ def decide_url(ray_local, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def combined_decide_url(decide_url, tmp_path_factory):
+    """A second app on the same Serve: technical + factor with the previous default decision
+    (combined weights + the full overlay, pipeline.COMBINED_OVERLAY). For the loop tests that need
+    a book which re-trades names of varied size on most decisions; the default tilted book holds
+    still inside its band on the few names a short rehearsal trades."""
+    from urllib.parse import urlparse
+
+    from cluster.trading_loop import deploy_decision_service
+    from serving.champions import ServedAgents
+    from strategies.pipeline import COMBINED_OVERLAY
+
+    return deploy_decision_service(["technical", "factor"], urlparse(decide_url).port,
+                                   served=ServedAgents(["technical", "factor"]), name="combined",
+                                   route_prefix="/combined", config=COMBINED_OVERLAY,
+                                   state_path=tmp_path_factory.mktemp("combined-state") / "state.sqlite")
+
+
+@pytest.fixture(scope="session")
 def auth():
     """Authorization headers: `auth()` the service secret (stateless), `auth(run_id)` a run's token."""
     from serving.auth import auth_headers, load_secret, run_token

@@ -31,6 +31,8 @@ import psutil
 import pytest
 import yaml
 
+from strategies.defaults import ENSEMBLE_MEMBERS
+
 pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -205,7 +207,7 @@ def test_ray_up_submit_serve_decide_down(sshd):
         assert status == 200 and answer["as_of"] == body["as_of"]
         assert set(answer["targets"]) == set(body["bars"]["symbols"])
         assert 0 <= sum(answer["targets"].values()) <= 1 + 1e-9
-        assert "technical" in answer["agents"]
+        assert set(ENSEMBLE_MEMBERS) <= set(answer["agents"])   # serve.agents' default: the ensemble's members
 
         # the head's MLflow server (started by ray up, warming up meanwhile) answers
         mlflow_url = f"http://127.0.0.1:{ports['mlflow']}"

@@ -61,10 +61,12 @@ def assert_journal_is_the_account(config, journal, folder):
         kis.ids.close()
 
 
-def test_twap_children_go_out_on_schedule_pass_the_risk_engine_and_fill_on_the_path(ray_local, decide_url, tmp_path):
+def test_twap_children_go_out_on_schedule_pass_the_risk_engine_and_fill_on_the_path(ray_local, combined_decide_url,
+                                                                                    tmp_path):
+    # the combined book: children of varied size, so the order-value limit splits them
     protections = [*DEFAULT_PROTECTIONS, {"name": "max_order_value", "max_krw": MAX_CHILD_KRW}]
     intraday = ({"name": "position_stop", "max_drop": 0.01},)
-    server, config, replay, journal, stats = rehearse(decide_url, tmp_path, TWAP, protections, intraday)
+    server, config, replay, journal, stats = rehearse(combined_decide_url, tmp_path, TWAP, protections, intraday)
     try:
         j = Journal(journal)
         try:

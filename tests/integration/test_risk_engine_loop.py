@@ -36,11 +36,12 @@ def test_denied_orders_are_journaled_never_sent_and_alerted(decide_url, tmp_path
     assert kinds.count("fill") == len(j.fills()) and kinds.count("daily_pnl") == len(j.accounts()) - 1
 
 
-def test_halt_stops_a_running_loop_and_resume_lifts_it(decide_url, tmp_path, monkeypatch):
+def test_halt_stops_a_running_loop_and_resume_lifts_it(combined_decide_url, tmp_path, monkeypatch):
+    # the combined book re-trades on each weekly decision: a halt has orders to stop
     journal = tmp_path / "journal.sqlite"
     monkeypatch.setenv("KRT_JOURNAL", str(journal))
     loop, market, total = start_replay_actors(ReplayConfig(out=tmp_path, days=16, n_symbols=4, run_id="ops"),
-                                              decide_url, journal)
+                                              combined_decide_url, journal)
     try:
         ray.get(loop.start.remote())
         j = Journal(journal, run_id="ops")
