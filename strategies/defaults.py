@@ -12,20 +12,21 @@ MAX_GROSS = 1.0              # cap on the sum of weights (no leverage)
 CVAR_BUDGET = 0.03           # one-day CVaR (at RiskModel.budget_alpha) budget, fraction of equity
 # The defaults below were chosen on validation windows only (issue 15): the ensemble built as a
 # tilted equal-weight book, the overlay's caps without its volatility and drawdown steps, weekly
-# decisions, members regime-factor and equal-weight (strategies/registry.py ENSEMBLE_MEMBERS) —
+# decisions, members regime-factor and equal-weight (ENSEMBLE_MEMBERS) —
 # what the last validation window (2021–2022, before test year 2023) chose among 64 candidates in
 # reports/strategies.md, "Tilted equal weight"; `trader backtest --strategy ensemble-combined`
 # runs the previous default (three members, combined weights + the full overlay).
 #
-# the risk layer (strategies/risk.py): "overlay" (RiskOverlay: keeps the ranking; caps, a volatility
-# step, a drawdown step, each switchable below) or "erc" (RiskModel: equal risk contribution over
-# the held names, CVaR budget, hard drawdown stops: lost to the overlay on every validation window).
 # every member the ensemble can have, and the default ensemble's members, by registry name (what
 # `trader serve`, `trader run` and the demo serve, and `--strategy ensemble` backtests): the
 # technical agent loses money on its own and left the default when the validation windows chose
 # the ensemble without it
 ALL_MEMBERS = ("regime-factor", "technical", "equal-weight")
 ENSEMBLE_MEMBERS = ("regime-factor", "equal-weight")
+
+# the risk layer (strategies/risk.py): "overlay" (RiskOverlay: keeps the ranking; caps, a volatility
+# step, a drawdown step, each switchable below) or "erc" (RiskModel: equal risk contribution over
+# the held names, CVaR budget, hard drawdown stops: lost to the overlay on every validation window).
 RISK_LAYER = "overlay"
 VOL_TARGET: float | None = None   # annualised volatility the overlay scales gross to (None: no such step;
                                   # a 0.15 target hurt on 6 of the 7 validation windows)

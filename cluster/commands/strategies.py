@@ -12,13 +12,13 @@ DESCRIPTIONS = {
               "weighted by recent rank IC, point-in-time fundamentals",
     "regime-factor": "the factor model with regime-conditional weights and exposure (HMM: bull / bear / "
                      "sideways)",
-    "ensemble": "regime-weighted ensemble of regime-factor, technical, equal-weight (+ RL champions) as a "
-                "tilted equal-weight book (every name, leaning to the combined rank), caps and a drawdown brake "
-                "(the default, chosen on validation)",
+    "ensemble": "regime-weighted ensemble of regime-factor and equal-weight (+ RL champions) as a tilted "
+                "equal-weight book (every name, leaning to the combined rank), per-name caps (the default, chosen "
+                "on validation)",
     "ensemble-validated": "the ensemble whose member weights and construction are chosen on the two "
                           "years before each fit (strategies/selection.py)",
-    "ensemble-combined": "the previous default: the ensemble's combined weights as they are, sized by the "
-                         "full risk overlay (vol target, caps, drawdown brake)",
+    "ensemble-combined": "the previous default: regime-factor, technical and equal-weight, their combined "
+                         "weights sized by the full risk overlay (vol target, caps, drawdown brake)",
     "lgbm": "LightGBM forecaster: cross-sectional rank of the 20-bar forward return on Alpha158-style "
             "features, top 10 monthly, refit yearly",
     "lgbm-5d": "LightGBM forecaster on the 5-bar forward return, top 10 weekly",
