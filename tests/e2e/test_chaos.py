@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_short_campaign_loses_and_doubles_nothing(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     # seed 3's driver schedule: the first driver dies 0.74 of a session into its trading, the second
-    # would live 6.3 sessions (more than are left), so exactly one driver kill lands mid-campaign
+    # would live 6.3 sessions (more than are left), so exactly one driver kill lands mid-campaign.
+    # Actor kills come every ~1 s of armed trading time: on an idle machine these fast-time sessions
+    # trade for a few seconds only, and at 3 s a run could end with the driver kill alone
     r = subprocess.run([sys.executable, "-m", "cluster.cli", "chaos", "--sessions", "4", "--seed", "3",
-                        "--kill-every", "3", "--fault-every", "0.3", "--driver-kill-every", "3",
+                        "--kill-every", "1", "--fault-every", "0.3", "--driver-kill-every", "3",
                         "--out", str(tmp_path)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     out = r.stdout + r.stderr

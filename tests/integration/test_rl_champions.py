@@ -19,6 +19,7 @@ import requests
 
 from market.data import load_panel
 from serving.auth import auth_headers
+from strategies.defaults import ENSEMBLE_MEMBERS
 from training.env import DEFAULT_UNIVERSE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -185,8 +186,10 @@ def test_without_a_champion_only_the_configured_agents_are_served_and_no_store_i
     assert settings.serve.rl_champions
     base = deploy(settings)
     try:
-        assert capsys.readouterr().out.startswith("decision service agents: technical, factor\n  note: dqn not served")
-        assert requests.get(base + "/healthz", timeout=120).json()["agents"] == ["technical", "factor"]
+        # serve.agents' default: the default ensemble's members
+        assert capsys.readouterr().out.startswith(f"decision service agents: {', '.join(ENSEMBLE_MEMBERS)}\n"
+                                                  "  note: dqn not served")
+        assert requests.get(base + "/healthz", timeout=120).json()["agents"] == list(ENSEMBLE_MEMBERS)
     finally:
         _cleanup("no-champions")
     assert not (tmp_path / "mlflow").exists() and not (tmp_path / "empty").exists()
@@ -206,7 +209,7 @@ def test_backtest_ensemble_adds_the_champion_only_when_it_predates_the_span(regi
     assert trader(["backtest", "--strategy", "ensemble", *common, "--start", "2016-09-01", "--end", "2016-10-31",
                    "--out", str(tmp_path / "inside")]) == 0
     metrics = json.loads((tmp_path / "inside" / "metrics.json").read_text())
-    assert "dqn" not in metrics["members"] and {"regime-factor", "technical", "equal-weight"} <= set(metrics["members"])
+    assert "dqn" not in metrics["members"] and set(ENSEMBLE_MEMBERS) <= set(metrics["members"])
     assert "left out dqn" in metrics["left_out"][0] and "look-ahead" in metrics["left_out"][0]
     assert "left out dqn" in capsys.readouterr().err
     # alone, the same model still refuses that span
