@@ -24,6 +24,7 @@ from backtest.engine import BacktestConfig
 from backtest.walkforward import walk_forward, walk_forward_windows
 from market.data import DataPaths, index_close, load_index, load_panel
 from strategies.baselines import EqualWeightRebalanced
+from strategies.defaults import ALL_MEMBERS
 from strategies.ensemble import EnsembleAgent
 from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
@@ -60,8 +61,7 @@ def main(argv=None):
     kospi = index_close(panel.dates, load_index(paths.path("index"), "KOSPI200"))
 
     def members():
-        return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-                "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+        return ensemble_members(engine, regime, ALL_MEMBERS)
 
     combined = DecisionConfig(construction=None)  # the combination as it is
     factories = {

@@ -29,12 +29,14 @@ from backtest.metrics import compute
 from market.data import DataPaths, index_close, load_index, load_panel
 from strategies.baselines import EqualWeightRebalanced
 from strategies.construction import TopkDropout
+from strategies.defaults import ALL_MEMBERS
 from strategies.ensemble import EnsembleAgent, MetaEnsemble
 from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.pipeline import DecisionConfig
 from strategies.regime import RegimeDetector, RegimeSource
+from strategies.registry import ensemble_members
 from strategies.risk import RiskModel, RiskOverlay
 from strategies.selection import default_variants as validated_variants
 from strategies.selection import sectors, walk_forward_choice
@@ -48,8 +50,7 @@ MEMBERS = ("technical", "factor", "regime-factor", "equal-weight-monthly")
 
 def candidates(engine, regime, sector_map) -> dict:
     def members():
-        return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-                "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+        return ensemble_members(engine, regime, ALL_MEMBERS)
 
     # "combined weights": the combination as it is, whatever construction the project defaults to
     COMBINED = DecisionConfig(construction=None)
@@ -111,8 +112,7 @@ def run_validated(store: dict, paths: DataPaths) -> None:
     variants = validated_variants(regime, sectors(paths))
 
     def members():
-        return {"regime-factor": FactorAgent(engine, regime=regime, name="regime-factor"),
-                "technical": TechnicalAgent(), "equal-weight": EqualWeightRebalanced(name="equal-weight")}
+        return ensemble_members(engine, regime, ALL_MEMBERS)
     first = int(np.searchsorted(panel.dates, np.datetime64(TEST_START, "D")))
     windows = walk_forward_windows(len(panel), train=first - 5, test=246, gap=5, first_test=first, expanding=True)
     agents: list = []

@@ -37,14 +37,14 @@ from market.data import DataPaths, index_close, load_index, load_panel
 from reports.strategies_portfolio import END, START, TEST_START, TEST_YEARS, metrics_of, write_section
 from strategies.baselines import EqualWeightRebalanced
 from strategies.construction import TiltedEqualWeight
-from strategies.defaults import TILT_MAX_WEIGHT
+from strategies.defaults import ALL_MEMBERS, TILT_MAX_WEIGHT
 from strategies.ensemble import EnsembleAgent
 from strategies.factor_model import FactorAgent
 from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.pipeline import COMBINED_OVERLAY, DecisionConfig
 from strategies.regime import RegimeDetector, RegimeSource
-from strategies.registry import ALL_MEMBERS, ensemble_members
+from strategies.registry import ensemble_members
 from strategies.selection import choose_on_validation, walk_forward_choice
 
 ROOT = Path(__file__).resolve().parent

@@ -88,13 +88,10 @@ def regime_factor(ctx: StrategyContext) -> Agent:
     return FactorAgent(_engine(ctx), regime=_regime(ctx), name="regime-factor")
 
 
-# the ensemble's members by registry name: strategies/defaults.py (ENSEMBLE_MEMBERS, the default,
-# what `trader serve` and the demo run; ALL_MEMBERS, what `ensemble-combined` / `-validated` use)
-ALL_MEMBERS, ENSEMBLE_MEMBERS = D.ALL_MEMBERS, D.ENSEMBLE_MEMBERS
-
-
-def ensemble_members(engine, regime, names: tuple[str, ...] = ENSEMBLE_MEMBERS) -> dict[str, Agent]:
-    """Fresh instances of the ensemble's members (ENSEMBLE_MEMBERS, or `names` of them), by registry name."""
+def ensemble_members(engine, regime, names: tuple[str, ...] = D.ENSEMBLE_MEMBERS) -> dict[str, Agent]:
+    """Fresh instances of the ensemble's members by registry name: the default ensemble's
+    (strategies/defaults.py ENSEMBLE_MEMBERS, what `trader serve` and the demo run), or `names` of
+    D.ALL_MEMBERS (what `ensemble-combined` / `-validated` use)."""
     from strategies.factor_model import FactorAgent
     makers: dict[str, Callable[[], Agent]] = {
         "regime-factor": lambda: FactorAgent(engine, regime=regime, name="regime-factor"),
@@ -126,7 +123,7 @@ def ensemble_combined(ctx: StrategyContext) -> Agent:
     from strategies.ensemble import EnsembleAgent
     from strategies.pipeline import COMBINED_OVERLAY
     regime = _regime(ctx)
-    return EnsembleAgent(ensemble_members(_engine(ctx), regime, ALL_MEMBERS), regime=regime,
+    return EnsembleAgent(ensemble_members(_engine(ctx), regime, D.ALL_MEMBERS), regime=regime,
                          config=COMBINED_OVERLAY, name="ensemble-combined")
 
 
@@ -135,14 +132,14 @@ def ensemble_validated(ctx: StrategyContext) -> Agent:
     in each fit on the last 2 years of the history (strategies/selection.py: ValidatedEnsemble)."""
     from strategies.selection import ValidatedEnsemble, default_variants, sectors
     regime, engine = _regime(ctx), _engine(ctx)
-    return ValidatedEnsemble(lambda: ensemble_members(engine, regime, ALL_MEMBERS),
+    return ValidatedEnsemble(lambda: ensemble_members(engine, regime, D.ALL_MEMBERS),
                              default_variants(regime, sectors(ctx.paths)))
 
 
 def members_of(name: str) -> tuple[str, ...]:
     """The registry names the decision core combines for a strategy: an ensemble's members, else
     the strategy alone (served, a single strategy still goes through the core's risk sizing)."""
-    return ENSEMBLE_MEMBERS if name == "ensemble" else (name,)
+    return D.ENSEMBLE_MEMBERS if name == "ensemble" else (name,)
 
 
 RL_ALGOS = ("dqn", "appo")
