@@ -75,12 +75,13 @@ def check_algo(algo: str) -> str:
 
 
 def build_config(algo: str, env_config: dict, params: dict | None = None, preset: str = "2core",
-                 seed: int = 0, vector_env: bool = True):
+                 seed: int = 0, vector_env: bool = True, env_id: str | None = None):
     """An RLlib AlgorithmConfig (new API stack) for `algo` on TradingEnv with `env_config`.
 
     `vector_env`: each env runner steps its `num_envs_per_env_runner` episodes as one
     VecTradingEnv (training/vec_env.py: the same episodes, fills and rewards as TradingEnv, one
     batched accounting call per step); False gives RLlib's own SyncVectorEnv of TradingEnvs.
+    `env_id`: another registered vector env instead (training/exposure.py's ExposureEnv).
     """
     import gymnasium as gym
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
@@ -138,18 +139,19 @@ def build_config(algo: str, env_config: dict, params: dict | None = None, preset
             .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=hidden, fcnet_activation="tanh",
                                                        vf_share_layers=False))
         )
-    if vector_env:
+    if env_id is None and vector_env:
         register_vector_env()
+    env = env_id or (VECTOR_ENV_ID if vector_env else TradingEnv)
+    vectorize = gym.VectorizeMode.VECTOR_ENTRY_POINT if (env_id or vector_env) else gym.VectorizeMode.SYNC
     cfg = (
         cfg.api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .framework("torch")
-        .environment(VECTOR_ENV_ID if vector_env else TradingEnv, env_config=env_config)
+        .environment(env, env_config=env_config)
         .env_runners(num_env_runners=int(ps["num_env_runners"]),
                      num_envs_per_env_runner=int(ps["num_envs_per_env_runner"]),
                      rollout_fragment_length=fragment,
                      # the env runner calls make_trading_env(config | {"num_envs": n}) itself
-                     gym_env_vectorize_mode=(gym.VectorizeMode.VECTOR_ENTRY_POINT if vector_env
-                                             else gym.VectorizeMode.SYNC))
+                     gym_env_vectorize_mode=vectorize)
         .reporting(min_sample_timesteps_per_iteration=int(ps["min_sample_timesteps"]),
                    min_time_s_per_iteration=None)  # IMPALA/APPO default forces >= 10 s an iteration
         .debugging(seed=int(seed), log_level="ERROR")
