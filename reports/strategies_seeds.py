@@ -15,13 +15,13 @@ import numpy as np
 
 from backtest.engine import BacktestConfig, run_backtest
 from market.data import DataPaths, index_close, load_index, load_panel
-from reports.strategies_portfolio import END, START, TEST_START, candidates, metrics_of
+from reports.strategies_portfolio import DEFAULT_ENSEMBLE, END, START, TEST_START, candidates, metrics_of
 from strategies.factors import FactorEngine
 from strategies.fundamentals import Fundamentals, MarketCaps
 from strategies.regime import RegimeDetector, RegimeSource
 from strategies.selection import sectors
 
-DEFAULT_ROWS = ("factor", "regime-factor", "ens: shipped (ERC + CVaR + hard stops)",
+DEFAULT_ROWS = (DEFAULT_ENSEMBLE, "factor", "regime-factor", "ens: shipped (ERC + CVaR + hard stops)",
                 "ens: the default pipeline (DecisionConfig defaults)", "ens: combined weights, no risk",
                 "ens: top-10 dropout-2 score-weighted, no risk", "ens: eta 50, dropout-2 score-weighted + overlay")
 
