@@ -1,7 +1,6 @@
 """Training scaling on Ray as CPUs grow: Tune trials per hour and RLlib sampling throughput.
 
     /work/main/.venv/bin/python bench/scaling_training.py [--cpus 1,2] [--trials 8] [--steps 4000]
-        [--rl-trials 4] [--rl-steps 20000] [--only tune|rl|rllib]
 
 Each CPU count runs in a fresh Ray (a subprocess, `ray.init(num_cpus=N)`), and the result is
 printed as a ratio against the 1-CPU run measured in the same invocation.
@@ -9,10 +8,6 @@ printed as a ratio against the 1-CPU run measured in the same invocation.
 - Tune: trials are real project work — a Ray Tune grid over the technical agent's parameters,
   each trial a backtest through the one accounting (`orders_for_targets` + `execute` via the
   PaperBroker) — 1 CPU per trial, so N CPUs run N trials at a time.
-- RL trials: the trials of reports/rl_exposure.py itself (`trial`: DQN trains the exposure
-  controller for `--rl-steps` env steps with a validation run after every iteration, then the
-  real-engine test of the ensemble it controls), 1 CPU per trial, on the inputs that report
-  builds (the default ensemble's book, built once before the CPU counts are measured).
 - RLlib: the project's APPO (training/algos.py) with N env runners (1 per CPU) sampling the
   project's TradingEnv (training/env.py: the one accounting per step, 5 symbols, 2008-2016 training
   window), measured with RLlib's own `synchronous_parallel_sample`.
@@ -78,28 +73,6 @@ def tune_run(cpus: int, trials: int) -> dict:
     return {"trials": ok, "seconds": seconds, "trials_per_hour": ok / seconds * 3600}
 
 
-# --- RL trials: the exposure controller's walk-forward trials --------------------------------------
-RL_INPUTS = Path("/tmp") / "krt-bench-exposure-inputs.npz"
-
-
-def rl_run(cpus: int, trials: int, steps: int) -> dict:
-    import ray
-    from ray import tune
-
-    from reports.rl_exposure import trial
-
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    space = {"inputs": str(RL_INPUTS), "fold": 2, "steps": steps, "algo": "dqn", "drawdown_penalty": 0.0,
-             "seed": tune.grid_search(list(range(trials)))}
-    t0 = time.perf_counter()
-    results = tune.Tuner(tune.with_resources(trial, {"cpu": 1}), param_space=space,
-                         run_config=tune.RunConfig(storage_path=f"/tmp/krt-bench-rl-{os.getpid()}", verbose=0)).fit()
-    seconds = time.perf_counter() - t0
-    ok = sum(1 for r in results if r.error is None)
-    ray.shutdown()
-    return {"trials": ok, "seconds": seconds, "trials_per_hour": ok / seconds * 3600}
-
-
 # --- RLlib: env-runner sampling throughput -------------------------------------------------------
 def rllib_run(cpus: int, steps: int) -> dict:
     import ray
@@ -134,16 +107,14 @@ def rllib_run(cpus: int, steps: int) -> dict:
             "steps_per_s": sampled / seconds}
 
 
-def child(kind: str, cpus: int, n: int, rl_steps: int) -> None:
-    out = (tune_run(cpus, n) if kind == "tune" else rl_run(cpus, n, rl_steps) if kind == "rl"
-           else rllib_run(cpus, n))
+def child(kind: str, cpus: int, n: int) -> None:
+    out = tune_run(cpus, n) if kind == "tune" else rllib_run(cpus, n)
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def measure(kind: str, cpus: int, n: int, rl_steps: int = 0) -> dict:
+def measure(kind: str, cpus: int, n: int) -> dict:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run([sys.executable, __file__, "--child", kind, "--cpus", str(cpus), "--n", str(n),
-                        "--rl-steps", str(rl_steps)],
+    r = subprocess.run([sys.executable, __file__, "--child", kind, "--cpus", str(cpus), "--n", str(n)],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
@@ -156,36 +127,23 @@ def main() -> None:
     ap.add_argument("--cpus", default="1,2")
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--steps", type=int, default=8000)
-    ap.add_argument("--rl-trials", type=int, default=4)
-    ap.add_argument("--rl-steps", type=int, default=20_000, help="env steps per RL trial")
-    ap.add_argument("--only", choices=["tune", "rl", "rllib"], help="measure one part only")
-    ap.add_argument("--child", choices=["tune", "rl", "rllib"])
+    ap.add_argument("--only", choices=["tune", "rllib"], help="measure one part only")
+    ap.add_argument("--child", choices=["tune", "rllib"])
     ap.add_argument("--n", type=int)
     args = ap.parse_args()
     cpus = [int(c) for c in str(args.cpus).split(",")]
     if args.child:
-        child(args.child, cpus[0], args.n, args.rl_steps)
+        child(args.child, cpus[0], args.n)
         return
     print(f"machine: {os.cpu_count()} cores (shared; expect noise)")
     base = None
-    for c in cpus if args.only in (None, "tune") else []:
+    for c in cpus if args.only != "rllib" else []:
         r = measure("tune", c, args.trials)
         base = base or r["trials_per_hour"]
         print(f"Tune  {c} CPU(s): {r['trials']} backtest trials in {r['seconds']:.1f} s = "
               f"{r['trials_per_hour']:.0f} trials/h  (x{r['trials_per_hour'] / base:.2f} vs 1 CPU)")
-    if args.only in (None, "rl"):
-        from market.data import DataPaths
-        from reports.rl_exposure import build_inputs
-
-        build_inputs(DataPaths(), RL_INPUTS)
     base = None
-    for c in cpus if args.only in (None, "rl") else []:
-        r = measure("rl", c, args.rl_trials, args.rl_steps)
-        base = base or r["trials_per_hour"]
-        print(f"RL    {c} CPU(s): {r['trials']} exposure-controller trials ({args.rl_steps} env steps each) in "
-              f"{r['seconds']:.1f} s = {r['trials_per_hour']:.0f} trials/h  (x{r['trials_per_hour'] / base:.2f} vs 1 CPU)")
-    base = None
-    for c in cpus if args.only in (None, "rllib") else []:
+    for c in cpus if args.only != "tune" else []:
         r = measure("rllib", c, args.steps)
         base = base or r["steps_per_s"]
         print(f"RLlib {c} env runner(s)/CPU(s): {r['steps']} env steps in {r['seconds']:.1f} s = "
