@@ -96,7 +96,7 @@ def build_inputs(paths, out: Path) -> Path:
 def fold_configs(data, fold: dict, drawdown_penalty: float, seed: int) -> dict[str, dict]:
     """ExposureEnv configs of one fold: train (random episodes), select (the training window's last
     year), validation and test (one episode each)."""
-    from training.exposure import Normaliser
+    from training.env import Normaliser
 
     dates = data["dates"].astype("datetime64[D]")
     eq = data["equity"]
@@ -113,7 +113,7 @@ def fold_configs(data, fold: dict, drawdown_penalty: float, seed: int) -> dict[s
     # the cost of scaling the book: what the engine charged it per traded won on the training rows
     # (fees and tax, plus the slippage in its fill prices)
     cost_rate = float((data["fees"][lo:hi].sum() + data["slippage"][lo:hi].sum()) / data["traded"][lo:hi].sum())
-    z = Normaliser.fit(data["x"][lo:hi])(data["x"])
+    z = Normaliser.fit(data["x"][lo:hi]).apply(data["x"]).astype(np.float32)
     base = {"returns": r, "z": z, "cost_rate": cost_rate, "drawdown_penalty": drawdown_penalty,
             "turnover_penalty": TURNOVER_PENALTY}
     val, test = (row(fold["val_start"]), after(fold["val_end"])), (row(fold["test_start"]), after(fold["test_end"]))
@@ -136,7 +136,7 @@ def trial(config: dict) -> None:
     from backtest.metrics import summary
     from market.data import DataPaths, load_panel
     from training import algos as A
-    from training.exposure import EXPOSURE_ENV_ID, ExposureControlled, batch_policy, register_exposure_env, run_policy
+    from training.exposure import EXPOSURE_ENV_ID, ExposureControlled, register_exposure_env, run_policy
 
     data = np.load(config["inputs"])
     fold = FOLDS[config["fold"]]
@@ -150,13 +150,13 @@ def trial(config: dict) -> None:
             res = algo.train()
             steps = int(res["env_runners"]["num_env_steps_sampled_lifetime"])
             module = A.learner_module(algo)
-            sel = sharpe(run_policy(envs["select"], batch_policy(module))["equity"])
+            sel = sharpe(run_policy(envs["select"], A.greedy_actions(module))["equity"])
             history.append(round(sel, 4))
             if sel > best:
                 best, best_state = sel, copy.deepcopy(module.get_state())
         train_s = time.time() - t0
         module.set_state(best_state)
-        act = batch_policy(module)
+        act = A.greedy_actions(module)
         val = sharpe(run_policy(envs["val"], act)["equity"])  # once, with the kept weights
         env_test = run_policy(envs["test"], act)
         paths = DataPaths(root=Path(config["data_dir"])) if config.get("data_dir") else DataPaths()

@@ -159,19 +159,25 @@ def build_config(algo: str, env_config: dict, params: dict | None = None, preset
     return cfg
 
 
-def greedy_policy(module):
-    """obs → action with no exploration: DQN's argmax Q, APPO's most likely action."""
+def greedy_actions(module):
+    """obs (n, n_obs) → actions (n,) with no exploration: DQN's argmax Q, APPO's most likely action."""
     import torch
     from ray.rllib.core.columns import Columns
 
-    def act(obs: np.ndarray) -> int:
+    def act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = module.forward_inference({Columns.OBS: torch.as_tensor(obs[None], dtype=torch.float32)})
+            out = module.forward_inference({Columns.OBS: torch.as_tensor(np.asarray(obs, dtype=np.float32))})
         if Columns.ACTIONS in out:
-            return int(out[Columns.ACTIONS][0])
-        return int(torch.argmax(out[Columns.ACTION_DIST_INPUTS][0]))
+            return np.asarray(out[Columns.ACTIONS]).reshape(-1)
+        return torch.argmax(out[Columns.ACTION_DIST_INPUTS], dim=-1).numpy()
 
     return act
+
+
+def greedy_policy(module):
+    """obs → action with no exploration (one observation: `greedy_actions` on a batch of one)."""
+    act = greedy_actions(module)
+    return lambda obs: int(act(np.asarray(obs)[None])[0])
 
 
 def learner_module(algo) -> Any:

@@ -27,12 +27,12 @@ to ±5), the account's drawdown from its peak at decision bars, and a one-hot of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 
+from market.accounting import ffill_close
 from strategies import defaults as D
 
 LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -58,10 +58,7 @@ def market_state(index_close: np.ndarray, close: np.ndarray, regime_probs: np.nd
     `index_close` (T,) KOSPI200 closes on the panel's dates (NaN: no value; carried forward),
     `close` (T, N) the panel's closes (NaN: no bar), `regime_probs` (T, 3) bull/bear/sideways.
     """
-    idx = np.asarray(index_close, dtype=float).copy()
-    for t in range(1, len(idx)):  # carry the last value over a missing day (known at t)
-        if not np.isfinite(idx[t]):
-            idx[t] = idx[t - 1]
+    idx = ffill_close(np.asarray(index_close, dtype=float)[:, None])[:, 0]  # the last value over a missing day
     T = len(idx)
     logp = np.log(idx)
     out = np.full((T, len(FEATURES)), np.nan)
@@ -86,22 +83,6 @@ def market_state(index_close: np.ndarray, close: np.ndarray, regime_probs: np.nd
     out[:, 8] = np.where(n_known > 0, above / np.maximum(n_known, 1), np.nan)
     out[:, 9:12] = np.asarray(regime_probs, dtype=float)
     return out
-
-
-@dataclass(frozen=True)
-class Normaliser:
-    """Mean/std of the training rows; NaN (not yet known) becomes 0 after standardising."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray) -> "Normaliser":
-        mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
-        return cls(np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 0), std, 1.0))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.nan_to_num(np.clip((x - self.mean) / self.std, -5.0, 5.0), nan=0.0).astype(np.float32)
 
 
 def observation(z: np.ndarray, drawdown: np.ndarray, prev_level: np.ndarray) -> np.ndarray:
@@ -260,21 +241,6 @@ def run_policy(env_config: dict, act: Callable[[np.ndarray], np.ndarray]) -> dic
         if trunc[0]:
             break
     return {"equity": np.array(equity), "levels": np.array(levels), "traded": float(env.traded[0])}
-
-
-def batch_policy(module) -> Callable[[np.ndarray], np.ndarray]:
-    """obs (n, n_obs) → greedy actions (n,) of an RLModule (DQN's argmax Q, APPO's likeliest)."""
-    import torch
-    from ray.rllib.core.columns import Columns
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = module.forward_inference({Columns.OBS: torch.as_tensor(np.asarray(obs, dtype=np.float32))})
-        if Columns.ACTIONS in out:
-            return np.asarray(out[Columns.ACTIONS]).reshape(-1)
-        return torch.argmax(out[Columns.ACTION_DIST_INPUTS], dim=-1).numpy()
-
-    return act
 
 
 class ExposureControlled:

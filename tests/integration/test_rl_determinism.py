@@ -107,7 +107,7 @@ def test_exposure_controller_same_seed_same_policy_and_it_learns_the_obvious(ray
     import torch
 
     from training import algos as A
-    from training.exposure import EXPOSURE_ENV_ID, LEVELS, batch_policy, register_exposure_env, run_policy
+    from training.exposure import EXPOSURE_ENV_ID, LEVELS, register_exposure_env, run_policy
 
     rng = np.random.default_rng(0)
     T, step = 2000, 5
@@ -125,7 +125,7 @@ def test_exposure_controller_same_seed_same_policy_and_it_learns_the_obvious(ray
             for _ in range(40):
                 algo_.train()
             module = A.learner_module(algo_)
-            return {k: v.clone() for k, v in module.state_dict().items()}, batch_policy(module)
+            return {k: v.clone() for k, v in module.state_dict().items()}, A.greedy_actions(module)
         finally:
             algo_.stop()
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from market.data import index_close, load_index, load_panel
-from training.exposure import FEATURES, LEVELS, ExposureControlled, ExposureEnv, Normaliser, market_state, observation, run_policy
+from training.exposure import FEATURES, LEVELS, ExposureControlled, ExposureEnv, market_state, observation, run_policy
 
 FULL = len(LEVELS) - 1
 
@@ -129,13 +129,16 @@ def test_the_observation_is_features_drawdown_and_previous_level():
 
 
 def test_normaliser_uses_its_training_rows_and_zeroes_unknowns():
+    from training.env import Normaliser  # the RL env's, shared
+
     x = np.array([[1.0, np.nan], [3.0, 2.0], [100.0, 4.0]])
     norm = Normaliser.fit(x[:2])
-    z = norm(x)
+    z = norm.apply(x)
     np.testing.assert_allclose(z[:2, 0], [-1, 1])
     assert z[2, 0] == 5.0      # clipped
     assert z[0, 1] == 0.0      # NaN = not yet known
-    assert z.dtype == np.float32
+    env = ExposureEnv(_env_config(z=z.repeat(100, axis=0)[:300]))
+    assert env.z.dtype == np.float32 and env.reset()[0].dtype == np.float32  # what the policy is fed
 
 
 @pytest.mark.parametrize("bad, msg", [({"window": (20, 40)}, "fewer than an episode"),
