@@ -1,6 +1,7 @@
 """Training scaling on Ray as CPUs grow: Tune trials per hour and RLlib sampling throughput.
 
     /work/main/.venv/bin/python bench/scaling_training.py [--cpus 1,2] [--trials 8] [--steps 4000]
+        [--rl-trials 4] [--rl-steps 20000] [--only tune|rllib|rl]
 
 Each CPU count runs in a fresh Ray (a subprocess, `ray.init(num_cpus=N)`), and the result is
 printed as a ratio against the 1-CPU run measured in the same invocation.
@@ -11,6 +12,10 @@ printed as a ratio against the 1-CPU run measured in the same invocation.
 - RLlib: the project's APPO (training/algos.py) with N env runners (1 per CPU) sampling the
   project's TradingEnv (training/env.py: the one accounting per step, 5 symbols, 2008-2016 training
   window), measured with RLlib's own `synchronous_parallel_sample`.
+- RL trials: whole RL training runs as Tune trials, 1 CPU each — the exposure controller's DQN and
+  APPO (reports/rl_exposure.py: fold 0's training window, the 2core preset, the greedy policy
+  scored on the window's last year after every iteration), `--rl-steps` env steps per trial: RL
+  trials per hour, and env steps trained per second over all trials at once.
 """
 from __future__ import annotations
 
@@ -107,14 +112,62 @@ def rllib_run(cpus: int, steps: int) -> dict:
             "steps_per_s": sampled / seconds}
 
 
-def child(kind: str, cpus: int, n: int) -> None:
-    out = tune_run(cpus, n) if kind == "tune" else rllib_run(cpus, n)
+# --- RL trials: the exposure controller trained as Tune trials -----------------------------------
+INPUTS = Path("/tmp/krt-bench-exposure-inputs.npz")
+
+
+def controller_trial(config: dict) -> dict:
+    import numpy as np
+
+    from reports.rl_exposure import fold_configs, train_and_keep
+    from training.algos import build_config
+    from training.exposure import EXPOSURE_ENV_ID, register_exposure_env
+    from training.walkforward import FOLDS
+
+    envs = fold_configs(np.load(config["inputs"]), FOLDS[0], 0.0, config["seed"])
+    register_exposure_env()
+    algo = build_config(config["algo"], envs["train"], preset="2core", seed=config["seed"],
+                        env_id=EXPOSURE_ENV_ID).build_algo()
+    try:
+        steps = train_and_keep(algo, envs, config["steps"])[-1]
+    finally:
+        algo.stop()
+    return {"steps": steps}
+
+
+def rl_trials_run(cpus: int, trials: int, steps: int) -> dict:
+    import ray
+    from ray import tune
+
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    out = {}
+    for algo in ("dqn", "appo"):
+        space = {"algo": algo, "inputs": str(INPUTS), "steps": steps, "seed": tune.grid_search(list(range(trials)))}
+        t0 = time.perf_counter()
+        results = tune.Tuner(tune.with_resources(controller_trial, {"cpu": 1}), param_space=space,
+                             tune_config=tune.TuneConfig(max_concurrent_trials=cpus),
+                             run_config=tune.RunConfig(storage_path=f"/tmp/krt-bench-rl-{os.getpid()}",
+                                                       verbose=0)).fit()
+        seconds = time.perf_counter() - t0
+        errors = [r.error for r in results if r.error]
+        if errors:
+            raise RuntimeError(f"{algo} trial failed: {errors[0]}")
+        trained = sum(int(r.metrics["steps"]) for r in results)
+        out[algo] = {"trials": len(results), "seconds": seconds, "trials_per_hour": len(results) / seconds * 3600,
+                     "steps_per_s": trained / seconds}
+    ray.shutdown()
+    return out
+
+
+def child(kind: str, cpus: int, n: int, steps: int) -> None:
+    out = tune_run(cpus, n) if kind == "tune" else rllib_run(cpus, n) if kind == "rllib" else rl_trials_run(cpus, n, steps)
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def measure(kind: str, cpus: int, n: int) -> dict:
+def measure(kind: str, cpus: int, n: int, steps: int = 0) -> dict:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run([sys.executable, __file__, "--child", kind, "--cpus", str(cpus), "--n", str(n)],
+    r = subprocess.run([sys.executable, __file__, "--child", kind, "--cpus", str(cpus), "--n", str(n),
+                        "--rl-steps", str(steps)],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
@@ -127,27 +180,45 @@ def main() -> None:
     ap.add_argument("--cpus", default="1,2")
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--steps", type=int, default=8000)
-    ap.add_argument("--only", choices=["tune", "rllib"], help="measure one part only")
-    ap.add_argument("--child", choices=["tune", "rllib"])
+    ap.add_argument("--rl-trials", type=int, default=4, help="RL trials per algorithm and CPU count")
+    ap.add_argument("--rl-steps", type=int, default=20_000, help="env steps per RL trial")
+    ap.add_argument("--only", choices=["tune", "rllib", "rl"], help="measure one part only")
+    ap.add_argument("--child", choices=["tune", "rllib", "rl"])
     ap.add_argument("--n", type=int)
     args = ap.parse_args()
     cpus = [int(c) for c in str(args.cpus).split(",")]
     if args.child:
-        child(args.child, cpus[0], args.n)
+        child(args.child, cpus[0], args.n, args.rl_steps)
         return
     print(f"machine: {os.cpu_count()} cores (shared; expect noise)")
     base = None
-    for c in cpus if args.only != "rllib" else []:
+    for c in cpus if args.only in (None, "tune") else []:
         r = measure("tune", c, args.trials)
         base = base or r["trials_per_hour"]
         print(f"Tune  {c} CPU(s): {r['trials']} backtest trials in {r['seconds']:.1f} s = "
               f"{r['trials_per_hour']:.0f} trials/h  (x{r['trials_per_hour'] / base:.2f} vs 1 CPU)")
     base = None
-    for c in cpus if args.only != "tune" else []:
+    for c in cpus if args.only in (None, "rllib") else []:
         r = measure("rllib", c, args.steps)
         base = base or r["steps_per_s"]
         print(f"RLlib {c} env runner(s)/CPU(s): {r['steps']} env steps in {r['seconds']:.1f} s = "
               f"{r['steps_per_s']:.0f} steps/s  (x{r['steps_per_s'] / base:.2f} vs 1 CPU) [{r['env']}]")
+
+    if args.only not in (None, "rl"):
+        return
+    if not INPUTS.exists():  # the default ensemble's book 2006–2023 through the engine (~15 s), once
+        from market.data import DataPaths
+        from reports.rl_exposure import build_inputs
+
+        build_inputs(DataPaths(), INPUTS)
+    base_rl: dict = {}
+    for c in cpus:
+        r = measure("rl", c, args.rl_trials, args.rl_steps)
+        for algo, m in r.items():
+            b = base_rl.setdefault(algo, m)
+            print(f"RL trials {c} CPU(s): {m['trials']} {algo.upper()} exposure-controller trials of {args.rl_steps} "
+                  f"env steps in {m['seconds']:.1f} s = {m['trials_per_hour']:.0f} trials/h, {m['steps_per_s']:.0f} "
+                  f"env steps/s trained  (x{m['trials_per_hour'] / b['trials_per_hour']:.2f} vs 1 CPU)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """RL as the ensemble's exposure controller, walk-forward (issue 12, items 3 and 5).
 
     /work/main/.venv/bin/python -m reports.rl_exposure [--seeds 5] [--steps 100000] [--report-only]
+    /work/main/.venv/bin/python -m reports.rl_exposure --search [--trials 16] [--max-steps 1000000]
+    /work/main/.venv/bin/python -m reports.rl_exposure --from-search reports/rl_exposure_search.json --steps 1000000
 
 The book: the default ensemble (strategies/defaults.py) traded by the backtest engine as ONE
 continuous account 2006-01-02 → 2023-12-28, fitted on the rows before 2006 (next-bar fills,
@@ -21,6 +23,11 @@ level) from 2006 to the test end, uncontrolled until the test start, measured ov
 The rule for the default (item 5): the controller enters the default ensemble only if the chosen
 configuration's mean validation Sharpe beats the uncontrolled book's on every fold.
 Results are kept in reports/rl_exposure.json; `--report-only` rewrites the section from it.
+
+`--search` (item 4) searches each algorithm's hyper-parameters and drawdown penalty instead: Ray
+Tune with OptunaSearch and ASHA, on fold 0 only (its validation window ends before every test
+window), the objective the kept weights' validation Sharpe; results in rl_exposure_search.json.
+`--from-search` then runs the walk-forward above with each algorithm's chosen configuration.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from backtest.engine import BacktestConfig
+from training.exposure import run_policy
 from training.walkforward import FOLDS
 
 ROOT = Path(__file__).resolve().parent
@@ -42,6 +50,7 @@ BOOK_START, END = "2006-01-02", "2023-12-28"
 CONFIGS = [("dqn", 0.0), ("dqn", 1.0), ("appo", 0.0), ("appo", 1.0)]  # (algorithm, drawdown penalty)
 BACKTEST = BacktestConfig(min_trade_value=200_000)
 SECTION = "## RL as the exposure controller"
+SEARCHED_SECTION = "## The exposure controller with the searched configurations"
 # reward: −this × the traded share of equity, on top of the cost the env charges (fixed before the
 # run, not searched: a level change should pay for itself twice over, so the policy does not churn)
 TURNOVER_PENALTY = 0.005
@@ -128,36 +137,64 @@ def sharpe(equity: np.ndarray) -> float:
     return float(summary(np.asarray(equity) * 1e8)["sharpe"])
 
 
+def summary_from(bt, start: str) -> dict:
+    """Metrics of a backtest's account from `start` on: equity from the close before `start`, the
+    trades made from `start`."""
+    from backtest.metrics import summary
+
+    first = int(np.searchsorted(bt.dates.astype("datetime64[D]"), np.datetime64(start, "D"))) - 1
+    return summary(bt.equity[first:], traded_value=float(bt.traded_value[first + 1:].sum()))
+
+
+def train_and_keep(algo, envs: dict, steps: int, report=None, every: int = 0):
+    """Train `algo` until `steps` env steps; after each iteration the greedy policy runs once over
+    the training window's last year (envs["select"]) and the best iteration's weights are kept. The
+    kept weights' validation Sharpe is measured when they are kept (it never picks them).
+
+    `report(steps, select_sharpe, val_sharpe)` is called every `every` steps and at the end.
+    Returns (module with the kept weights, their select Sharpe, their validation Sharpe, the select
+    Sharpe of every iteration, steps)."""
+    from training import algos as A
+
+    best, best_state, best_val, history, n, due = -np.inf, None, float("nan"), [], 0, every
+    while n < steps:
+        res = algo.train()
+        n = int(res["env_runners"]["num_env_steps_sampled_lifetime"])
+        module = A.learner_module(algo)
+        act = A.greedy_actions(module)
+        sel = sharpe(run_policy(envs["select"], act)["equity"])
+        history.append(round(sel, 4))
+        if sel > best:
+            best, best_state = sel, copy.deepcopy(module.get_state())
+            best_val = sharpe(run_policy(envs["val"], act)["equity"])
+        if report is not None and (n >= due or n >= steps):
+            report(n, best, best_val)
+            due = n + every
+    module.set_state(best_state)
+    return module, best, best_val, history, n
+
+
 def trial(config: dict) -> None:
-    """Tune trainable: train one (fold, algorithm, reward, seed); test the best-validation policy."""
+    """Tune trainable: train one (fold, algorithm, reward, seed); test the policy it keeps."""
     from ray import tune
 
     from backtest.engine import run_backtest
-    from backtest.metrics import summary
     from market.data import DataPaths, load_panel
     from training import algos as A
-    from training.exposure import EXPOSURE_ENV_ID, ExposureControlled, register_exposure_env, run_policy
+    from training.exposure import EXPOSURE_ENV_ID, ExposureControlled, register_exposure_env
 
     data = np.load(config["inputs"])
     fold = FOLDS[config["fold"]]
     seed = int(config["seed"])
     envs = fold_configs(data, fold, float(config["drawdown_penalty"]), seed)
     register_exposure_env()
-    algo = A.build_config(config["algo"], envs["train"], preset="2core", seed=seed, env_id=EXPOSURE_ENV_ID).build_algo()
-    best, best_state, history, steps, t0 = -np.inf, None, [], 0, time.time()
+    algo = A.build_config(config["algo"], envs["train"], config.get("hp"), preset="2core", seed=seed,
+                          env_id=EXPOSURE_ENV_ID).build_algo()
+    t0 = time.time()
     try:
-        while steps < int(config["steps"]):
-            res = algo.train()
-            steps = int(res["env_runners"]["num_env_steps_sampled_lifetime"])
-            module = A.learner_module(algo)
-            sel = sharpe(run_policy(envs["select"], A.greedy_actions(module))["equity"])
-            history.append(round(sel, 4))
-            if sel > best:
-                best, best_state = sel, copy.deepcopy(module.get_state())
+        module, best, val, history, steps = train_and_keep(algo, envs, int(config["steps"]))
         train_s = time.time() - t0
-        module.set_state(best_state)
         act = A.greedy_actions(module)
-        val = sharpe(run_policy(envs["val"], act)["equity"])  # once, with the kept weights
         env_test = run_policy(envs["test"], act)
         paths = DataPaths(root=Path(config["data_dir"])) if config.get("data_dir") else DataPaths()
         make, _ = _ensemble(paths)
@@ -167,8 +204,7 @@ def trial(config: dict) -> None:
         bt = run_backtest(agent, panel, BOOK_START, fold["test_end"], BACKTEST)
     finally:
         algo.stop()
-    first = int(np.searchsorted(bt.dates.astype("datetime64[D]"), np.datetime64(fold["test_start"], "D"))) - 1
-    m = summary(bt.equity[first:], traded_value=float(bt.traded_value[first + 1:].sum()))
+    m = summary_from(bt, fold["test_start"])
     levels = np.array([lv for _, lv in agent.levels])
     tune.report({"val_sharpe": val, "select_sharpe": best, "select_history": history, "steps": steps, "train_s": train_s,
                  "env_test_sharpe": sharpe(env_test["equity"]),
@@ -186,7 +222,7 @@ def baselines(paths, data) -> dict:
     from backtest.metrics import summary
     from market.data import index_close, load_index, load_panel
     from strategies.baselines import EqualWeightRebalanced
-    from training.exposure import FEATURES, LEVELS, ExposureControlled, run_policy
+    from training.exposure import FEATURES, LEVELS, ExposureControlled
 
     dates = data["dates"].astype("datetime64[D]")
     panel = load_panel(paths, end=END)
@@ -207,11 +243,9 @@ def baselines(paths, data) -> dict:
         ew = run_backtest(EqualWeightRebalanced(), panel, fold["test_start"], fold["test_end"], BACKTEST)
         ruled = run_backtest(ExposureControlled(make(), dates, raw, rule, active_from=fold["test_start"]),
                              panel.upto(fold["test_end"]), BOOK_START, fold["test_end"], BACKTEST)
-        first = int(np.searchsorted(ruled.dates.astype("datetime64[D]"), np.datetime64(fold["test_start"], "D"))) - 1
         kc = index_close(dates[a - 1:b], idx)
         rows = {"ensemble without controller (the book)": summary(book, traded_value=float(data["traded"][a:b].sum())),
-                "rule: half in the book below KOSPI200's 200-bar mean": summary(
-                    ruled.equity[first:], traded_value=float(ruled.traded_value[first + 1:].sum())),
+                "rule: half in the book below KOSPI200's 200-bar mean": summary_from(ruled, fold["test_start"]),
                 "equal weight, monthly": summary(ew.equity, traded_value=float(ew.traded_value.sum())),
                 "KOSPI200 (index, no costs)": summary(kc / kc[0] * 1e8)}
         val_raw = {**envs["val"], "z": raw.astype(np.float32)}
@@ -236,15 +270,21 @@ def run(args) -> dict:
     data = np.load(inputs)
     base = baselines(paths, data)
     print(f"inputs and baselines: {time.time() - t0:.0f}s", flush=True)
+    configs, hps = list(CONFIGS), {}
+    if args.from_search:  # each algorithm's configuration chosen by the search (its drawdown penalty too)
+        found = json.loads(Path(args.from_search).read_text())
+        hps = {a: found[a]["chosen"]["config"] for a in found["algos"]}
+        configs = [(a, float(hp["drawdown_penalty"])) for a, hp in hps.items()]
     _ray_init(None, args.num_cpus)
     space = {"inputs": str(inputs), "data_dir": args.data_dir, "steps": args.steps,
              "fold": tune.grid_search(list(range(len(FOLDS)))),
-             "config": tune.grid_search(list(range(len(CONFIGS)))),
+             "config": tune.grid_search(list(range(len(configs)))),
              "seed": tune.grid_search(list(range(args.seeds)))}
 
     def trainable(config):
-        algo, dd = CONFIGS[config["config"]]
-        trial({**config, "algo": algo, "drawdown_penalty": dd})
+        algo, dd = configs[config["config"]]
+        hp = {k: v for k, v in hps.get(algo, {}).items() if k != "drawdown_penalty"}
+        trial({**config, "algo": algo, "drawdown_penalty": dd, "hp": hp or None})
 
     tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space=space,
                        tune_config=tune.TuneConfig(max_concurrent_trials=args.num_cpus),
@@ -255,14 +295,149 @@ def run(args) -> dict:
         cfg, met = r.config or {}, r.metrics or {}
         if r.error:
             raise RuntimeError(f"trial {cfg} failed: {r.error}")
-        algo, dd = CONFIGS[cfg["config"]]
+        algo, dd = configs[cfg["config"]]
         trials.append({"fold": cfg["fold"], "algo": algo, "drawdown_penalty": dd, "seed": cfg["seed"],
                        **{k: met[k] for k in ("val_sharpe", "select_sharpe", "select_history", "steps", "train_s", "env_test_sharpe",
                                                     "test_sharpe", "test_annual", "test_mdd", "test_turnover",
                                                     "test_mean_level", "test_level_changes")}})
     ray.shutdown()
     return {"baselines": {str(k): v for k, v in base.items()}, "trials": trials, "seeds": args.seeds,
-            "steps": args.steps, "minutes": (time.time() - t0) / 60}
+            "steps": args.steps, "minutes": (time.time() - t0) / 60, "configs": configs, "hp": hps,
+            "from_search": args.from_search}
+
+
+# ------------------------------------------------------------------------------------------------
+# the hyper-parameter search (issue 12, item 4)
+# fold 0: its validation window (2015–16) ends before every fold's test window, so the configuration
+# the search picks has seen none of them
+SEARCH_FOLD = 0
+SEARCH_SECTION = "## The exposure controller's hyper-parameter search"
+
+
+def search_space(algo: str) -> dict:
+    """The allocation agents' space (training/tune.py) with this env's reward parameter: the
+    turnover penalty stays fixed (TURNOVER_PENALTY), the drawdown penalty is searched over [0, 1],
+    and DQN's exploration may last up to a tenth of a 1M-step run."""
+    from ray import tune
+
+    from training.tune import search_space as allocation_space
+
+    space = {k: v for k, v in allocation_space(algo).items() if k not in ("turnover_penalty", "drawdown_penalty")}
+    space["drawdown_penalty"] = tune.uniform(0.0, 1.0)
+    if algo == "dqn":
+        space["epsilon_steps"] = tune.choice([5_000, 20_000, 100_000])
+    return space
+
+
+def search_trial(config: dict) -> None:
+    """Tune trainable of the search: one configuration on SEARCH_FOLD's training window; reports
+    the kept policy's validation Sharpe (the objective ASHA and the choice use) every
+    `report_every` env steps."""
+    from ray import tune
+
+    from training import algos as A
+    from training.exposure import EXPOSURE_ENV_ID, register_exposure_env
+
+    algo_name, seed = config["algo"], int(config["seed"])
+    hp = {k: v for k, v in config.items() if k in A.DEFAULTS[algo_name]}
+    envs = fold_configs(np.load(config["inputs"]), FOLDS[SEARCH_FOLD], float(config["drawdown_penalty"]), seed)
+    register_exposure_env()
+    algo = A.build_config(algo_name, envs["train"], hp, preset="2core", seed=seed, env_id=EXPOSURE_ENV_ID).build_algo()
+    t0 = time.time()
+
+    def report(steps, sel, val):
+        tune.report({"steps": steps, "val_sharpe": val, "select_sharpe": sel, "train_s": time.time() - t0})
+
+    try:
+        train_and_keep(algo, envs, int(config["max_steps"]), report=report, every=int(config["report_every"]))
+    finally:
+        algo.stop()
+
+
+def search(args) -> dict:
+    """Per algorithm: `--trials` Optuna trials of up to `--max-steps` env steps, ASHA stopping the
+    weak ones on validation Sharpe; the choice is the best validation Sharpe among the trials that
+    trained the whole budget."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from market.data import DataPaths
+    from training.exposure import LEVELS
+    from training.tune import _ray_init
+
+    paths = DataPaths(root=Path(args.data_dir)) if args.data_dir else DataPaths()
+    t0 = time.time()
+    inputs = build_inputs(paths, Path(args.storage) / "exposure_inputs.npz")
+    envs = fold_configs(np.load(inputs), FOLDS[SEARCH_FOLD], 0.0, 0)
+    full = np.full((1,), len(LEVELS) - 1)
+    out: dict = {"fold": SEARCH_FOLD, "trials_per_algo": args.trials, "max_steps": args.max_steps,
+                 "book_val_sharpe": sharpe(run_policy(envs["val"], lambda obs: full)["equity"]), "algos": []}
+    _ray_init(None, args.num_cpus)
+    for algo in ("dqn", "appo"):
+        a0 = time.time()
+        space = search_space(algo)
+        fixed = {"algo": algo, "seed": 0, "inputs": str(inputs), "max_steps": args.max_steps,
+                 "report_every": max(1, args.max_steps // 20)}
+        # rungs at 1/16, 1/4 and all of the budget; the top quarter at a rung goes on
+        scheduler = ASHAScheduler(time_attr="steps", metric="val_sharpe", mode="max", max_t=args.max_steps,
+                                  grace_period=max(1, args.max_steps // 16), reduction_factor=4)
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(lambda c, fixed: search_trial({**c, **fixed}), fixed=fixed),
+                                {"cpu": 1}),
+            param_space=space,
+            tune_config=tune.TuneConfig(num_samples=args.trials, search_alg=OptunaSearch(metric="val_sharpe", mode="max",
+                                                                                          seed=0),
+                                        scheduler=scheduler, max_concurrent_trials=args.num_cpus),
+            run_config=tune.RunConfig(name=f"rl-exposure-search-{algo}", verbose=0, storage_path=args.storage))
+        grid = tuner.fit()
+        rows = []
+        for r in (grid[i] for i in range(len(grid))):
+            if r.error:
+                raise RuntimeError(f"{algo} trial {r.config} failed: {r.error}")
+            hist = r.metrics_dataframe
+            rows.append({"config": {k: r.config[k] for k in space}, "steps": int(r.metrics["steps"]),
+                         "val_sharpe": float(r.metrics["val_sharpe"]), "select_sharpe": float(r.metrics["select_sharpe"]),
+                         "train_s": float(r.metrics["train_s"]),
+                         "val_by_steps": [[int(st), round(float(v), 4)] for st, v in zip(hist["steps"], hist["val_sharpe"])]})
+        done = [t for t in rows if t["steps"] >= args.max_steps]
+        chosen = max(done, key=lambda t: t["val_sharpe"])
+        out["algos"].append(algo)
+        out[algo] = {"trials": rows, "chosen": chosen, "minutes": (time.time() - a0) / 60,
+                     "env_steps": int(sum(t["steps"] for t in rows))}
+        print(f"{algo}: {len(rows)} trials, {len(done)} trained {args.max_steps} steps; chosen val Sharpe "
+              f"{chosen['val_sharpe']:.2f} (book {out['book_val_sharpe']:.2f}) in {out[algo]['minutes']:.0f} min", flush=True)
+    ray.shutdown()
+    out["minutes"] = (time.time() - t0) / 60
+    return out
+
+
+def render_search(res: dict) -> str:
+    fold = FOLDS[res["fold"]]
+    lines = [SEARCH_SECTION, "",
+             f"`python -m reports.rl_exposure --search --trials {res['trials_per_algo']} --max-steps {res['max_steps']}` "
+             f"({res['minutes']:.0f} min on 2 cores; raw results in reports/rl_exposure_search.json). Per algorithm a "
+             "Ray Tune search — OptunaSearch (TPE, seed 0) proposing, ASHA stopping on validation Sharpe at 1/16 and "
+             f"1/4 of the budget (the top quarter goes on) — of {res['trials_per_algo']} trials of up to "
+             f"{res['max_steps']:,} env steps each, seed 0, on fold {res['fold']} (train {fold['train_start'][:4]}–"
+             f"{fold['train_end'][:4]}, validation {fold['val_start'][:4]}–{fold['val_end'][:4]}: before every test window). "
+             "A trial keeps the weights best on its training window's last year; its objective is those weights' "
+             "validation Sharpe in the env. The choice: the best among the trials that trained the whole budget.", "",
+             f"The book at full exposure has validation Sharpe {res['book_val_sharpe']:.2f} on this window.", ""]
+    for algo in res["algos"]:
+        r = res[algo]
+        keys = list(r["chosen"]["config"])
+        lines += [f"### {algo.upper()}: {len(r['trials'])} trials, {r['env_steps']:,} env steps in {r['minutes']:.0f} min", "",
+                  "| trial | env steps | validation Sharpe | last-year Sharpe | " + " | ".join(keys) + " |",
+                  "|---" * (4 + len(keys)) + "|"]
+        for i, t in enumerate(sorted(r["trials"], key=lambda t: (-t["steps"], -t["val_sharpe"]))):
+            mark = " **(chosen)**" if t is r["chosen"] or t == r["chosen"] else ""
+            vals = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in (t["config"][k] for k in keys)]
+            lines.append(f"| {i}{mark} | {t['steps']:,} | {t['val_sharpe']:.2f} | {t['select_sharpe']:.2f} | "
+                         + " | ".join(vals) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def _ms(v, pct=False) -> str:
@@ -271,19 +446,23 @@ def _ms(v, pct=False) -> str:
 
 
 def render(res: dict) -> str:
-    lines = [SECTION, "",
-             f"`python -m reports.rl_exposure --seeds {res['seeds']} --steps {res['steps']}` "
-             f"({res['minutes']:.0f} min on 2 cores; raw results in reports/rl_exposure.json). "
+    src = res.get("from_search")
+    lines = [SEARCHED_SECTION if src else SECTION, "",
+             f"`python -m reports.rl_exposure --seeds {res['seeds']} --steps {res['steps']}"
+             + (f" --from-search {Path(src).name}" if src else "") + "` "
+             f"({res['minutes']:.0f} min on 2 cores; raw results in reports/"
+             f"{'rl_exposure_searched.json' if src else 'rl_exposure.json'}). "
              "What it does and the rule for the default: the module's docstring. Test numbers: the real "
              "engine (next-bar fills, fees, dated tax, slippage), each test window measured once.", ""]
+    configs = [tuple(c) for c in res.get("configs", CONFIGS)]
     enters = True
     ablation = []
     for k, fold in enumerate(FOLDS):
         base = res["baselines"][str(k)]
         rows = [t for t in res["trials"] if t["fold"] == k]
-        by = {c: [t for t in rows if (t["algo"], t["drawdown_penalty"]) == c] for c in CONFIGS}
+        by = {c: [t for t in rows if (t["algo"], t["drawdown_penalty"]) == c] for c in configs}
         val = {c: float(np.mean([t["val_sharpe"] for t in ts])) for c, ts in by.items() if ts}
-        chosen = max(val, key=lambda c: (val[c], -CONFIGS.index(c)))
+        chosen = max(val, key=lambda c: (val[c], -configs.index(c)))
         enters &= val[chosen] > base["book_val_sharpe"]
         ablation.append((k, by[chosen], base["test"]["ensemble without controller (the book)"], chosen))
         lines += [f"### Fold {k}: train {fold['train_start'][:4]}–{fold['train_end'][:4]}, validation "
@@ -295,7 +474,7 @@ def render(res: dict) -> str:
                   f"{base['cost_rate']:.3%} per traded won (fees + slippage on the training rows).", "",
                   "| test window | Sharpe | annual return | MDD | turnover ×/yr | mean level | level changes |",
                   "|---|---|---|---|---|---|---|"]
-        for c in CONFIGS:
+        for c in configs:
             ts = by[c]
             if not ts:
                 continue
@@ -325,10 +504,10 @@ def render(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path) -> None:
+def write_section(text: str, path: Path, section: str = SECTION) -> None:
     body = path.read_text() if path.exists() else ""
-    if SECTION in body:
-        head, _, rest = body.partition(SECTION)
+    if section in body:
+        head, _, rest = body.partition(section)
         nxt = rest.find("\n## ")
         body = head + text + (rest[nxt + 1:] if nxt >= 0 else "")
     else:
@@ -343,12 +522,30 @@ def main(argv=None) -> int:
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--data-dir")
     ap.add_argument("--storage", default=str(Path(tempfile.gettempdir()) / "krt-rl-exposure"))
-    ap.add_argument("--json", default=str(ROOT / "rl_exposure.json"))
+    ap.add_argument("--json", help="results file (default reports/rl_exposure.json; with --from-search "
+                                   "rl_exposure_searched.json; with --search rl_exposure_search.json)")
     ap.add_argument("--report", default=str(ROOT / "rl.md"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the section from --json")
     ap.add_argument("--baselines-only", action="store_true",
                     help="recompute the baselines into --json (the trials' inputs from --storage), then rewrite")
+    ap.add_argument("--search", action="store_true",
+                    help="the hyper-parameter search (Tune + OptunaSearch + ASHA) on fold 0 instead of the walk-forward")
+    ap.add_argument("--trials", type=int, default=16, help="--search: trials per algorithm")
+    ap.add_argument("--max-steps", type=int, default=1_000_000, help="--search: env steps of a trial that is not stopped")
+    ap.add_argument("--from-search", help="walk-forward each algorithm's configuration chosen in this search result")
     args = ap.parse_args(argv)
+    name = "rl_exposure_search.json" if args.search else "rl_exposure_searched.json" if args.from_search else "rl_exposure.json"
+    args.json = args.json or str(ROOT / name)
+    if args.search:
+        if args.report_only:
+            res = json.loads(Path(args.json).read_text())
+        else:
+            res = search(args)
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        text = render_search(res)
+        write_section(text, Path(args.report), SEARCH_SECTION)
+        print(text)
+        return 0
     if args.report_only or args.baselines_only:
         res = json.loads(Path(args.json).read_text())
         if args.baselines_only:  # the baselines again, from the inputs the trials used
@@ -362,7 +559,7 @@ def main(argv=None) -> int:
         res = run(args)
         Path(args.json).write_text(json.dumps(res, indent=1))
     text = render(res)
-    write_section(text, Path(args.report))
+    write_section(text, Path(args.report), SEARCHED_SECTION if res.get("from_search") else SECTION)
     print(text)
     return 0
 
