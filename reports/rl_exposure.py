@@ -273,7 +273,7 @@ def run(args) -> dict:
     configs, hps = list(CONFIGS), {}
     if args.from_search:  # each algorithm's configuration chosen by the search (its drawdown penalty too)
         found = json.loads(Path(args.from_search).read_text())
-        hps = {a: found[a]["chosen"]["config"] for a in found["algos"]}
+        hps = {a: found[a]["chosen"]["config"] for a in found["algos"] if a in args.algos.split(",")}
         configs = [(a, float(hp["drawdown_penalty"])) for a, hp in hps.items()]
     _ray_init(None, args.num_cpus)
     space = {"inputs": str(inputs), "data_dir": args.data_dir, "steps": args.steps,
@@ -454,6 +454,12 @@ def render(res: dict) -> str:
              f"{'rl_exposure_searched.json' if src else 'rl_exposure.json'}). "
              "What it does and the rule for the default: the module's docstring. Test numbers: the real "
              "engine (next-bar fills, fees, dated tax, slippage), each test window measured once.", ""]
+    if src:
+        lines += ["The configurations the search chose (section above; seed 0 there, seeds 0..n-1 here): "
+                  + "; ".join(f"{a.upper()} " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                                          for k, v in hp.items()) for a, hp in res["hp"].items())
+                  + ". They were chosen on fold 0's validation window, so fold 0's validation numbers below are "
+                  "the best of a search (biased upwards); folds 1 and 2's are not.", ""]
     configs = [tuple(c) for c in res.get("configs", CONFIGS)]
     enters = True
     ablation = []
@@ -533,6 +539,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=16, help="--search: trials per algorithm")
     ap.add_argument("--max-steps", type=int, default=1_000_000, help="--search: env steps of a trial that is not stopped")
     ap.add_argument("--from-search", help="walk-forward each algorithm's configuration chosen in this search result")
+    ap.add_argument("--algos", default="dqn,appo", help="--from-search: the algorithms to walk forward")
     args = ap.parse_args(argv)
     name = "rl_exposure_search.json" if args.search else "rl_exposure_searched.json" if args.from_search else "rl_exposure.json"
     args.json = args.json or str(ROOT / name)
