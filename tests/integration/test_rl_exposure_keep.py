@@ -3,6 +3,9 @@ last year, reports on schedule, and gives back exactly the kept policy (not the 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_train_and_keep_returns_the_kept_weights_and_reports_on_schedule(ray_local):
