@@ -206,7 +206,7 @@ def main() -> None:
 
     if args.only not in (None, "rl"):
         return
-    if not INPUTS.exists():  # the default ensemble's book 2006–2023 through the engine (~15 s), once
+    if not INPUTS.exists():  # the default ensemble's book 2006–2023 through the engine (~15 s); delete to rebuild
         from market.data import DataPaths
         from reports.rl_exposure import build_inputs
 

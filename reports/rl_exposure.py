@@ -432,7 +432,7 @@ def render_search(res: dict) -> str:
                   "| trial | env steps | validation Sharpe | last-year Sharpe | " + " | ".join(keys) + " |",
                   "|---" * (4 + len(keys)) + "|"]
         for i, t in enumerate(sorted(r["trials"], key=lambda t: (-t["steps"], -t["val_sharpe"]))):
-            mark = " **(chosen)**" if t is r["chosen"] or t == r["chosen"] else ""
+            mark = " **(chosen)**" if t == r["chosen"] else ""
             vals = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in (t["config"][k] for k in keys)]
             lines.append(f"| {i}{mark} | {t['steps']:,} | {t['val_sharpe']:.2f} | {t['select_sharpe']:.2f} | "
                          + " | ".join(vals) + " |")
