@@ -131,6 +131,20 @@ def _size_orders(w, holdings, cash, px, min_trade_value, cash_buffer, sells, buy
 
 
 @njit(cache=True, error_model="numpy")
+def _book_sell(u, j, q, px, commission_rate, tax_rate, holdings, fills, nf):
+    """Sell `q` shares of symbol j at `px` on bar u: the holding, the fill in column `nf`, and
+    (proceeds net of commission and tax, commission, tax, notional). One home for a market sell
+    and a delisting's close-out, which are booked the same way."""
+    notional = q * px
+    comm = _whole_won(notional, commission_rate)
+    tax = _whole_won(notional, tax_rate)
+    holdings[j] -= q
+    fills[0, nf], fills[1, nf], fills[2, nf], fills[3, nf] = u, j, SELL, q
+    fills[4, nf], fills[5, nf], fills[6, nf] = px, comm, tax
+    return notional - comm - tax, comm, tax, notional
+
+
+@njit(cache=True, error_model="numpy")
 def advance(weights, decisions, ref_at, close_ff, tax_rate, quote_buy, quote_sell, quote_status, quote_first,
             delisted_at, t_from, t_to, t0, commission_rate, min_trade_value, cash_buffer, rebalance_band,
             holdings, state, out_cash, out_hold, out_comm, out_tax, out_traded, fills, orders):
@@ -176,15 +190,9 @@ def advance(weights, decisions, ref_at, close_ff, tax_rate, quote_buy, quote_sel
             for j in range(n):
                 if sells[j] <= 0 or quote_status[r, j] != _FILLED or holdings[j] <= 0:
                     continue
-                q = min(sells[j], holdings[j])
-                px = quote_sell[r, j]
-                notional = q * px
-                comm = _whole_won(notional, commission_rate)
-                tax = _whole_won(notional, rate)
-                holdings[j] -= q
-                cash += notional - comm - tax
-                fills[0, nf], fills[1, nf], fills[2, nf], fills[3, nf] = u, j, SELL, q
-                fills[4, nf], fills[5, nf], fills[6, nf] = px, comm, tax
+                net, comm, tax, notional = _book_sell(u, j, min(sells[j], holdings[j]), quote_sell[r, j],
+                                                      commission_rate, rate, holdings, fills, nf)
+                cash += net
                 nf += 1
                 comm_day += comm
                 tax_day += tax
@@ -220,14 +228,9 @@ def advance(weights, decisions, ref_at, close_ff, tax_rate, quote_buy, quote_sel
             if delisted_at[j] != u or holdings[j] <= 0:
                 continue
             px = np.int64(0) if np.isnan(close_ff[u, j]) else np.int64(close_ff[u, j])
-            q = holdings[j]
-            notional = q * px
-            comm = _whole_won(notional, commission_rate)
-            tax = _whole_won(notional, tax_rate[u])
-            holdings[j] = 0
-            cash += notional - comm - tax
-            fills[0, nf], fills[1, nf], fills[2, nf], fills[3, nf] = u, j, SELL, q
-            fills[4, nf], fills[5, nf], fills[6, nf] = px, comm, tax
+            net, comm, tax, notional = _book_sell(u, j, holdings[j], px, commission_rate, tax_rate[u],
+                                                  holdings, fills, nf)
+            cash += net
             nf += 1
             gone_comm += comm
             gone_tax += tax
