@@ -1,8 +1,8 @@
 """RL as the ensemble's exposure controller, walk-forward (issue 12, items 3 and 5).
 
-    /work/main/.venv/bin/python -m reports.rl_exposure [--seeds 5] [--steps 100000] [--report-only]
+    /work/main/.venv/bin/python -m reports.rl_exposure [--seeds 5] [--steps 1000000] [--report-only]
     /work/main/.venv/bin/python -m reports.rl_exposure --search [--trials 16] [--max-steps 1000000]
-    /work/main/.venv/bin/python -m reports.rl_exposure --from-search reports/rl_exposure_search.json --steps 1000000
+    /work/main/.venv/bin/python -m reports.rl_exposure --from-search reports/rl_exposure_search.json --algos dqn
 
 The book: the default ensemble (strategies/defaults.py) traded by the backtest engine as ONE
 continuous account 2006-01-02 → 2023-12-28, fitted on the rows before 2006 (next-bar fills,
@@ -449,7 +449,7 @@ def render(res: dict) -> str:
     src = res.get("from_search")
     lines = [SEARCHED_SECTION if src else SECTION, "",
              f"`python -m reports.rl_exposure --seeds {res['seeds']} --steps {res['steps']}"
-             + (f" --from-search {Path(src).name}" if src else "") + "` "
+             + (f" --from-search {src} --algos {','.join(res['hp'])}" if src else "") + "` "
              f"({res['minutes']:.0f} min on 2 cores; raw results in reports/"
              f"{'rl_exposure_searched.json' if src else 'rl_exposure.json'}). "
              "What it does and the rule for the default: the module's docstring. Test numbers: the real "
@@ -524,7 +524,7 @@ def write_section(text: str, path: Path, section: str = SECTION) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reports.rl_exposure", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=100_000, help="env steps per training run")
+    ap.add_argument("--steps", type=int, default=1_000_000, help="env steps per training run (item 4's budget)")
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--data-dir")
     ap.add_argument("--storage", default=str(Path(tempfile.gettempdir()) / "krt-rl-exposure"))
