@@ -202,6 +202,19 @@ class DecisionState:
                    seen=d.get("seen"))
 
 
+# Sized targets, and the scores a construction ranks, are whole multiples of this fraction of equity
+# (a tenth of a won on 100 M KRW): far coarser than floating-point noise, far finer than any order.
+# The same code and data give floats a few ulps apart on another machine (another BLAS kernel:
+# reports/strategies.md, "Noise"); on the grid those ulps almost never change a rank or a target,
+# so they no longer change an order and, from there, the whole path.
+WEIGHT_GRID = 1e-9
+
+
+def on_weight_grid(weights: np.ndarray) -> np.ndarray:
+    """`weights` rounded down to the grid: never more than decided, so the sum stays within its cap."""
+    return np.floor(np.asarray(weights, float) / WEIGHT_GRID) * WEIGHT_GRID
+
+
 @dataclass(frozen=True)
 class Decision:
     """The answer for one bar: sized target weights and how they were made."""
@@ -303,7 +316,10 @@ class DecisionPipeline:
         equity, current = (account or Account.empty()).valuation(snap)
         construction: dict = {}
         if self.config.construction is not None:
-            combined, construction = self.config.construction.construct(combined, current, np.isfinite(last))
+            # ranked on the grid: scores no member tells apart by a billionth share rank (ulps
+            # apart on one machine, equal on another, they would flip whole ranks)
+            combined, construction = self.config.construction.construct(on_weight_grid(combined), current,
+                                                                        np.isfinite(last))
             construction = {k: [snap.symbols[i] for i in v] if isinstance(v, list) else v
                             for k, v in construction.items()}
         if self.risk is None:
@@ -341,7 +357,7 @@ class DecisionPipeline:
             explanation["abstained"] = dict(abstained)
         explanation["risk"] = report
         state = replace(state, seen=snap.as_of.isoformat())
-        return Decision(as_of=snap.as_of, symbols=tuple(snap.symbols), targets=np.asarray(sized, float),
+        return Decision(as_of=snap.as_of, symbols=tuple(snap.symbols), targets=on_weight_grid(sized),
                         rebalance=True, members={k: np.asarray(v, float) for k, v in member_targets.items()},
                         abstained=dict(abstained or {}), agent_weights=dict(expl["agent_weights"]),
                         regime=expl.get("regime_probs"), explanation=explanation), state

@@ -136,13 +136,26 @@ class RunRecord:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+def blas_kernel() -> str:
+    """The BLAS library numpy calls, its version and the CPU kernel it picked ("openblas 0.3.31
+    Haswell"). The same code, data and seed give floats a few ulps apart on another kernel (the HMM
+    regime probabilities differ by ~1e-11 between OpenBLAS's Haswell and SkylakeX kernels), and a
+    decision path with thresholds can part from there: reports/strategies.md, "Noise", measures
+    it. Logged so that two runs that disagree say whether they ran on the same kernel."""
+    import numpy  # noqa: F401  (threadpoolctl sees only the libraries already loaded)
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}" for i in blas) or "unknown"
+
+
 def record(experiment: str, name: str, *, settings: Mapping[str, Any], metrics: Mapping[str, Any],
            input_files: Mapping[str, str | Path | None], costs=None, artifacts: Iterable[str | Path] = (),
            texts: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None) -> RunRecord:
     """A RunRecord with the conventions every kind of run shares: the settings flattened into
-    params (and whole as settings.json), every input file with its sha256, the git sha."""
+    params (and whole as settings.json), every input file with its sha256, the git sha, the BLAS kernel."""
     params = {**flat_params("", dict(settings)), **input_file_params(input_files),
-              **(costs_params(costs) if costs is not None else {}), "git_sha": R.git_sha()}
+              **(costs_params(costs) if costs is not None else {}), "git_sha": R.git_sha(), "blas": blas_kernel()}
     params = {k: v if len(v) <= MAX_PARAM_CHARS else v[:MAX_PARAM_CHARS - 1] + "…" for k, v in params.items()}
     return RunRecord(experiment=experiment, name=name, params=params, metrics=finite_metrics(metrics),
                      artifacts=[Path(a) for a in artifacts if Path(a).is_file()],

@@ -180,7 +180,7 @@ def trial(config: dict, fixed: dict) -> None:
             "search_id": search_id or "", "seed": str(seed)})
         state["run_id"] = run.info.run_id
         params = {**A.hyperparams(algo_name, hp), **env_hp, "seed": seed, "episode_len": spec.episode_len,
-                  "preset": fixed["preset"], "git_sha": fixed["code_version"],
+                  "preset": fixed["preset"], "git_sha": fixed["code_version"], "blas": T.blas_kernel(),
                   # the one convention of every tracked run (training/tracking.py): inputs with sha256, costs
                   **T.input_file_params(T.data_paths_files(data_paths(fixed["data_dir"]))),
                   **T.costs_params(spec.costs())}

@@ -49,9 +49,10 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_window_version_and_age
         assert {r.data.tags["seed"] for r in mine} == ({"0", "1"} if extra else {"0"})
         for r in mine:
             assert {"lr", "gamma", "hidden", "turnover_penalty", "drawdown_penalty"} <= set(r.data.params)
-            # the convention of every tracked run: input files with their sha256, costs, git sha
+            # the convention of every tracked run: input files with their sha256, costs, git sha, BLAS kernel
             assert len(r.data.params["data.prices.sha256"]) == 64 and "costs.commission_rate" in r.data.params
             assert r.data.params["git_sha"] == r.data.tags["code_version"]
+            assert r.data.params["blas"].startswith("openblas ")  # numpy's wheel ships OpenBLAS
             assert "val_sharpe" in r.data.metrics and "timesteps" in r.data.metrics
             assert len(r.data.metrics) <= 8  # a chosen few, not RLlib's hundreds
             assert r.data.tags["train_window"] == "2008-01-01..2016-12-31"

@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import pytest
+from threadpoolctl import threadpool_info
 
 from cluster.commands import backtest as backtest_command
 from training import registry as R
@@ -56,6 +57,9 @@ def test_a_backtest_is_an_mlflow_run_with_inputs_costs_metrics_and_artifacts(sto
     assert p["data.index.sha256"] == hashlib.sha256(open(INDEX, "rb").read()).hexdigest()
     assert p["costs.commission_rate"] == "0.00015" and p["costs.sell_tax.2021-01-01"] == "0.0023/0.0023/0.001"
     assert p["git_sha"] == R.git_sha() != ""
+    # the floats depend on the BLAS kernel (reports/strategies.md, "Noise"): the run says which it used
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]   # numpy's and scipy's
+    assert blas and all(f"{i['internal_api']} {i['version']} {i['architecture']}" in p["blas"] for i in blas)
     metrics = json.loads((out / "metrics.json").read_text())
     assert run.data.metrics["total_return"] == pytest.approx(metrics["total_return"])
     assert run.data.metrics["sharpe"] == pytest.approx(metrics["sharpe"])
