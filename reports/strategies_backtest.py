@@ -39,7 +39,7 @@ from strategies.technical import TechnicalAgent
 
 ROOT = Path(__file__).resolve().parent
 # strategies/defaults.py's ensemble (chosen on validation windows: the tilt section of strategies.md)
-DEFAULT_ROW = "ensemble (the default: regime-factor + equal-weight as a tilted equal-weight book, caps)"
+DEFAULT_ROW = "ensemble (the default: regime-factor + equal-weight as a tilted equal-weight book, caps + drawdown step)"
 
 
 def main(argv=None):

@@ -106,7 +106,7 @@ def ensemble_members(engine, regime, names: tuple[str, ...] = D.ENSEMBLE_MEMBERS
 
 def ensemble(ctx: StrategyContext) -> Agent:
     """The regime-factor and equal-weight members, regime-weighted, built and sized as
-    strategies/defaults.py says (a tilted equal-weight book, per-name caps).
+    strategies/defaults.py says (a tilted equal-weight book, per-name caps, the drawdown step).
 
     Plus the RL agents that have a model (`rl_models`): optional members, left out with a note
     when their model saw data after the history the ensemble is fitted on (look-ahead).
