@@ -118,6 +118,9 @@ def risk_contributions(weights: np.ndarray, cov: np.ndarray) -> np.ndarray:
     return w * (cov @ w) / total if total > 0 else np.zeros_like(w)
 
 
+RIDGE = 1e-8  # added to the unit-scaled covariance by risk_parity
+
+
 def risk_parity(cov: np.ndarray, budgets: np.ndarray | None = None, tol: float = 1e-12,
                 max_iter: int = 200) -> np.ndarray:
     """Weights (sum 1, long-only) whose risk contributions match `budgets` (equal by default).
@@ -138,9 +141,13 @@ def risk_parity(cov: np.ndarray, budgets: np.ndarray | None = None, tol: float =
         diag = np.where(diag > 0, diag, max(diag.max(), 1e-12) * 1e-6)
         cov = cov.copy()
         np.fill_diagonal(cov, diag)
-    # scale so the problem is well conditioned whatever the units of the returns
+    # scale so the problem is well conditioned whatever the units of the returns; the ridge makes it
+    # strictly convex: a sample covariance can hold a riskless long-only mix (a hedged pair, more
+    # names than independent return rows), along which the problem has no minimum and Newton's y
+    # runs off until the step's system is singular. 1e-8 of the mean variance moves no weight
+    # of a well-posed problem by more than ~1e-8.
     scale = float(np.mean(diag))
-    c = cov / scale
+    c = cov / scale + RIDGE * np.eye(n)
     y = np.sqrt(b / np.diag(c))
     for _ in range(max_iter):
         g = c @ y - b / y

@@ -64,6 +64,19 @@ def test_risk_parity_contributions_are_equal():
     np.testing.assert_allclose(risk_contributions(risk_parity(cov, b), cov), b / b.sum(), atol=1e-6)
 
 
+def test_risk_parity_of_a_singular_covariance_is_defined():
+    # a sample covariance with a riskless long-only mix (a hedged pair; more names than independent
+    # return rows — what 105 names with short histories gave in reports.strategies_ablation erc):
+    # Newton ran y off to infinity along that direction and numpy raised "Singular matrix"
+    hedged = np.array([[1.0, -1.0], [-1.0, 1.0]]) * 1e-4
+    np.testing.assert_allclose(risk_parity(hedged), [0.5, 0.5])
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.02, size=(5, 12))
+    x[:, -1] = -x[:, :-1].sum(axis=1)  # the last name offsets the other eleven: rank 4 of 12
+    w = risk_parity(np.cov(x, rowvar=False))
+    assert np.all(np.isfinite(w)) and np.all(w > 0) and w.sum() == pytest.approx(1.0)
+
+
 def test_size_respects_cvar_budget_and_caps():
     rng = np.random.default_rng(2)
     r = rng.normal(0, 0.03, (250, 5))  # volatile assets: the budget must bind
