@@ -13,8 +13,8 @@ DESCRIPTIONS = {
     "regime-factor": "the factor model with regime-conditional weights and exposure (HMM: bull / bear / "
                      "sideways)",
     "ensemble": "regime-weighted ensemble of regime-factor and equal-weight (+ RL champions) as a tilted "
-                "equal-weight book (every name, leaning to the combined rank), per-name caps (the default, chosen "
-                "on validation)",
+                "equal-weight book (every name, leaning to the combined rank), per-name caps and a drawdown brake (the "
+                "default, chosen on validation)",
     "ensemble-validated": "the ensemble whose member weights and construction are chosen on the two "
                           "years before each fit (strategies/selection.py)",
     "ensemble-combined": "the previous default: regime-factor, technical and equal-weight, their combined "
