@@ -113,7 +113,20 @@ def rllib_run(cpus: int, steps: int) -> dict:
 
 
 # --- RL trials: the exposure controller trained as Tune trials -----------------------------------
-INPUTS = Path("/tmp/krt-bench-exposure-inputs.npz")
+def exposure_inputs() -> Path:
+    """Where the controller's inputs (the default ensemble's book 2006–2023 through the engine) are
+    cached: one file per code version and data, so a new default or new data is built afresh
+    instead of read stale."""
+    import hashlib
+    import tempfile
+
+    from market.data import DataPaths
+    from training import registry as R
+    from training import tracking as T
+
+    digests = T.input_file_params(T.data_paths_files(DataPaths()))
+    key = hashlib.sha256(json.dumps([R.git_sha(), digests], sort_keys=True).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"krt-bench-exposure-inputs-{key}.npz"
 
 
 def controller_trial(config: dict) -> dict:
@@ -142,7 +155,7 @@ def rl_trials_run(cpus: int, trials: int, steps: int) -> dict:
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     out = {}
     for algo in ("dqn", "appo"):
-        space = {"algo": algo, "inputs": str(INPUTS), "steps": steps, "seed": tune.grid_search(list(range(trials)))}
+        space = {"algo": algo, "inputs": str(exposure_inputs()), "steps": steps, "seed": tune.grid_search(list(range(trials)))}
         t0 = time.perf_counter()
         results = tune.Tuner(tune.with_resources(controller_trial, {"cpu": 1}), param_space=space,
                              tune_config=tune.TuneConfig(max_concurrent_trials=cpus),
@@ -206,11 +219,11 @@ def main() -> None:
 
     if args.only not in (None, "rl"):
         return
-    if not INPUTS.exists():  # the default ensemble's book 2006–2023 through the engine (~15 s); delete to rebuild
+    if not exposure_inputs().exists():  # built once per code version and data (~15 s)
         from market.data import DataPaths
         from reports.rl_exposure import build_inputs
 
-        build_inputs(DataPaths(), INPUTS)
+        build_inputs(DataPaths(), exposure_inputs())
     base_rl: dict = {}
     for c in cpus:
         r = measure("rl", c, args.rl_trials, args.rl_steps)
