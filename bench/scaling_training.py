@@ -154,8 +154,9 @@ def rl_trials_run(cpus: int, trials: int, steps: int) -> dict:
 
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     out = {}
+    inputs = str(exposure_inputs())  # hashes the data files and asks git: once, not per algorithm
     for algo in ("dqn", "appo"):
-        space = {"algo": algo, "inputs": str(exposure_inputs()), "steps": steps, "seed": tune.grid_search(list(range(trials)))}
+        space = {"algo": algo, "inputs": inputs, "steps": steps, "seed": tune.grid_search(list(range(trials)))}
         t0 = time.perf_counter()
         results = tune.Tuner(tune.with_resources(controller_trial, {"cpu": 1}), param_space=space,
                              tune_config=tune.TuneConfig(max_concurrent_trials=cpus),
@@ -219,11 +220,12 @@ def main() -> None:
 
     if args.only not in (None, "rl"):
         return
-    if not exposure_inputs().exists():  # built once per code version and data (~15 s)
+    inputs = exposure_inputs()
+    if not inputs.exists():  # built once per code version and data (~15 s)
         from market.data import DataPaths
         from reports.rl_exposure import build_inputs
 
-        build_inputs(DataPaths(), exposure_inputs())
+        build_inputs(DataPaths(), inputs)
     base_rl: dict = {}
     for c in cpus:
         r = measure("rl", c, args.rl_trials, args.rl_steps)
